@@ -1,0 +1,52 @@
+"""``rams info``: describe an orthomosaic and what a run on it would do."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import typer
+
+
+def info(
+    ortho: Path = typer.Argument(..., help="Orthomosaic GeoTIFF."),
+    gsd: float | None = typer.Option(None, "--gsd", help="Target GSD in metres for tiling (default: native)."),
+    tile_size: int = typer.Option(512, "--tile-size", help="Tile size in pixels at the target GSD."),
+    overlap: int = typer.Option(64, "--overlap", help="Tile overlap in pixels at the target GSD."),
+    classes: str | None = typer.Option(
+        None, "--classes", help="Comma-separated target classes for the GSD verdict (default: all)."
+    ),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON instead of text."),
+) -> None:
+    """Describe ORTHO: size, bands, CRS, GSD, footprint, masks, tiling, and a GSD verdict for the targets."""
+    from rams.config import TilingConfig
+    from rams.ingest import inspect_ortho
+
+    tiling = TilingConfig(tile_size_px=tile_size, overlap_px=overlap)
+    cls = [c.strip() for c in classes.split(",")] if classes else None
+    report = inspect_ortho(ortho, gsd, tiling, cls)
+    if as_json:
+        typer.echo(json.dumps(report.to_dict(), indent=2, default=str))
+        return
+    o = report.ortho
+    lines = [
+        f"file        {o.path} ({o.file_size_bytes / 1e6:.1f} MB, {o.driver}, "
+        f"{'tiled ' + 'x'.join(map(str, o.block_shape)) if o.is_tiled else 'untiled (strips)'}, "
+        f"compression {o.compression or 'none'})",
+        f"size        {o.height} rows x {o.width} cols ({o.width * o.height / 1e6:.1f} Mpx), "
+        f"{o.count} bands {', '.join(o.band_names)}, {o.dtype}",
+        f"crs         {o.crs}{' (geographic: read through a warp to UTM)' if o.crs_is_geographic else ''}",
+        f"gsd         {o.gsd_m * 100:.2f} cm/px",
+        f"mask        {o.mask_kind}" + (f" (nodata={o.nodata})" if o.nodata is not None else ""),
+        f"overviews   {', '.join(map(str, o.overviews)) or 'none'}",
+    ]
+    if o.valid_fraction is not None:
+        lines.append(
+            f"footprint   {(o.footprint_area_m2 or 0) / 1e4:.3f} ha imaged ({o.valid_fraction * 100:.1f} % of the extent)"
+        )
+    lines += [
+        f"tiling      {report.tiles} tiles of {report.tile_size_px} px (overlap {report.overlap_px} px) "
+        f"at {report.target_gsd_m * 100:.2f} cm/px on a {report.grid_height} x {report.grid_width} grid",
+        f"verdict     {report.gsd_verdict}",
+    ]
+    typer.echo("\n".join(lines))

@@ -1,0 +1,123 @@
+"""Entry point of the ``rams`` command: the Typer app, global options, logging and error mapping.
+
+Every command module in this folder defines plain functions; they are registered here. Errors derived from
+:class:`rams.errors.RamsError` become one line on stderr and the exit code from ``rams.errors.EXIT_CODES``;
+tracebacks appear only with ``--debug``.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import click
+import typer
+from typer.core import TyperGroup
+from rich.console import Console
+from rich.logging import RichHandler
+
+from rams import __version__
+from rams.errors import RamsError, exit_code_for
+
+class RamsGroup(TyperGroup):
+    """Top-level command group that turns rams errors into one stderr line and a documented exit code."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except RamsError as err:
+            if _state["debug"]:
+                stderr.print_exception()
+            stderr.print(f"error: {err}", markup=False, highlight=False, soft_wrap=True)
+            raise click.exceptions.Exit(exit_code_for(err)) from err
+        except KeyboardInterrupt as err:
+            stderr.print("interrupted", markup=False)
+            raise click.exceptions.Exit(130) from err
+        except (click.exceptions.ClickException, click.exceptions.Exit, click.exceptions.Abort):
+            raise
+        except Exception as err:
+            if _state["debug"]:
+                raise
+            stderr.print(
+                f"internal error: {type(err).__name__}: {err} (rerun with --debug and report it)",
+                markup=False,
+                highlight=False,
+                soft_wrap=True,
+            )
+            raise click.exceptions.Exit(1) from err
+
+
+app = typer.Typer(
+    cls=RamsGroup,
+    name="rams",
+    help="Remote Aerial Minefield Survey: orthomosaics to georeferenced mine/ERW evidence. "
+    "Every output is a recommendation for human review, never a safety claim.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+stderr = Console(stderr=True)
+_state = {"debug": False}
+
+
+def _version_callback(value: bool) -> None:
+    if value:
+        typer.echo(f"rams {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _global(
+    verbose: int = typer.Option(0, "--verbose", "-v", count=True, help="More log output (-vv for debug logs)."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="Only warnings and errors on stderr."),
+    debug: bool = typer.Option(False, "--debug", help="Show full tracebacks on errors."),
+    version: bool = typer.Option(
+        False, "--version", callback=_version_callback, is_eager=True, help="Print the version and exit."
+    ),
+) -> None:
+    """Global options."""
+    _state["debug"] = debug
+    level = logging.WARNING if quiet else (logging.INFO if verbose == 0 else logging.DEBUG)
+    if verbose == 0 and not quiet:
+        level = logging.INFO
+    logging.basicConfig(
+        level=level,
+        format="%(message)s",
+        handlers=[RichHandler(console=stderr, show_path=False, show_time=debug, markup=False)],
+        force=True,
+    )
+    for noisy in ("rasterio", "fiona", "pyogrio", "matplotlib", "PIL", "distributed", "asyncio"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+def is_debug() -> bool:
+    """Whether ``--debug`` was given (commands may add detail to their output)."""
+    return _state["debug"]
+
+
+# (module in rams/cli, command name, attribute: a function, or a Typer sub-app for command groups).
+# Command modules import heavy libraries (torch, geopandas) inside their functions so `rams --help` stays fast.
+COMMANDS: list[tuple[str, str, str]] = [
+    ("info", "info", "info"),
+]
+
+
+def _register() -> None:
+    import importlib
+
+    for module_name, command_name, attr in COMMANDS:
+        module = importlib.import_module(f"rams.cli.{module_name}")
+        obj = getattr(module, attr)
+        if isinstance(obj, typer.Typer):
+            app.add_typer(obj, name=command_name)
+        else:
+            app.command(command_name)(obj)
+
+
+_register()
+
+
+def main() -> None:
+    """Console-script entry point."""
+    app()

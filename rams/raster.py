@@ -1,0 +1,573 @@
+"""Orthomosaic ingestion: open, describe and stream-read GeoTIFFs for a model, in bounded memory.
+
+This is one of the two I/O boundaries of rams (with :mod:`rams.export` / :mod:`rams.layers`): only here are
+raster paths opened. Everything downstream takes a :class:`Grid`, windows and arrays.
+
+Reading rules (what the open tools in this field get wrong):
+
+* alpha, nodata and internal masks become a *validity mask*, never image content;
+* values are scaled to [0, 1] with a fixed range per dtype (never a per-tile stretch: tiles must agree);
+* imagery is resampled on read to the model's GSD, so objects have the physical size the model learnt;
+* geographic (EPSG:4326) mosaics are warped on read to the local UTM zone, so pixels are square metres;
+* strip (untiled) GeoTIFF and BigTIFF are read window by window with a capped GDAL block cache.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import rasterio
+from affine import Affine
+from pyproj import CRS as ProjCRS
+from pyproj import Geod
+from pyproj.aoi import AreaOfInterest
+from pyproj.database import query_utm_crs_info
+from rasterio.crs import CRS
+from rasterio.enums import ColorInterp, Resampling
+from rasterio.errors import NotGeoreferencedWarning, RasterioIOError
+from rasterio.io import DatasetReader
+from rasterio.vrt import WarpedVRT
+from rasterio.windows import Window
+
+from rams.config import ReadConfig
+from rams.errors import (
+    BandError,
+    CorruptRasterError,
+    GeoreferenceError,
+    GSDError,
+    InputNotFoundError,
+    NotARasterError,
+)
+
+log = logging.getLogger(__name__)
+
+#: Default value range mapped to [0, 1] for each dtype. Fixed, so every tile is scaled alike.
+DEFAULT_VALUE_RANGE: dict[str, tuple[float, float]] = {
+    "uint8": (0.0, 255.0),
+    "uint16": (0.0, 65535.0),
+    "int16": (-32768.0, 32767.0),
+    "float32": (0.0, 1.0),
+    "float64": (0.0, 1.0),
+}
+
+#: Colour-interpretation names as rams spells band names in model cards.
+_CI_NAMES = {
+    ColorInterp.red: "red",
+    ColorInterp.green: "green",
+    ColorInterp.blue: "blue",
+    ColorInterp.gray: "gray",
+    ColorInterp.alpha: "alpha",
+    ColorInterp.undefined: "undefined",
+}
+
+
+def _ci_name(ci: ColorInterp) -> str:
+    return _CI_NAMES.get(ci, ci.name)
+
+
+@dataclass(frozen=True)
+class Grid:
+    """A north-up pixel grid in a metric CRS: the frame tiles, detections and coverage are computed in.
+
+    ``transform`` maps (col, row) pixel corners to map coordinates; ``gsd_m`` is the pixel size in metres.
+    """
+
+    crs: CRS
+    transform: Affine
+    height: int
+    width: int
+
+    @property
+    def gsd_m(self) -> float:
+        return float(self.transform.a)
+
+    @property
+    def bounds_map(self) -> tuple[float, float, float, float]:
+        """(left, bottom, right, top) in map units."""
+        left, top = self.transform.c, self.transform.f
+        return (left, top + self.height * self.transform.e, left + self.width * self.transform.a, top)
+
+    def window_bounds(self, window: Window) -> tuple[float, float, float, float]:
+        """(left, bottom, right, top) of a window of this grid."""
+        t = self.transform
+        left = t.c + window.col_off * t.a
+        top = t.f + window.row_off * t.e
+        return (left, top + window.height * t.e, left + window.width * t.a, top)
+
+    def window_transform(self, window: Window) -> Affine:
+        return self.transform * Affine.translation(window.col_off, window.row_off)
+
+
+@dataclass(frozen=True)
+class OrthoInfo:
+    """Everything rams needs to know about an orthomosaic before reading it."""
+
+    path: str
+    driver: str
+    width: int
+    height: int
+    count: int
+    dtype: str
+    band_names: tuple[str, ...]
+    crs: str
+    crs_is_geographic: bool
+    transform: tuple[float, ...]
+    bounds: tuple[float, float, float, float]
+    gsd_m: float
+    mask_kind: str
+    nodata: float | None
+    alpha_band: int | None
+    is_tiled: bool
+    block_shape: tuple[int, int]
+    overviews: tuple[int, ...]
+    compression: str | None
+    file_size_bytes: int
+    footprint_area_m2: float | None = None
+    valid_fraction: float | None = None
+    footprint_wkt: str | None = field(default=None, repr=False)
+
+    def to_dict(self) -> dict[str, Any]:
+        d = {k: getattr(self, k) for k in self.__dataclass_fields__}
+        d["gigapixels"] = self.width * self.height / 1e9
+        return d
+
+
+def open_raster(path: str | os.PathLike[str]) -> DatasetReader:
+    """Open a raster for reading, turning GDAL failures into one-line rams errors.
+
+    Checks that the file exists, that GDAL can read it, that it is georeferenced, and that its first and
+    last blocks decode (catches truncated downloads and copies cheaply).
+    """
+    p = Path(path)
+    if not p.exists():
+        raise InputNotFoundError(f"orthomosaic not found: {p} (check the path)")
+    if p.is_dir():
+        raise NotARasterError(f"{p} is a folder, not a raster; give the GeoTIFF file itself")
+    import warnings
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", NotGeoreferencedWarning)
+            src = rasterio.open(p)
+    except RasterioIOError as err:
+        msg = str(err)
+        if "not recognized" in msg.lower() or "not a supported" in msg.lower():
+            raise NotARasterError(
+                f"{p} is not a raster GDAL can read; give a GeoTIFF orthomosaic"
+            ) from err
+        raise CorruptRasterError(
+            f"{p} cannot be opened ({msg.splitlines()[0]}); the file may be truncated or damaged, re-export it"
+        ) from err
+    try:
+        check_georeference(src)
+        _probe_blocks(src)
+    except Exception:
+        src.close()
+        raise
+    return src
+
+
+def check_georeference(src: DatasetReader) -> None:
+    """Raise GeoreferenceError unless the dataset has a CRS and a real geotransform."""
+    name = src.name
+    if src.crs is None:
+        raise GeoreferenceError(
+            f"{name} has no coordinate reference system; export the orthomosaic as a GeoTIFF with its CRS "
+            "(e.g. the UTM zone) or assign one with gdal_edit.py -a_srs"
+        )
+    if src.transform == Affine.identity() and not src.gcps[0]:
+        raise GeoreferenceError(
+            f"{name} has no geotransform (pixel-to-map mapping); export a georeferenced GeoTIFF"
+        )
+
+
+def _probe_blocks(src: DatasetReader) -> None:
+    """Decode the first and last block: truncated files fail here instead of hours into a run."""
+    bh, bw = src.block_shapes[0]
+    last_row = max(0, src.height - min(bh, src.height))
+    last_col = max(0, src.width - min(bw, src.width))
+    try:
+        for row, col in ((0, 0), (last_row, last_col)):
+            src.read(1, window=Window(col, row, min(bw, src.width), min(bh, src.height)))
+    except RasterioIOError as err:
+        raise CorruptRasterError(
+            f"{src.name} is truncated or corrupt (GDAL: {str(err).splitlines()[0]}); copy or export it again"
+        ) from err
+
+
+def gsd_of(src: DatasetReader) -> float:
+    """Ground sample distance in metres (mean of x and y), also for geographic CRSs."""
+    t = src.transform
+    if src.crs is not None and src.crs.is_geographic:
+        left, bottom, right, top = src.bounds
+        lon = (left + right) / 2
+        lat = (bottom + top) / 2
+        geod = Geod(ellps="WGS84")
+        _, _, dx = geod.inv(lon, lat, lon + abs(t.a), lat)
+        _, _, dy = geod.inv(lon, lat, lon, lat + abs(t.e))
+        return float((dx + dy) / 2)
+    unit = 1.0
+    if src.crs is not None:
+        try:
+            unit = ProjCRS.from_wkt(src.crs.to_wkt()).axis_info[0].unit_conversion_factor
+        except Exception:  # pragma: no cover - exotic CRS without axis info
+            unit = 1.0
+    return float((math.hypot(t.a, t.d) + math.hypot(t.b, t.e)) / 2 * unit)
+
+
+def _mask_kind(src: DatasetReader) -> tuple[str, int | None]:
+    alpha = None
+    for i, ci in enumerate(src.colorinterp, start=1):
+        if ci == ColorInterp.alpha:
+            alpha = i
+    if alpha is not None:
+        return "alpha", alpha
+    if src.nodata is not None:
+        return "nodata", None
+    from rasterio.enums import MaskFlags
+
+    flags = src.mask_flag_enums[0]
+    if MaskFlags.per_dataset in flags and MaskFlags.alpha not in flags:
+        return "internal mask", None
+    return "none", None
+
+
+def describe(src: DatasetReader, footprint: bool = True, footprint_max_px: int = 1024) -> OrthoInfo:
+    """Describe an open orthomosaic. ``footprint`` reads a decimated validity mask (cheap with overviews)."""
+    kind, alpha = _mask_kind(src)
+    bh, bw = src.block_shapes[0]
+    is_tiled = bool(src.profile.get("tiled", False)) or (bw < src.width and bh < src.height)
+    comp = src.compression.value if src.compression is not None else None
+    try:
+        size = os.path.getsize(src.name)
+    except OSError:
+        size = 0
+    info: dict[str, Any] = dict(
+        path=str(src.name),
+        driver=src.driver,
+        width=src.width,
+        height=src.height,
+        count=src.count,
+        dtype=src.dtypes[0],
+        band_names=tuple(_ci_name(ci) for ci in src.colorinterp),
+        crs=src.crs.to_string() if src.crs else "",
+        crs_is_geographic=bool(src.crs and src.crs.is_geographic),
+        transform=tuple(src.transform)[:6],
+        bounds=tuple(src.bounds),
+        gsd_m=gsd_of(src),
+        mask_kind=kind,
+        nodata=src.nodata,
+        alpha_band=alpha,
+        is_tiled=is_tiled,
+        block_shape=(bh, bw),
+        overviews=tuple(src.overviews(1)),
+        compression=comp,
+        file_size_bytes=size,
+    )
+    if footprint:
+        geom, frac = valid_footprint(src, max_px=footprint_max_px)
+        info["valid_fraction"] = frac
+        if geom is not None:
+            info["footprint_wkt"] = geom.wkt
+            info["footprint_area_m2"] = _area_m2(geom, src.crs)
+        else:
+            info["footprint_area_m2"] = 0.0
+    return OrthoInfo(**info)
+
+
+def _area_m2(geom: Any, crs: CRS) -> float:
+    if crs.is_geographic:
+        geod = Geod(ellps="WGS84")
+        return float(abs(geod.geometry_area_perimeter(geom)[0]))
+    return float(geom.area)
+
+
+def valid_footprint(src: DatasetReader, max_px: int = 1024) -> tuple[Any, float]:
+    """Valid-data footprint (shapely geometry in the raster CRS) from a decimated mask, and valid fraction."""
+    from rasterio import features
+    from shapely.geometry import shape
+    from shapely.ops import unary_union
+
+    scale = max(1.0, max(src.width, src.height) / max_px)
+    h, w = max(1, round(src.height / scale)), max(1, round(src.width / scale))
+    with rasterio.Env(GDAL_CACHEMAX=256):
+        mask = src.dataset_mask(out_shape=(h, w), resampling=Resampling.average)
+    valid = (mask > 0).astype(np.uint8)
+    t = src.transform * Affine.scale(src.width / w, src.height / h)
+    polys = [shape(g) for g, v in features.shapes(valid, mask=valid.astype(bool), transform=t) if v == 1]
+    frac = float(valid.mean())
+    if not polys:
+        return None, 0.0
+    return unary_union(polys), frac
+
+
+def coarse_valid_mask(src: DatasetReader, grid: Grid, max_px: int = 2048) -> tuple[np.ndarray, Affine]:
+    """A coarse validity mask in the grid's CRS (True where any source pixel under a cell is valid).
+
+    Used to skip tiles that hold no imagery. Decimated reads use overviews when the file has them.
+    """
+    scale = max(1.0, max(grid.width, grid.height) / max_px)
+    h, w = max(1, math.ceil(grid.height / scale)), max(1, math.ceil(grid.width / scale))
+    t = grid.transform * Affine.scale(grid.width / w, grid.height / h)
+    with rasterio.Env(GDAL_CACHEMAX=256):
+        if needs_warp(src):
+            with WarpedVRT(
+                src, crs=grid.crs, transform=t, width=w, height=h, resampling=Resampling.nearest,
+                add_alpha=_mask_kind(src)[0] == "none",
+            ) as vrt:
+                m = vrt.dataset_mask()
+        else:
+            m = src.dataset_mask(out_shape=(h, w), resampling=Resampling.average)
+            t = src.transform * Affine.scale(src.width / w, src.height / h)
+    return m > 0, t
+
+
+def utm_crs_for(lon: float, lat: float) -> CRS:
+    """The WGS84 UTM zone CRS containing a point."""
+    infos = query_utm_crs_info(
+        datum_name="WGS 84", area_of_interest=AreaOfInterest(lon, lat, lon, lat)
+    )
+    if not infos:  # pragma: no cover - polar regions
+        raise GeoreferenceError(f"no UTM zone for lon={lon:.4f} lat={lat:.4f}; reproject the mosaic first")
+    return CRS.from_epsg(int(infos[0].code))
+
+
+def needs_warp(src: DatasetReader) -> bool:
+    """Geographic CRS or a rotated/sheared geotransform: read through a warp to a metric north-up grid."""
+    t = src.transform
+    return bool(src.crs.is_geographic or t.b != 0 or t.d != 0 or t.a <= 0 or t.e >= 0)
+
+
+def target_grid(src: DatasetReader, gsd_m: float | None = None) -> Grid:
+    """The metric north-up grid at ``gsd_m`` (native GSD when None) covering the whole raster.
+
+    Projected mosaics keep their CRS and top-left corner; geographic ones move to their local UTM zone.
+    """
+    gsd = float(gsd_m) if gsd_m else gsd_of(src)
+    if not needs_warp(src):
+        left, bottom, right, top = src.bounds
+        width = max(1, math.ceil((right - left) / gsd - 1e-6))
+        height = max(1, math.ceil((top - bottom) / gsd - 1e-6))
+        return Grid(src.crs, Affine(gsd, 0.0, left, 0.0, -gsd, top), height, width)
+    from rasterio.warp import transform_bounds
+
+    dst_crs = src.crs
+    if src.crs.is_geographic:
+        left, bottom, right, top = src.bounds
+        dst_crs = utm_crs_for((left + right) / 2, (bottom + top) / 2)
+    left, bottom, right, top = transform_bounds(src.crs, dst_crs, *src.bounds, densify_pts=21)
+    width = max(1, math.ceil((right - left) / gsd - 1e-6))
+    height = max(1, math.ceil((top - bottom) / gsd - 1e-6))
+    return Grid(dst_crs, Affine(gsd, 0.0, left, 0.0, -gsd, top), height, width)
+
+
+def select_bands(
+    src: DatasetReader, wanted: Sequence[str], override: Sequence[int] | None = None
+) -> tuple[int, ...]:
+    """1-based band indexes that give the model's bands (e.g. ``["red", "green", "blue"]``).
+
+    Chooses by colour interpretation (so RGBA, BGR and ARGB files work); alpha is never an image band.
+    ``override`` (e.g. ``--bands 3,2,1``) wins. Raises BandError with the fix when nothing fits.
+    """
+    names = [_ci_name(ci) for ci in src.colorinterp]
+    alpha = {i for i, n in enumerate(names, start=1) if n == "alpha"}
+    image_bands = [i for i in range(1, src.count + 1) if i not in alpha]
+    n_wanted = len(wanted)
+    if override:
+        bad = [b for b in override if b < 1 or b > src.count]
+        if bad:
+            raise BandError(f"--bands {bad} out of range: {src.name} has bands 1..{src.count}")
+        if len(override) != n_wanted:
+            raise BandError(
+                f"--bands gives {len(override)} bands but the model needs {n_wanted} ({', '.join(wanted)})"
+            )
+        if alpha & set(override):
+            raise BandError(f"--bands includes the alpha band {sorted(alpha)}; alpha is a mask, not imagery")
+        return tuple(override)
+    by_name = {n: i for i, n in enumerate(names, start=1) if n not in ("undefined", "alpha")}
+    if all(w in by_name for w in wanted):
+        return tuple(by_name[w] for w in wanted)
+    if n_wanted == 1 and len(image_bands) == 1:
+        return (image_bands[0],)
+    if len(image_bands) == n_wanted and all(names[i - 1] in ("undefined", "gray") for i in image_bands):
+        log.warning(
+            "%s has no colour interpretation; assuming bands %s are %s (use --bands to change)",
+            src.name,
+            image_bands,
+            ", ".join(wanted),
+        )
+        return tuple(image_bands)
+    raise BandError(
+        f"{src.name} has {src.count} bands ({', '.join(names)}) but the model needs {n_wanted} "
+        f"({', '.join(wanted)}); pick bands with --bands, e.g. --bands {','.join(map(str, image_bands[:n_wanted]))}, "
+        "or use a model trained for this sensor"
+    )
+
+
+def value_range_for(dtype: str, override: tuple[float, float] | None = None) -> tuple[float, float]:
+    """Fixed (min, max) mapped to [0, 1]; BandError for dtypes without a default and no override."""
+    if override is not None:
+        lo, hi = override
+        if not hi > lo:
+            raise BandError(f"value range {override} is empty; give max > min")
+        return (float(lo), float(hi))
+    if dtype not in DEFAULT_VALUE_RANGE:
+        raise BandError(
+            f"dtype {dtype} is not supported without an explicit value range; set read.value_range "
+            "in the config (e.g. [0, 4095] for 12-bit data) or convert to uint8/uint16/float32"
+        )
+    return DEFAULT_VALUE_RANGE[dtype]
+
+
+@dataclass
+class TileData:
+    """One tile read for a model: ``image`` float32 (bands, rows, cols) in [0, 1]; ``valid`` bool mask."""
+
+    image: np.ndarray
+    valid: np.ndarray
+
+
+class OrthoReader:
+    """Reads windows of a :class:`Grid` from an open mosaic, resampled, band-selected, scaled and masked.
+
+    Memory is bounded by the window size (and the capped GDAL cache), never by the mosaic size.
+    Not thread-safe: use one reader (one open dataset) per thread.
+    """
+
+    def __init__(
+        self,
+        src: DatasetReader,
+        grid: Grid,
+        bands: Sequence[int],
+        value_range: tuple[float, float],
+        resampling: str = "average",
+        gdal_cache_mb: int = 256,
+    ) -> None:
+        self.src = src
+        self.grid = grid
+        self.bands = tuple(bands)
+        self.lo, self.hi = value_range
+        try:
+            self.resampling = Resampling[resampling]
+        except KeyError as err:
+            raise BandError(f"unknown resampling {resampling!r}; use one of nearest, bilinear, average") from err
+        self._env = rasterio.Env(GDAL_CACHEMAX=int(gdal_cache_mb))
+        self._env.__enter__()
+        self._vrt: WarpedVRT | None = None
+        if needs_warp(src):
+            self._vrt = WarpedVRT(
+                src,
+                crs=grid.crs,
+                transform=grid.transform,
+                width=grid.width,
+                height=grid.height,
+                resampling=self.resampling,
+                add_alpha=_mask_kind(src)[0] == "none",
+            )
+
+    def close(self) -> None:
+        if self._vrt is not None:
+            self._vrt.close()
+            self._vrt = None
+        self._env.__exit__(None, None, None)
+
+    def __enter__(self) -> OrthoReader:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def read(self, window: Window) -> TileData:
+        """Read a grid window (may extend past the grid edge: the outside is zero and invalid)."""
+        h, w = int(window.height), int(window.width)
+        image = np.zeros((len(self.bands), h, w), dtype=np.float32)
+        valid = np.zeros((h, w), dtype=bool)
+        r0, c0 = int(window.row_off), int(window.col_off)
+        rr0, cc0 = max(r0, 0), max(c0, 0)
+        rr1, cc1 = min(r0 + h, self.grid.height), min(c0 + w, self.grid.width)
+        if rr1 <= rr0 or cc1 <= cc0:
+            return TileData(image, valid)
+        inner = Window(cc0, rr0, cc1 - cc0, rr1 - rr0)
+        try:
+            data, mask = self._read_inner(inner)
+        except RasterioIOError as err:
+            raise CorruptRasterError(
+                f"{self.src.name}: cannot read window {inner} (GDAL: {str(err).splitlines()[0]}); "
+                "the file may be truncated or damaged, re-export it"
+            ) from err
+        sl = (slice(rr0 - r0, rr1 - r0), slice(cc0 - c0, cc1 - c0))
+        scaled = (data.astype(np.float32) - self.lo) * (1.0 / (self.hi - self.lo))
+        np.clip(scaled, 0.0, 1.0, out=scaled)
+        if not np.issubdtype(data.dtype, np.integer):
+            bad = ~np.isfinite(data).all(axis=0)
+            mask = mask & ~bad
+            scaled[:, bad] = 0.0
+        scaled[:, ~mask] = 0.0
+        image[:, sl[0], sl[1]] = scaled
+        valid[sl] = mask
+        return TileData(image, valid)
+
+    def _read_inner(self, inner: Window) -> tuple[np.ndarray, np.ndarray]:
+        out_shape = (len(self.bands), int(inner.height), int(inner.width))
+        if self._vrt is not None:
+            data = self._vrt.read(self.bands, window=inner)
+            m = self._vrt.dataset_mask(window=inner)
+            return data, m == 255
+        # Projected north-up: map the grid window to a (fractional) source window and resample on read.
+        src_t = self.src.transform
+        left, bottom, right, top = self.grid.window_bounds(inner)
+        col0 = (left - src_t.c) / src_t.a
+        col1 = (right - src_t.c) / src_t.a
+        row0 = (top - src_t.f) / src_t.e
+        row1 = (bottom - src_t.f) / src_t.e
+        col0, row0 = max(0.0, col0), max(0.0, row0)
+        col1, row1 = min(float(self.src.width), col1), min(float(self.src.height), row1)
+        src_win = Window(col0, row0, max(col1 - col0, 1e-6), max(row1 - row0, 1e-6))
+        same_scale = abs(src_win.width - inner.width) < 1e-6 and abs(src_win.height - inner.height) < 1e-6
+        if same_scale and float(col0).is_integer() and float(row0).is_integer():
+            src_win = Window(int(col0), int(row0), int(inner.width), int(inner.height))
+            data = self.src.read(self.bands, window=src_win)
+            m = self.src.dataset_mask(window=src_win)
+            return data, m == 255
+        data = self.src.read(self.bands, window=src_win, out_shape=out_shape, resampling=self.resampling)
+        # A resampled pixel is valid only if every source pixel under it was valid (average == 255).
+        m = self.src.dataset_mask(window=src_win, out_shape=out_shape[1:], resampling=Resampling.average)
+        return data, m == 255
+
+
+def check_gsd(gsd_m: float, min_target_length_m: float, min_pixels: float, force: bool = False) -> str:
+    """Verdict on whether imagery at ``gsd_m`` can show targets of ``min_target_length_m``.
+
+    Returns a one-line verdict. Raises GSDError when too coarse, unless ``force`` (then logs a warning).
+    """
+    px = min_target_length_m / gsd_m
+    verdict_ok = px >= min_pixels
+    text = (
+        f"{gsd_m * 100:.2f} cm/px: targets of {min_target_length_m * 100:.0f} cm span {px:.1f} px "
+        f"({'adequate' if verdict_ok else 'too coarse'}; need >= {min_pixels:g} px)"
+    )
+    if not verdict_ok:
+        msg = (
+            f"{gsd_m * 100:.2f} cm/px is too coarse for targets under {min_target_length_m * 100:.0f} cm "
+            f"({px:.1f} px < {min_pixels:g} px); fly lower or with a longer lens, or pass --force to proceed "
+            "(absence of detections will then not support cancellation)"
+        )
+        if not force:
+            raise GSDError(msg)
+        log.warning(msg)
+    return text
+
+
+def make_reader(src: DatasetReader, wanted_bands: Sequence[str], gsd_m: float | None, cfg: ReadConfig) -> OrthoReader:
+    """Convenience: grid + band selection + value range + reader, from a read config."""
+    grid = target_grid(src, gsd_m)
+    bands = select_bands(src, wanted_bands, cfg.bands)
+    vr = value_range_for(src.dtypes[bands[0] - 1], cfg.value_range)
+    return OrthoReader(src, grid, bands, vr, cfg.resampling, cfg.gdal_cache_mb)
