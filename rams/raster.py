@@ -24,6 +24,7 @@ from typing import Any
 
 import numpy as np
 import rasterio
+import rasterio.env
 from affine import Affine
 from pyproj import CRS as ProjCRS
 from pyproj import Geod
@@ -102,7 +103,7 @@ class Grid:
         return (left, top + window.height * t.e, left + window.width * t.a, top)
 
     def window_transform(self, window: Window) -> Affine:
-        return self.transform * Affine.translation(window.col_off, window.row_off)
+        return self.transform @ Affine.translation(window.col_off, window.row_off)
 
 
 @dataclass(frozen=True)
@@ -300,7 +301,7 @@ def valid_footprint(src: DatasetReader, max_px: int = 1024) -> tuple[Any, float]
     with rasterio.Env(GDAL_CACHEMAX=256):
         mask = src.dataset_mask(out_shape=(h, w), resampling=Resampling.average)
     valid = (mask > 0).astype(np.uint8)
-    t = src.transform * Affine.scale(src.width / w, src.height / h)
+    t = src.transform @ Affine.scale(src.width / w, src.height / h)
     polys = [shape(g) for g, v in features.shapes(valid, mask=valid.astype(bool), transform=t) if v == 1]
     frac = float(valid.mean())
     if not polys:
@@ -315,7 +316,7 @@ def coarse_valid_mask(src: DatasetReader, grid: Grid, max_px: int = 2048) -> tup
     """
     scale = max(1.0, max(grid.width, grid.height) / max_px)
     h, w = max(1, math.ceil(grid.height / scale)), max(1, math.ceil(grid.width / scale))
-    t = grid.transform * Affine.scale(grid.width / w, grid.height / h)
+    t = grid.transform @ Affine.scale(grid.width / w, grid.height / h)
     with rasterio.Env(GDAL_CACHEMAX=256):
         if needs_warp(src):
             with WarpedVRT(
@@ -325,7 +326,7 @@ def coarse_valid_mask(src: DatasetReader, grid: Grid, max_px: int = 2048) -> tup
                 m = vrt.dataset_mask()
         else:
             m = src.dataset_mask(out_shape=(h, w), resampling=Resampling.average)
-            t = src.transform * Affine.scale(src.width / w, src.height / h)
+            t = src.transform @ Affine.scale(src.width / w, src.height / h)
     return m > 0, t
 
 
@@ -458,9 +459,23 @@ class OrthoReader:
             self.resampling = Resampling[resampling]
         except KeyError as err:
             raise BandError(f"unknown resampling {resampling!r}; use one of nearest, bilinear, average") from err
-        self._env = rasterio.Env(GDAL_CACHEMAX=int(gdal_cache_mb))
-        self._env.__enter__()
+        dtype = np.dtype(src.dtypes[self.bands[0] - 1])
+        self._is_float = not np.issubdtype(dtype, np.integer)
+        full = (float(np.iinfo(dtype).min), float(np.iinfo(dtype).max)) if not self._is_float else None
+        self._needs_clip = full is None or (self.lo, self.hi) != full
+        self._cache_mb = int(gdal_cache_mb)
+        _ensure_gdal_cache(self._cache_mb)
+        self._strip_cache_checked = False
+        self._mask_kind, self._alpha = _mask_kind(src)
         self._vrt: WarpedVRT | None = None
+        # Integer ratio between model and mosaic GSD (0.5 cm -> 1 cm: 2): use the exact, fast block mean.
+        self._factor: int | None = None
+        if not needs_warp(src) and self.resampling == Resampling.average:
+            ratio_x = grid.gsd_m / src.transform.a
+            ratio_y = grid.gsd_m / -src.transform.e
+            k = round(ratio_x)
+            if k >= 1 and abs(ratio_x - k) < 1e-6 * k and abs(ratio_y - k) < 1e-6 * k:
+                self._factor = k
         if needs_warp(src):
             self._vrt = WarpedVRT(
                 src,
@@ -476,7 +491,6 @@ class OrthoReader:
         if self._vrt is not None:
             self._vrt.close()
             self._vrt = None
-        self._env.__exit__(None, None, None)
 
     def __enter__(self) -> OrthoReader:
         return self
@@ -487,14 +501,14 @@ class OrthoReader:
     def read(self, window: Window) -> TileData:
         """Read a grid window (may extend past the grid edge: the outside is zero and invalid)."""
         h, w = int(window.height), int(window.width)
-        image = np.zeros((len(self.bands), h, w), dtype=np.float32)
-        valid = np.zeros((h, w), dtype=bool)
         r0, c0 = int(window.row_off), int(window.col_off)
         rr0, cc0 = max(r0, 0), max(c0, 0)
         rr1, cc1 = min(r0 + h, self.grid.height), min(c0 + w, self.grid.width)
         if rr1 <= rr0 or cc1 <= cc0:
-            return TileData(image, valid)
+            return TileData(np.zeros((len(self.bands), h, w), np.float32), np.zeros((h, w), bool))
         inner = Window(cc0, rr0, cc1 - cc0, rr1 - rr0)
+        if not self._strip_cache_checked:
+            self._size_cache_for_strips(h)
         try:
             data, mask = self._read_inner(inner)
         except RasterioIOError as err:
@@ -502,15 +516,23 @@ class OrthoReader:
                 f"{self.src.name}: cannot read window {inner} (GDAL: {str(err).splitlines()[0]}); "
                 "the file may be truncated or damaged, re-export it"
             ) from err
+        img = data.astype(np.float32, copy=False)
+        if self.lo != 0.0:
+            img -= self.lo
+        img *= 1.0 / (self.hi - self.lo)
+        if self._needs_clip:
+            np.clip(img, 0.0, 1.0, out=img)
+        if self._is_float:
+            finite = np.isfinite(img).all(axis=0)
+            mask = mask & finite
+            img[:, ~finite] = 0.0
+        img *= mask  # invalid pixels are 0, never image content
+        if (rr0, cc0, rr1, cc1) == (r0, c0, r0 + h, c0 + w):
+            return TileData(img, mask)
+        image = np.zeros((len(self.bands), h, w), dtype=np.float32)
+        valid = np.zeros((h, w), dtype=bool)
         sl = (slice(rr0 - r0, rr1 - r0), slice(cc0 - c0, cc1 - c0))
-        scaled = (data.astype(np.float32) - self.lo) * (1.0 / (self.hi - self.lo))
-        np.clip(scaled, 0.0, 1.0, out=scaled)
-        if not np.issubdtype(data.dtype, np.integer):
-            bad = ~np.isfinite(data).all(axis=0)
-            mask = mask & ~bad
-            scaled[:, bad] = 0.0
-        scaled[:, ~mask] = 0.0
-        image[:, sl[0], sl[1]] = scaled
+        image[:, sl[0], sl[1]] = img
         valid[sl] = mask
         return TileData(image, valid)
 
@@ -527,19 +549,83 @@ class OrthoReader:
         col1 = (right - src_t.c) / src_t.a
         row0 = (top - src_t.f) / src_t.e
         row1 = (bottom - src_t.f) / src_t.e
+        k = self._factor
+        if k is not None:
+            c0, r0 = round(col0), round(row0)
+            c1, r1 = c0 + int(inner.width) * k, r0 + int(inner.height) * k
+            if c1 <= self.src.width and r1 <= self.src.height:
+                return self._read_block_mean(Window(c0, r0, c1 - c0, r1 - r0), k)
         col0, row0 = max(0.0, col0), max(0.0, row0)
         col1, row1 = min(float(self.src.width), col1), min(float(self.src.height), row1)
         src_win = Window(col0, row0, max(col1 - col0, 1e-6), max(row1 - row0, 1e-6))
-        same_scale = abs(src_win.width - inner.width) < 1e-6 and abs(src_win.height - inner.height) < 1e-6
-        if same_scale and float(col0).is_integer() and float(row0).is_integer():
-            src_win = Window(int(col0), int(row0), int(inner.width), int(inner.height))
-            data = self.src.read(self.bands, window=src_win)
-            m = self.src.dataset_mask(window=src_win)
-            return data, m == 255
         data = self.src.read(self.bands, window=src_win, out_shape=out_shape, resampling=self.resampling)
         # A resampled pixel is valid only if every source pixel under it was valid (average == 255).
         m = self.src.dataset_mask(window=src_win, out_shape=out_shape[1:], resampling=Resampling.average)
         return data, m == 255
+
+    def _size_cache_for_strips(self, window_rows: int) -> None:
+        """Strip (untiled) files decode whole-width strips: the block cache must hold one tile row's strips,
+        or every tile in the row decodes them again. Grow the cache to that (capped), never shrink it."""
+        self._strip_cache_checked = True
+        bh, bw = self.src.block_shapes[0]
+        if bw < self.src.width:  # tiled: the default cache suffices
+            return
+        ratio = max(1.0, self.grid.gsd_m / gsd_of(self.src)) if not self.src.crs.is_geographic else 1.0
+        rows = window_rows * ratio + 2 * bh
+        itemsize = np.dtype(self.src.dtypes[0]).itemsize
+        need_mb = rows * self.src.width * self.src.count * itemsize * 1.25 / 2**20
+        mb = int(min(max(self._cache_mb, need_mb), STRIP_CACHE_CAP_MB))
+        if mb > self._cache_mb:
+            log.debug("strip GeoTIFF: GDAL block cache raised to %d MB", mb)
+            _ensure_gdal_cache(mb)
+
+    def _read_block_mean(self, src_win: Window, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """Fast path for an integer GSD ratio ``k``: native read, then k x k block means in numpy.
+
+        Alpha is read in the same call (one decode per block); a target pixel is valid only if all its
+        k x k source pixels are valid.
+        """
+        idx = list(self.bands) + ([self._alpha] if self._alpha is not None else [])
+        raw = self.src.read(idx, window=src_win)
+        nb = len(self.bands)
+        data = raw[:nb]
+        if self._alpha is not None:
+            valid_src = raw[nb] > 0
+        elif self._mask_kind == "nodata" and self.src.nodata is not None:
+            valid_src = ~(data == self.src.nodata).all(axis=0)
+        elif self._mask_kind == "none":
+            valid_src = None
+        else:
+            valid_src = self.src.dataset_mask(window=src_win) == 255
+        if k == 1:
+            valid = np.ones(data.shape[1:], bool) if valid_src is None else valid_src
+            return data, valid
+        b, h, w = data.shape
+        hh, ww = h // k, w // k
+        # Strided slice sums are far faster than a reshape-and-reduce over two axes.
+        acc_dtype = np.uint32 if np.issubdtype(data.dtype, np.integer) else np.float64
+        acc = np.zeros((b, hh, ww), acc_dtype)
+        valid = np.ones((hh, ww), bool)
+        for i in range(k):
+            for j in range(k):
+                acc += data[:, i::k, j::k]
+                if valid_src is not None:
+                    valid &= valid_src[i::k, j::k]
+        mean = acc.astype(np.float32)
+        mean *= 1.0 / (k * k)
+        return mean, valid
+
+
+#: Upper bound for the GDAL block cache when reading strip GeoTIFFs (keeps peak RSS under ~1 GB).
+STRIP_CACHE_CAP_MB = 640
+_cache_now = {"mb": 0}
+
+
+def _ensure_gdal_cache(mb: int) -> None:
+    """Set GDAL's process-wide block cache to ``mb`` (only ever raised by rams, not lowered mid-run)."""
+    if _cache_now["mb"] != mb:
+        rasterio.env.set_gdal_config("GDAL_CACHEMAX", int(mb))
+        _cache_now["mb"] = mb
 
 
 def check_gsd(gsd_m: float, min_target_length_m: float, min_pixels: float, force: bool = False) -> str:

@@ -42,13 +42,13 @@ class Tile:
 
 
 def axis_starts(length: int, tile: int, overlap: int) -> list[int]:
-    """Start offsets along one axis: stride ``tile - overlap``, last tile flush with the end."""
+    """Start offsets along one axis: the fewest tiles with at least ``overlap`` between neighbours,
+    spread evenly so that the first starts at 0 and the last ends exactly at ``length``."""
     if length <= tile:
         return [0]
     stride = tile - overlap
     n = math.ceil((length - tile) / stride) + 1
-    starts = [i * stride for i in range(n - 1)] + [length - tile]
-    return starts
+    return [round(i * (length - tile) / (n - 1)) for i in range(n)]
 
 
 def axis_core_bounds(length: int, tile: int, starts: list[int]) -> list[tuple[int, int]]:
@@ -96,9 +96,9 @@ def make_tiles(
         for j, (c0, (cc0, cc1)) in enumerate(zip(cols, col_cores, strict=True)):
             window = Window(c0, r0, tile_size_px, tile_size_px)
             core = Window(cc0, cr0, cc1 - cc0, cr1 - cr0)
-            if valid_mask is not None and valid_mask_transform is not None:
-                if not _any_valid(grid, core, valid_mask, valid_mask_transform):
-                    continue
+            has_mask = valid_mask is not None and valid_mask_transform is not None
+            if has_mask and not _any_valid(grid, core, valid_mask, valid_mask_transform):  # type: ignore[arg-type]
+                continue
             if prepared is not None:
                 from shapely.geometry import box
 
@@ -120,8 +120,8 @@ def make_tiles(
 def _any_valid(grid: Grid, core: Window, mask: np.ndarray, mask_t: Affine) -> bool:
     left, bottom, right, top = grid.window_bounds(core)
     inv = ~mask_t
-    c0, r0 = inv * (left, top)
-    c1, r1 = inv * (right, bottom)
+    c0, r0 = inv @ (left, top)
+    c1, r1 = inv @ (right, bottom)
     r0i, r1i = max(0, math.floor(min(r0, r1))), min(mask.shape[0], math.ceil(max(r0, r1)))
     c0i, c1i = max(0, math.floor(min(c0, c1))), min(mask.shape[1], math.ceil(max(c0, c1)))
     if r1i <= r0i or c1i <= c0i:

@@ -66,7 +66,9 @@ def write_geotiff(
     if bigtiff:
         profile["BIGTIFF"] = "YES"
     if alpha:
+        # ALPHA=YES marks the extra sample as alpha in the TIFF itself (robust across GDAL config states)
         profile["photometric"] = "RGB" if data.shape[0] == 3 else "MINISBLACK"
+        profile["alpha"] = "YES"
     import warnings
 
     with warnings.catch_warnings():

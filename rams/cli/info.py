@@ -42,7 +42,8 @@ def info(
     ]
     if o.valid_fraction is not None:
         lines.append(
-            f"footprint   {(o.footprint_area_m2 or 0) / 1e4:.3f} ha imaged ({o.valid_fraction * 100:.1f} % of the extent)"
+            f"footprint   {(o.footprint_area_m2 or 0) / 1e4:.3f} ha imaged "
+            f"({o.valid_fraction * 100:.1f} % of the extent)"
         )
     lines += [
         f"tiling      {report.tiles} tiles of {report.tile_size_px} px (overlap {report.overlap_px} px) "

@@ -10,30 +10,35 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-import click
 import typer
 from typer.core import TyperGroup
+
+try:  # Typer >= 0.20 vendors its own copy of Click; its exceptions are the ones raised here.
+    from typer._click.exceptions import ClickException
+except ImportError:  # pragma: no cover - older Typer on plain Click
+    from click.exceptions import ClickException  # type: ignore[assignment]
 from rich.console import Console
 from rich.logging import RichHandler
 
 from rams import __version__
 from rams.errors import RamsError, exit_code_for
 
+
 class RamsGroup(TyperGroup):
     """Top-level command group that turns rams errors into one stderr line and a documented exit code."""
 
-    def invoke(self, ctx: click.Context) -> Any:
+    def invoke(self, ctx: typer.Context) -> Any:  # type: ignore[override]
         try:
-            return super().invoke(ctx)
+            return super().invoke(ctx)  # type: ignore[arg-type]
         except RamsError as err:
             if _state["debug"]:
                 stderr.print_exception()
             stderr.print(f"error: {err}", markup=False, highlight=False, soft_wrap=True)
-            raise click.exceptions.Exit(exit_code_for(err)) from err
+            raise SystemExit(exit_code_for(err)) from err
         except KeyboardInterrupt as err:
             stderr.print("interrupted", markup=False)
-            raise click.exceptions.Exit(130) from err
-        except (click.exceptions.ClickException, click.exceptions.Exit, click.exceptions.Abort):
+            raise SystemExit(130) from err
+        except (ClickException, typer.Exit, typer.Abort):
             raise
         except Exception as err:
             if _state["debug"]:
@@ -44,7 +49,7 @@ class RamsGroup(TyperGroup):
                 highlight=False,
                 soft_wrap=True,
             )
-            raise click.exceptions.Exit(1) from err
+            raise SystemExit(1) from err
 
 
 app = typer.Typer(
@@ -100,6 +105,7 @@ def is_debug() -> bool:
 # Command modules import heavy libraries (torch, geopandas) inside their functions so `rams --help` stays fast.
 COMMANDS: list[tuple[str, str, str]] = [
     ("info", "info", "info"),
+    ("evaluate", "evaluate", "evaluate"),
 ]
 
 

@@ -1,0 +1,154 @@
+"""Vector I/O boundary: read GIS layers with clear errors, write GeoPackages atomically.
+
+Every vector path rams opens or writes goes through here (exports to other formats: :mod:`rams.export`).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sqlite3
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import geopandas as gpd
+
+from rams.errors import InputNotFoundError, VectorInputError
+from rams.outputs import atomic_path
+
+log = logging.getLogger(__name__)
+
+METADATA_TABLE = "rams_metadata"
+
+
+def list_layers(path: Path) -> list[str]:
+    """Layer names in a vector file."""
+    import pyogrio
+
+    _check_exists(path)
+    try:
+        return [str(row[0]) for row in pyogrio.list_layers(path)]
+    except Exception as err:
+        raise VectorInputError(
+            f"{path} is not a vector file GDAL can read ({err}); give a GeoPackage or shapefile"
+        ) from err
+
+
+def _check_exists(path: Path) -> None:
+    if not Path(path).exists():
+        raise InputNotFoundError(f"vector file not found: {path} (check the path)")
+
+
+def read_layer(
+    path: Path,
+    layer: str | None = None,
+    required_columns: Sequence[str] = (),
+    what: str = "layer",
+) -> gpd.GeoDataFrame:
+    """Read one layer; errors name the file, the missing layer or column, and what to do.
+
+    Args:
+        path: GeoPackage, shapefile, GeoJSON, FlatGeobuf...
+        layer: layer name; None takes the only layer (error if several and none is named).
+        required_columns: attribute columns that must exist.
+        what: words for messages (e.g. "prediction layer").
+    """
+    import pyogrio
+
+    _check_exists(path)
+    names = list_layers(path)
+    if layer is None:
+        if len(names) != 1:
+            example = names[0] if names else "LAYER"
+            raise VectorInputError(f"{path} holds layers {names}; name the {what} to use (e.g. layer {example!r})")
+        layer = names[0]
+    elif layer not in names:
+        raise VectorInputError(f"{path} has no layer {layer!r} (it has {names}); give the right {what} name")
+    try:
+        gdf = pyogrio.read_dataframe(path, layer=layer)
+    except Exception as err:
+        raise VectorInputError(f"cannot read {what} {layer!r} from {path}: {err}") from err
+    if not isinstance(gdf, gpd.GeoDataFrame) or gdf.geometry is None:
+        raise VectorInputError(f"{what} {layer!r} in {path} has no geometry column; give a spatial layer")
+    missing = [c for c in required_columns if c not in gdf.columns]
+    if missing:
+        raise VectorInputError(
+            f"{what} {layer!r} in {path} lacks column(s) {missing} (has {list(gdf.columns)}); add them or "
+            "choose another layer"
+        )
+    if gdf.crs is None and len(gdf):
+        raise VectorInputError(f"{what} {layer!r} in {path} has no CRS; assign one in QGIS and save again")
+    return gdf
+
+
+def write_gpkg(
+    dest: Path,
+    layers: Mapping[str, gpd.GeoDataFrame],
+    metadata: Mapping[str, Any] | None = None,
+    overwrite: bool = False,
+    styles: Mapping[str, str] | None = None,
+) -> Path:
+    """Write layers (and a key/value metadata table, and optional QGIS QML styles) to a GeoPackage atomically.
+
+    Nothing appears under ``dest`` unless every layer was written.
+    """
+    import pyogrio
+
+    with atomic_path(Path(dest), overwrite=overwrite) as tmp:
+        for name, gdf in layers.items():
+            pyogrio.write_dataframe(gdf, tmp, layer=name, driver="GPKG", promote_to_multi=False)
+        if metadata is not None or styles:
+            con = sqlite3.connect(tmp)
+            try:
+                if metadata is not None:
+                    write_metadata(con, metadata)
+                if styles:
+                    write_styles(con, styles)
+                con.commit()
+            finally:
+                con.close()
+    return Path(dest)
+
+
+def write_metadata(con: sqlite3.Connection, metadata: Mapping[str, Any]) -> None:
+    """A plain attribute table ``rams_metadata(key, value)``, registered as GeoPackage 'attributes'."""
+    con.execute(f"CREATE TABLE IF NOT EXISTS {METADATA_TABLE} (key TEXT PRIMARY KEY, value TEXT)")
+    con.execute(
+        "INSERT OR REPLACE INTO gpkg_contents (table_name, data_type, identifier, description) "
+        "VALUES (?, 'attributes', ?, ?)",
+        (METADATA_TABLE, METADATA_TABLE, "rams provenance: inputs, hashes, model, config, versions, times"),
+    )
+    for key, value in metadata.items():
+        text = value if isinstance(value, str) else json.dumps(value, default=str)
+        con.execute(f"INSERT OR REPLACE INTO {METADATA_TABLE} (key, value) VALUES (?, ?)", (key, text))
+
+
+def read_metadata(path: Path) -> dict[str, str]:
+    """The ``rams_metadata`` table of a GeoPackage as a dict (empty if absent)."""
+    _check_exists(path)
+    con = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    try:
+        rows = con.execute(f"SELECT key, value FROM {METADATA_TABLE}").fetchall()
+    except sqlite3.OperationalError:
+        return {}
+    finally:
+        con.close()
+    return {str(k): str(v) for k, v in rows}
+
+
+def write_styles(con: sqlite3.Connection, styles: Mapping[str, str]) -> None:
+    """Default QGIS styles: QML text per layer in the ``layer_styles`` table QGIS reads on open."""
+    con.execute(
+        """CREATE TABLE IF NOT EXISTS layer_styles (
+        id INTEGER PRIMARY KEY AUTOINCREMENT, f_table_catalog TEXT, f_table_schema TEXT, f_table_name TEXT,
+        f_geometry_column TEXT, styleName TEXT, styleQML TEXT, styleSLD TEXT, useAsDefault BOOLEAN,
+        description TEXT, owner TEXT, ui TEXT, update_time DATETIME DEFAULT CURRENT_TIMESTAMP)"""
+    )
+    for layer, qml in styles.items():
+        con.execute(
+            "INSERT INTO layer_styles (f_table_catalog, f_table_schema, f_table_name, f_geometry_column, "
+            "styleName, styleQML, styleSLD, useAsDefault, description, owner) "
+            "VALUES ('', '', ?, 'geom', ?, ?, '', 1, 'rams default style', 'rams')",
+            (layer, f"{layer} (rams)", qml),
+        )

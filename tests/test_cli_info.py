@@ -1,0 +1,98 @@
+"""`rams info` and global CLI behaviour through CliRunner: output, JSON, and one exit code per bad input."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from rams import __version__
+from rams.cli.main import app
+from rams.errors import EXIT_CODES, BandError, GSDError, InputNotFoundError, exit_code_for
+
+runner = CliRunner()
+
+
+def test_version_and_help() -> None:
+    r = runner.invoke(app, ["--version"])
+    assert r.exit_code == 0 and __version__ in r.output
+    r = runner.invoke(app, ["--help"])
+    assert r.exit_code == 0 and "info" in r.output
+
+
+def test_info_text_and_json(make_geotiff) -> None:
+    am = np.zeros((300, 400), np.uint8)
+    am[:, :200] = 255
+    p = make_geotiff(height=300, width=400, gsd=0.005, alpha=True, alpha_mask=am)
+    r = runner.invoke(app, ["info", str(p), "--gsd", "0.01", "--tile-size", "64", "--overlap", "8"])
+    assert r.exit_code == 0, r.output
+    assert "0.50 cm/px" in r.output and "alpha" in r.output
+    # at 1 cm the grid is 150 x 200: 3 x 4 tiles of 64 px with >= 8 px overlap
+    assert "12 tiles of 64 px" in r.output
+    assert "adequate" in r.output
+    r = runner.invoke(app, ["info", str(p), "--json"])
+    assert r.exit_code == 0
+    d = json.loads(r.output)
+    assert d["ortho"]["width"] == 400 and d["ortho"]["mask_kind"] == "alpha"
+    assert d["ortho"]["valid_fraction"] == pytest.approx(0.5)
+    assert d["gsd_adequate"] is True
+
+
+def test_info_coarse_gsd_verdict(make_geotiff) -> None:
+    p = make_geotiff(gsd=0.03)
+    r = runner.invoke(app, ["info", str(p), "--classes", "pfm1"])
+    assert r.exit_code == 0
+    assert "too coarse for targets under 12 cm" in r.output
+
+
+@pytest.mark.parametrize(
+    "case,code,message",
+    [
+        ("missing", 3, "not found"),
+        ("text", 4, "not a raster"),
+        ("truncated", 5, "truncated or"),
+        ("nocrs", 6, "coordinate reference system"),
+    ],
+)
+def test_info_bad_inputs(case: str, code: int, message: str, make_geotiff, tmp_path: Path) -> None:
+    if case == "missing":
+        p = tmp_path / "missing.tif"
+    elif case == "text":
+        p = tmp_path / "x.tif"
+        p.write_text("hello")
+    elif case == "truncated":
+        p = make_geotiff(height=512, width=512, seed=1)
+        p.write_bytes(p.read_bytes()[:5000])
+    else:
+        p = make_geotiff(crs=None)
+    r = runner.invoke(app, ["info", str(p)])
+    assert r.exit_code == code, r.output
+    assert message in r.output
+    assert "Traceback" not in r.output
+    assert len([ln for ln in r.output.strip().splitlines() if ln.startswith("error:")]) == 1
+
+
+def test_exit_code_table_is_distinct() -> None:
+    specific = {k: v for k, v in EXIT_CODES.items()}
+    assert len(set(specific.values())) == len(specific)
+    assert exit_code_for(InputNotFoundError("x")) == 3
+    assert exit_code_for(BandError("x")) == 7
+    assert exit_code_for(GSDError("x")) == 9
+    # errors also behave as the matching builtins for library users
+    assert isinstance(InputNotFoundError("x"), FileNotFoundError)
+    assert isinstance(BandError("x"), ValueError)
+
+
+def test_readme_lists_every_exit_code() -> None:
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    for code in set(EXIT_CODES.values()):
+        assert f"| {code} |" in readme, f"exit code {code} missing from README table"
+
+
+def test_usage_error_exit_code_2() -> None:
+    r = runner.invoke(app, ["info"])
+    assert r.exit_code == 2
+    assert "Missing argument" in r.output

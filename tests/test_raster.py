@@ -1,0 +1,252 @@
+"""Raster ingestion on real GeoTIFFs: description, band selection, masks, scaling, resampling, warping."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import rasterio
+from rasterio.enums import ColorInterp
+from rasterio.windows import Window
+
+from rams.config import ReadConfig
+from rams.errors import (
+    BandError,
+    CorruptRasterError,
+    GeoreferenceError,
+    GSDError,
+    InputNotFoundError,
+    NotARasterError,
+)
+from rams.raster import (
+    check_gsd,
+    coarse_valid_mask,
+    describe,
+    make_reader,
+    open_raster,
+    select_bands,
+    target_grid,
+    value_range_for,
+)
+from rams.tiling import make_tiles
+
+RGB = ["red", "green", "blue"]
+
+
+def test_describe_rgba_alpha_footprint(make_geotiff) -> None:
+    am = np.zeros((100, 120), np.uint8)
+    am[:, :60] = 255  # left half imaged
+    p = make_geotiff(alpha=True, alpha_mask=am)
+    with open_raster(p) as src:
+        info = describe(src)
+    assert (info.height, info.width, info.count) == (100, 120, 4)
+    assert info.band_names == ("red", "green", "blue", "alpha")
+    assert info.mask_kind == "alpha" and info.alpha_band == 4
+    assert info.gsd_m == pytest.approx(0.01)
+    assert info.crs == "EPSG:32638" and not info.crs_is_geographic
+    assert info.is_tiled and info.block_shape == (64, 64)
+    assert info.valid_fraction == pytest.approx(0.5)
+    assert info.footprint_area_m2 == pytest.approx(0.6 * 1.0)
+
+
+def test_describe_untiled_nodata(make_geotiff) -> None:
+    p = make_geotiff(tiled=False, nodata=0, bands=3)
+    with open_raster(p) as src:
+        info = describe(src, footprint=False)
+    assert not info.is_tiled
+    assert info.mask_kind == "nodata" and info.nodata == 0
+
+
+def test_band_selection_by_colour_interpretation(make_geotiff) -> None:
+    bgr = make_geotiff(colorinterp=[ColorInterp.blue, ColorInterp.green, ColorInterp.red])
+    with open_raster(bgr) as src:
+        assert select_bands(src, RGB) == (3, 2, 1)
+    rgba = make_geotiff(alpha=True)
+    with open_raster(rgba) as src:
+        assert select_bands(src, RGB) == (1, 2, 3)
+        assert select_bands(src, ["gray"], override=[2]) == (2,)
+        with pytest.raises(BandError, match="alpha"):
+            select_bands(src, RGB, override=[1, 2, 4])
+    gray = make_geotiff(bands=1)
+    with open_raster(gray) as src:
+        assert select_bands(src, ["gray"]) == (1,)
+        with pytest.raises(BandError, match="needs 3"):
+            select_bands(src, RGB)
+    ms = make_geotiff(bands=5)
+    with open_raster(ms) as src:
+        with pytest.raises(BandError, match="--bands"):
+            select_bands(src, RGB)
+        assert select_bands(src, RGB, override=[3, 2, 1]) == (3, 2, 1)
+
+
+def test_value_ranges_fixed_per_dtype() -> None:
+    assert value_range_for("uint8") == (0.0, 255.0)
+    assert value_range_for("uint16") == (0.0, 65535.0)
+    assert value_range_for("float32", (20.0, 40.0)) == (20.0, 40.0)
+    with pytest.raises(BandError, match="value range"):
+        value_range_for("int32")
+
+
+def test_read_native_scaling_and_alpha_mask(make_geotiff) -> None:
+    data = np.zeros((3, 100, 120), np.uint8)
+    data[0] = 255
+    data[1] = 51
+    am = np.full((100, 120), 255, np.uint8)
+    am[:, 100:] = 0
+    p = make_geotiff(data=data, alpha=True, alpha_mask=am)
+    with open_raster(p) as src:
+        reader = make_reader(src, RGB, None, ReadConfig())
+        grid = reader.grid
+        assert (grid.height, grid.width) == (100, 120)
+        td = reader.read(Window(80, 0, 64, 64))  # runs past the right edge (col 120)
+    assert td.image.shape == (3, 64, 64) and td.image.dtype == np.float32
+    # valid: cols 80..99 only; alpha never becomes image content
+    assert td.valid[:, :20].all() and not td.valid[:, 20:].any()
+    np.testing.assert_allclose(td.image[0, :, :20], 1.0)
+    np.testing.assert_allclose(td.image[1, :, :20], 0.2, atol=1e-6)
+    assert (td.image[:, :, 20:] == 0).all()
+
+
+def test_uint16_fixed_scaling_tiles_agree(make_geotiff) -> None:
+    data = np.full((1, 64, 64), 6553, np.uint16)
+    data[:, :, 32:] = 65535
+    p = make_geotiff(height=64, width=64, bands=1, dtype="uint16", data=data)
+    with open_raster(p) as src:
+        reader = make_reader(src, ["gray"], None, ReadConfig())
+        left = reader.read(Window(0, 0, 32, 64)).image
+        right = reader.read(Window(32, 0, 32, 64)).image
+    # no per-tile stretch: a uniform tile keeps its absolute level
+    np.testing.assert_allclose(left, 6553 / 65535, rtol=1e-6)
+    np.testing.assert_allclose(right, 1.0)
+
+
+def test_resample_to_coarser_model_gsd(make_geotiff) -> None:
+    # 0.5 cm mosaic read at 1 cm: a 40x40 px bright square (20 x 20 cm) becomes 20x20 px
+    data = np.zeros((3, 200, 200), np.uint8)
+    data[:, 60:100, 80:120] = 200
+    p = make_geotiff(height=200, width=200, gsd=0.005, data=data)
+    with open_raster(p) as src:
+        reader = make_reader(src, RGB, 0.01, ReadConfig())
+        assert reader.grid.gsd_m == pytest.approx(0.01)
+        assert (reader.grid.height, reader.grid.width) == (100, 100)
+        td = reader.read(Window(0, 0, 100, 100))
+    bright = td.image[0] > 0.5
+    rows, cols = np.nonzero(bright)
+    assert (rows.min(), rows.max(), cols.min(), cols.max()) == (30, 49, 40, 59)
+    assert td.valid.all()
+
+
+def test_resampled_mask_is_conservative(make_geotiff) -> None:
+    am = np.zeros((200, 200), np.uint8)
+    am[:, :101] = 255  # 101 valid columns at 0.5 cm -> at 1 cm the 51st column is half valid
+    p = make_geotiff(height=200, width=200, gsd=0.005, alpha=True, alpha_mask=am)
+    with open_raster(p) as src:
+        reader = make_reader(src, RGB, 0.01, ReadConfig())
+        td = reader.read(Window(0, 0, 100, 100))
+    assert td.valid[:, :50].all() and not td.valid[:, 50:].any()
+
+
+def test_epsg4326_warped_to_utm(make_geotiff) -> None:
+    # ~1 cm pixels near Baku (lat 40.4): 1e-7 deg lat ~ 1.1 cm
+    from affine import Affine
+
+    lon0, lat0 = 49.8, 40.4
+    t = Affine(1.2e-7, 0, lon0, 0, -0.9e-7, lat0)
+    am = np.full((100, 120), 255, np.uint8)
+    am[:50] = 0
+    p = make_geotiff(crs="EPSG:4326", transform=t, alpha=True, alpha_mask=am)
+    with open_raster(p) as src:
+        info = describe(src, footprint=False)
+        assert info.crs_is_geographic
+        assert info.gsd_m == pytest.approx(0.0101, abs=0.0005)
+        reader = make_reader(src, RGB, 0.01, ReadConfig())
+        grid = reader.grid
+        assert grid.crs.to_epsg() == 32639  # UTM 39N at 49.8 E
+        assert grid.gsd_m == pytest.approx(0.01)
+        tiles = make_tiles(grid, 64, 8)
+        valid_total = 0
+        for tile in tiles:
+            td = reader.read(tile.window)
+            c = tile.core
+            r0, c0 = int(c.row_off - tile.window.row_off), int(c.col_off - tile.window.col_off)
+            valid_total += int(td.valid[r0 : r0 + int(c.height), c0 : c0 + int(c.width)].sum())
+            assert not (td.image[:, ~td.valid] != 0).any()
+        reader.close()
+    # half the frame is imaged: ~ 50 x 120 source px of ~1.0 x 1.0 cm -> ~0.6 m2 -> ~6000 px at 1 cm
+    area_src = 50 * 120 * 1.2e-7 * 0.9e-7 * (111320 * math.cos(math.radians(40.4))) * 111000
+    assert valid_total == pytest.approx(area_src / 1e-4, rel=0.08)
+
+
+def test_coarse_valid_mask_skips_unimaged_tiles(make_geotiff) -> None:
+    am = np.zeros((256, 256), np.uint8)
+    am[:60, :60] = 255  # inside the core of the first tile only (cores split at 96 and 160)
+    p = make_geotiff(height=256, width=256, alpha=True, alpha_mask=am)
+    with open_raster(p) as src:
+        grid = target_grid(src)
+        mask, mt = coarse_valid_mask(src, grid, max_px=64)
+    tiles = make_tiles(grid, 128, 16, valid_mask=mask, valid_mask_transform=mt)
+    assert [t.tile_id for t in tiles] == ["r0000c0000"]
+
+
+def test_strip_and_bigtiff_read(make_geotiff) -> None:
+    p = make_geotiff(height=300, width=200, tiled=False, bigtiff=True)
+    with rasterio.open(p) as src:
+        assert src.block_shapes[0][1] == 200  # strips span the width
+    with open_raster(p) as src:
+        reader = make_reader(src, RGB, None, ReadConfig())
+        td = reader.read(Window(50, 100, 64, 64))
+        with rasterio.open(p) as raw:
+            expect = raw.read([1, 2, 3], window=Window(50, 100, 64, 64)).astype(np.float32) / 255
+    np.testing.assert_allclose(td.image, expect)
+
+
+# ---- bad input: each a specific error ------------------------------------------------------------
+
+
+def test_missing_path(tmp_path: Path) -> None:
+    with pytest.raises(InputNotFoundError, match="not found"):
+        open_raster(tmp_path / "nope.tif")
+
+
+def test_not_a_raster(tmp_path: Path) -> None:
+    p = tmp_path / "notes.tif"
+    p.write_text("this is not a tiff")
+    with pytest.raises(NotARasterError, match="not a raster"):
+        open_raster(p)
+
+
+def test_truncated_geotiff(make_geotiff) -> None:
+    p = make_geotiff(height=512, width=512, compress="deflate", seed=3)
+    raw = p.read_bytes()
+    p.write_bytes(raw[: len(raw) // 2])
+    with pytest.raises(CorruptRasterError, match="truncated or"):
+        open_raster(p)
+
+
+def test_no_crs(make_geotiff) -> None:
+    p = make_geotiff(crs=None)
+    with pytest.raises(GeoreferenceError, match="coordinate reference system"):
+        open_raster(p)
+
+
+def test_no_geotransform(make_geotiff) -> None:
+    import warnings
+
+    p = make_geotiff()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        with rasterio.open(p, "r+") as dst:
+            from affine import Affine
+
+            dst.transform = Affine.identity()
+    with pytest.raises(GeoreferenceError, match="geotransform"):
+        open_raster(p)
+
+
+def test_gsd_verdict() -> None:
+    assert "adequate" in check_gsd(0.01, 0.12, 8)
+    with pytest.raises(GSDError, match="too coarse for targets under 12 cm"):
+        check_gsd(0.028, 0.12, 8)
+    assert "too coarse" in check_gsd(0.028, 0.12, 8, force=True)
