@@ -1,0 +1,505 @@
+"""``rams detect``: tiled inference over a whole orthomosaic into a GeoPackage of georeferenced detections.
+
+The flow (see ``docs/architecture.md``):
+
+1. open and check the mosaic (:mod:`rams.raster`), load the model bundle (hash checked), check the GSD;
+2. grid at the model GSD, coarse validity mask, optional AOI, tiles with cores (:mod:`rams.tiling`);
+3. reader threads read batches of tiles ahead (one dataset handle per thread; bounded queue, so memory is
+   bounded by ``batch_size x (workers + 1)`` tiles) while the main thread runs the model;
+4. each tile keeps the detections whose centre lies in its core and inside the AOI (:mod:`rams.merge`),
+   and contributes its valid core pixels to the coverage layer (:mod:`rams.coverage`);
+5. after every batch the tile results are appended to a checkpoint (``OUT.partial/``), so that an
+   interrupted run (Ctrl-C or kill -9) resumes with ``--resume`` and gives the same result;
+6. duplicates across seams are merged, and the GeoPackage is written atomically with provenance.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import threading
+import time
+from collections import Counter, deque
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from pydantic import Field
+
+from rams.config import ReadConfig, StrictModel, dump_config
+from rams.errors import AOIError, GSDError, InputError, OutputError
+from rams.outputs import check_output
+from rams.raster import (
+    Grid,
+    OrthoReader,
+    check_gsd,
+    coarse_valid_mask,
+    describe,
+    open_raster,
+    select_bands,
+    target_grid,
+    value_range_for,
+)
+from rams.tiling import Tile, make_tiles
+
+log = logging.getLogger(__name__)
+
+#: Called after each batch: (tiles done, tiles total, megapixels done at the model GSD).
+ProgressFn = Callable[[int, int, float], None]
+
+CHECKPOINT_VERSION = 1
+
+
+class DetectConfig(StrictModel):
+    """Options of ``rams detect`` (YAML preset keys; CLI flags override)."""
+
+    model: str = "default"
+    """Model bundle: a name under ``models/`` or a path to a bundle folder."""
+    operating_point: str | None = None
+    """Named score threshold from the model card (default: the card's default operating point)."""
+    threshold: float | None = Field(default=None, ge=0.0, le=1.0)
+    """Explicit score threshold; overrides the operating point."""
+    batch_size: int = Field(default=4, ge=1)
+    workers: int = Field(default=1, ge=1, le=16)
+    """Reader threads that read and decode tiles ahead of the model."""
+    device: str = "cpu"
+    threads: int | None = Field(default=None, ge=1)
+    """Torch intra-op threads (default: all cores)."""
+    tile_size_px: int | None = Field(default=None, ge=64)
+    """Tile size at the model GSD (default: the model card's)."""
+    overlap_px: int | None = Field(default=None, ge=0)
+    """Tile overlap (default: the model card's; must exceed the largest object)."""
+    merge_distance_m: float = Field(default=0.03, ge=0.0)
+    """Same-class detections closer than this are merged (plus footprint containment)."""
+    min_target_px: float = 8.0
+    """GSD check: the smallest class of the model must span at least this many pixels."""
+    force: bool = False
+    """Proceed although the GSD is too coarse (a warning is recorded in the output)."""
+    full_hash: bool = False
+    """Hash the whole input file (slow for large mosaics) instead of the sampled fast hash."""
+    read: ReadConfig = Field(default_factory=ReadConfig)
+
+
+@dataclass
+class DetectSummary:
+    """What a detect run did, for the end-of-run summary and ``--json``."""
+
+    output: str
+    tiles_total: int
+    tiles_processed: int
+    tiles_resumed: int
+    tiles_empty: int
+    analysed_ha: float
+    detections: int
+    detections_by_class: dict[str, int]
+    threshold: float
+    model: str
+    seconds: float
+    mpx: float
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def mpx_per_s(self) -> float:
+        return self.mpx / self.seconds if self.seconds > 0 else 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        d = dict(self.__dict__)
+        d["mpx_per_s"] = self.mpx_per_s
+        return d
+
+
+def partial_dir(out: Path) -> Path:
+    """Checkpoint folder of an output: ``RESULT.gpkg.partial/``."""
+    return out.with_name(out.name + ".partial")
+
+
+@dataclass
+class _TileResult:
+    tile_id: str
+    dets: list[list[float]]  # [x0, y0, x1, y1, score, label]
+    coverage_wkb: list[str]
+    valid_px: int
+
+
+def run_detect(
+    ortho: Path,
+    out: Path,
+    cfg: DetectConfig | None = None,
+    aoi: Path | None = None,
+    aoi_layer: str | None = None,
+    resume: bool = False,
+    overwrite: bool = False,
+    progress: ProgressFn | None = None,
+) -> DetectSummary:
+    """Detect mines/ERW over ``ortho`` and write ``out`` (GeoPackage). See the module docstring."""
+    from shapely import prepared, wkb
+    from shapely.geometry import Point
+
+    from rams.coverage import core_coverage
+    from rams.detector.bundle import load_bundle
+    from rams.detector.predict import Predictor
+    from rams.provenance import fast_file_hash, now_utc, run_record, text_hash
+
+    cfg = cfg or DetectConfig()
+    out = Path(out)
+    if out.suffix.lower() != ".gpkg":
+        raise OutputError(f"--out must be a GeoPackage path ending in .gpkg, got {out.name}")
+    check_output(out, overwrite)
+    started = now_utc()
+    t_start = time.perf_counter()
+    warnings: list[str] = []
+
+    bundle = load_bundle(cfg.model)
+    card = bundle.card
+    src = open_raster(ortho)
+    try:
+        info = describe(src, footprint=False)
+        gsd_ok_text = _check_model_gsd(info.gsd_m, card, cfg, warnings)
+        grid = target_grid(src, card.gsd_m)
+        bands = select_bands(src, card.bands, cfg.read.bands)
+        vr = cfg.read.value_range or _card_value_range(card, info.dtype)
+        value_range = value_range_for(src.dtypes[bands[0] - 1], vr)
+        aoi_geom = _load_aoi(aoi, aoi_layer, grid) if aoi is not None else None
+        tile_px = cfg.tile_size_px or card.tile_size_px
+        overlap_px = cfg.overlap_px if cfg.overlap_px is not None else card.overlap_px
+        if overlap_px >= tile_px // 2:
+            raise InputError(f"overlap {overlap_px} px must be < half the tile size {tile_px} px; lower --overlap")
+        mask, mask_t = coarse_valid_mask(src, grid)
+        tiles = make_tiles(grid, tile_px, overlap_px, valid_mask=mask, valid_mask_transform=mask_t, aoi=aoi_geom)
+    finally:
+        src.close()
+    if not tiles:
+        raise InputError(
+            f"{ortho} has no imaged pixels{' inside the AOI' if aoi is not None else ''}; "
+            "check the alpha/nodata footprint and the AOI"
+        )
+    threshold = _threshold(card, cfg)
+    input_hash = fast_file_hash(Path(ortho), full=cfg.full_hash)
+    resolved = dump_config(cfg)
+    key = {
+        "version": CHECKPOINT_VERSION,
+        "input_hash": input_hash,
+        "weights_sha256": card.weights_sha256,
+        "config_sha256": text_hash(resolved),
+        "aoi_hash": fast_file_hash(aoi) if aoi is not None else None,
+        "tiles": len(tiles),
+    }
+    done = _open_checkpoint(out, key, resume)
+
+    predictor = Predictor(bundle, device=cfg.device, threads=cfg.threads)
+    aoi_prep = prepared.prep(aoi_geom) if aoi_geom is not None else None
+    batches = [tiles[i : i + cfg.batch_size] for i in range(0, len(tiles), cfg.batch_size)]
+    n_done_tiles = sum(len(b) for bi, b in enumerate(batches) if bi in done)
+    resumed = n_done_tiles
+    tile_mpx = tile_px * tile_px / 1e6
+    mpx = 0.0
+    empty = 0
+    if progress:
+        progress(n_done_tiles, len(tiles), 0.0)
+
+    local = threading.local()
+    readers: list[OrthoReader] = []
+    lock = threading.Lock()
+
+    def read_batch(batch: list[Tile]) -> tuple[np.ndarray, np.ndarray]:
+        reader = getattr(local, "reader", None)
+        if reader is None:
+            reader = OrthoReader(open_raster(ortho), grid, bands, value_range, cfg.read.resampling,
+                                 cfg.read.gdal_cache_mb)
+            local.reader = reader
+            with lock:
+                readers.append(reader)
+        datas = [reader.read(t.window) for t in batch]
+        return np.stack([d.image for d in datas]), np.stack([d.valid for d in datas])
+
+    todo = [(bi, b) for bi, b in enumerate(batches) if bi not in done]
+    ckpt = (partial_dir(out) / "tiles.jsonl").open("a")
+    try:
+        with ThreadPoolExecutor(max_workers=cfg.workers, thread_name_prefix="rams-read") as pool:
+            pending: deque[tuple[int, list[Tile], Future[tuple[np.ndarray, np.ndarray]]]] = deque()
+            it = iter(todo)
+
+            def fill() -> None:
+                while len(pending) < cfg.workers + 1:
+                    nxt = next(it, None)
+                    if nxt is None:
+                        return
+                    pending.append((nxt[0], nxt[1], pool.submit(read_batch, nxt[1])))
+
+            fill()
+            while pending:
+                bi, batch, fut = pending.popleft()
+                images, valid = fut.result()
+                fill()
+                has: np.ndarray = np.asarray(valid.reshape(len(batch), -1).any(axis=1))
+                results: list[_TileResult] = []
+                preds = predictor.predict(images[has], valid[has], threshold) if has.any() else []
+                pi = 0
+                for j, tile in enumerate(batch):
+                    if not has[j]:
+                        empty += 1
+                        results.append(_TileResult(tile.tile_id, [], [], 0))
+                        continue
+                    p = preds[pi]
+                    pi += 1
+                    results.append(_tile_result(tile, p, valid[j], grid, aoi_prep, Point, wkb, core_coverage))
+                    mpx += tile_mpx
+                ckpt.write(json.dumps({"batch": bi, "tiles": [r.__dict__ for r in results]}) + "\n")
+                ckpt.flush()
+                os.fsync(ckpt.fileno())
+                done[bi] = results
+                n_done_tiles += len(batch)
+                if progress:
+                    progress(n_done_tiles, len(tiles), mpx)
+    finally:
+        ckpt.close()
+        for r in readers:
+            r.close()
+            r.src.close()
+
+    all_results = [r for bi in sorted(done) for r in done[bi]]
+    summary = _write_result(
+        out, all_results, grid, card, aoi_geom, threshold, overwrite,
+        metadata={
+            "rams_product": "detections: candidate mine/ERW locations for human review (not a safety claim)",
+            "evidence_note": (
+                "Detections are indirect evidence for review. Ground outside the 'coverage' layer was NOT "
+                "analysed: absence of detections there means nothing."
+            ),
+            "input_path": str(Path(ortho).resolve()),
+            "input_hash": input_hash,
+            "input_hash_method": "sha256 of size + 16 x 4 MiB samples (rams.provenance.fast_file_hash)"
+            if input_hash.startswith("sha256-sampled") else "sha256 of the whole file",
+            "input_size_bytes": Path(ortho).stat().st_size,
+            "input_crs": info.crs,
+            "input_gsd_m": info.gsd_m,
+            "gsd_check": gsd_ok_text,
+            "analysis_crs": grid.crs.to_string(),
+            "analysis_gsd_m": grid.gsd_m,
+            "model_name": card.name,
+            "model_version": card.version,
+            "weights_sha256": card.weights_sha256,
+            "model_classes": list(card.classes),
+            "score_threshold": threshold,
+            "operating_point": cfg.operating_point or (None if cfg.threshold is not None else
+                                                       card.default_operating_point),
+            "aoi_path": str(Path(aoi).resolve()) if aoi is not None else None,
+            "tile_size_px": tile_px,
+            "overlap_px": overlap_px,
+            "tiles": len(tiles),
+            "resolved_config": resolved,
+            "started_utc": started,
+            "finished_utc": now_utc(),
+            "warnings": warnings,
+            **run_record(),
+        },
+        src_crs=info.crs,
+        merge_distance_m=cfg.merge_distance_m,
+    )
+    (out.with_name(out.stem + ".config.yaml")).write_text(resolved)
+    shutil.rmtree(partial_dir(out), ignore_errors=True)
+    return DetectSummary(
+        output=str(out),
+        tiles_total=len(tiles),
+        tiles_processed=len(tiles) - resumed,
+        tiles_resumed=resumed,
+        tiles_empty=empty,
+        analysed_ha=summary["analysed_ha"],
+        detections=summary["detections"],
+        detections_by_class=summary["by_class"],
+        threshold=threshold,
+        model=card.name,
+        seconds=time.perf_counter() - t_start,
+        mpx=mpx,
+        warnings=warnings,
+    )
+
+
+def _tile_result(tile: Tile, p: Any, valid: np.ndarray, grid: Grid, aoi_prep: Any, point: Any, wkb: Any,
+                 core_coverage: Any) -> _TileResult:
+    from rams.merge import owned_detections
+
+    dets = owned_detections(p.boxes_xyxy_px, p.scores, p.labels, tile)
+    if aoi_prep is not None:
+        dets = [d for d in dets if aoi_prep.contains(point(d.cx, d.cy))]
+    cov = core_coverage(tile, valid, grid)
+    return _TileResult(
+        tile.tile_id,
+        [[d.x0, d.y0, d.x1, d.y1, d.score, float(d.label)] for d in dets],
+        [wkb.dumps(g, hex=True) for g in cov],
+        int(valid.sum()),
+    )
+
+
+def _check_model_gsd(gsd_m: float, card: Any, cfg: DetectConfig, warnings: list[str]) -> str:
+    from rams.classes import smallest_length_m
+
+    lo, hi = card.gsd_range_m
+    smallest = smallest_length_m(list(card.classes))
+    try:
+        text = check_gsd(gsd_m, smallest, cfg.min_target_px, force=cfg.force)
+    except GSDError:
+        raise
+    if gsd_m > hi * 1.05:
+        msg = (f"imagery GSD {gsd_m * 100:.2f} cm is coarser than model {card.name} serves "
+               f"({lo * 100:.2f}-{hi * 100:.2f} cm)")
+        if not cfg.force:
+            raise GSDError(msg + "; use imagery within the model's range or pass --force")
+        warnings.append(msg + " (--force)")
+        log.warning(msg)
+    if "too coarse" in text:
+        warnings.append(text + " (--force)")
+    return text
+
+
+def _card_value_range(card: Any, dtype: str) -> tuple[float, float] | None:
+    vr = getattr(card.normalisation, "value_range", None) if hasattr(card, "normalisation") else None
+    if isinstance(vr, dict):
+        v = vr.get(dtype)
+        return (float(v[0]), float(v[1])) if v is not None else None
+    if vr is not None and dtype.startswith("float"):
+        return (float(vr[0]), float(vr[1]))
+    return None
+
+
+def _threshold(card: Any, cfg: DetectConfig) -> float:
+    if cfg.threshold is not None:
+        return float(cfg.threshold)
+    name = cfg.operating_point or card.default_operating_point
+    if name not in card.operating_points:
+        raise InputError(
+            f"model {card.name} has no operating point {name!r}; choose one of "
+            f"{sorted(card.operating_points)} or give --threshold"
+        )
+    return float(card.operating_points[name])
+
+
+def _load_aoi(path: Path, layer: str | None, grid: Grid) -> Any:
+    from shapely import union_all
+    from shapely.geometry import box
+
+    from rams.layers import read_layer
+
+    try:
+        gdf = read_layer(path, layer, what="area-of-interest layer")
+    except InputError as err:
+        if isinstance(err, FileNotFoundError):
+            raise
+        raise AOIError(str(err)) from err
+    if gdf.empty:
+        raise AOIError(f"area-of-interest layer in {path} has no features; give the SHA polygons to analyse")
+    geoms = gdf.to_crs(grid.crs).geometry
+    geom = union_all([g for g in geoms if g is not None and not g.is_empty]).buffer(0)
+    if geom.is_empty or not geom.intersects(box(*grid.bounds_map)):
+        raise AOIError(
+            f"area of interest {path} does not overlap the orthomosaic; check that both show the same place "
+            "(and that the AOI's CRS is set correctly)"
+        )
+    return geom
+
+
+def _open_checkpoint(out: Path, key: dict[str, Any], resume: bool) -> dict[int, list[_TileResult]]:
+    pdir = partial_dir(out)
+    done: dict[int, list[_TileResult]] = {}
+    state_path = pdir / "state.json"
+    if resume and state_path.exists():
+        state = json.loads(state_path.read_text())
+        if state.get("key") != key:
+            changed = [k for k in key if state.get("key", {}).get(k) != key[k]]
+            raise InputError(
+                f"cannot resume: {', '.join(changed)} changed since the interrupted run; "
+                f"rerun without --resume (or delete {pdir})"
+            )
+        lines = (pdir / "tiles.jsonl").read_text().splitlines() if (pdir / "tiles.jsonl").exists() else []
+        good = []
+        for line in lines:
+            try:
+                rec = json.loads(line)
+            except json.JSONDecodeError:
+                break  # a line cut by kill -9: everything after it is redone
+            done[int(rec["batch"])] = [_TileResult(**t) for t in rec["tiles"]]
+            good.append(line)
+        (pdir / "tiles.jsonl").write_text("".join(g + "\n" for g in good))
+        log.info("resuming: %d batches already done", len(done))
+        return done
+    if resume:
+        log.warning("no checkpoint at %s: starting from the beginning", pdir)
+    elif pdir.exists():
+        log.info("discarding an old checkpoint at %s (use --resume to continue it)", pdir)
+    shutil.rmtree(pdir, ignore_errors=True)
+    pdir.mkdir(parents=True)
+    state_path.write_text(json.dumps({"key": key}, indent=1))
+    (pdir / "tiles.jsonl").touch()
+    return done
+
+
+def _write_result(
+    out: Path,
+    results: list[_TileResult],
+    grid: Grid,
+    card: Any,
+    aoi_geom: Any,
+    threshold: float,
+    overwrite: bool,
+    metadata: dict[str, Any],
+    src_crs: str,
+    merge_distance_m: float,
+) -> dict[str, Any]:
+    import geopandas as gpd
+    from pyproj import Transformer
+    from shapely import box, wkb
+
+    from rams.coverage import dissolve
+    from rams.layers import write_gpkg
+    from rams.merge import MapDetection, merge_duplicates
+    from rams.styles import default_styles
+
+    dets = [
+        MapDetection(d[0], d[1], d[2], d[3], d[4], int(d[5]), r.tile_id) for r in results for d in r.dets
+    ]
+    merged = merge_duplicates(dets, merge_distance_m)
+    to_ll = Transformer.from_crs(grid.crs, "EPSG:4326", always_xy=True)
+    rows = []
+    for i, d in enumerate(merged, start=1):
+        lon, lat = to_ll.transform(d.cx, d.cy)
+        w, h = d.x1 - d.x0, d.y1 - d.y0
+        rows.append({
+            "det_id": i,
+            "label": card.classes[d.label],
+            "score": round(float(d.score), 6),
+            "model": card.name,
+            "tile_id": d.tile_id,
+            "length_m": round(max(w, h), 4),
+            "width_m": round(min(w, h), 4),
+            "lon": round(lon, 8),
+            "lat": round(lat, 8),
+            "status": "candidate: needs human review",
+            "geometry": box(d.x0, d.y0, d.x1, d.y1),
+        })
+    det_gdf = gpd.GeoDataFrame(
+        rows, columns=["det_id", "label", "score", "model", "tile_id", "length_m", "width_m", "lon", "lat",
+                       "status", "geometry"],
+        geometry="geometry", crs=grid.crs,
+    )
+    cov_geom = dissolve([wkb.loads(h, hex=True) for r in results for h in r.coverage_wkb], aoi_geom)
+    area_m2 = float(cov_geom.area)
+    cov_gdf = gpd.GeoDataFrame(
+        [{"area_m2": round(area_m2, 3), "area_ha": round(area_m2 / 1e4, 6), "gsd_m": grid.gsd_m,
+          "meaning": "ground analysed by the detector at the model GSD; outside it nothing was analysed",
+          "geometry": cov_geom}],
+        geometry="geometry", crs=grid.crs,
+    )
+    if str(grid.crs) != str(src_crs):  # e.g. EPSG:4326 input: areas were computed in UTM, output in input CRS
+        det_gdf = det_gdf.to_crs(src_crs)
+        cov_gdf = cov_gdf.to_crs(src_crs)
+    by_class = dict(sorted(Counter(det_gdf["label"]).items()))
+    metadata = {**metadata, "detections": len(det_gdf), "detections_by_class": by_class,
+                "analysed_area_m2": area_m2}
+    write_gpkg(out, {"detections": det_gdf, "coverage": cov_gdf}, metadata=metadata, overwrite=overwrite,
+               styles=default_styles(["detections", "coverage"]))
+    return {"detections": len(det_gdf), "by_class": by_class, "analysed_ha": area_m2 / 1e4}
