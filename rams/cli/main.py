@@ -35,6 +35,12 @@ class RamsGroup(TyperGroup):
                 stderr.print_exception()
             stderr.print(f"error: {err}", markup=False, highlight=False, soft_wrap=True)
             raise SystemExit(exit_code_for(err)) from err
+        except BrokenPipeError as err:  # `rams ... | head`: the reader left; not an error of ours
+            import os
+            import sys
+
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            raise SystemExit(0) from err
         except KeyboardInterrupt as err:
             stderr.print("interrupted", markup=False)
             raise SystemExit(130) from err
@@ -105,6 +111,7 @@ def is_debug() -> bool:
 # Command modules import heavy libraries (torch, geopandas) inside their functions so `rams --help` stays fast.
 COMMANDS: list[tuple[str, str, str]] = [
     ("info", "info", "info"),
+    ("detect", "detect", "detect"),
     ("evaluate", "evaluate", "evaluate"),
 ]
 
