@@ -119,43 +119,79 @@ def partial_dir(out: Path) -> Path:
 
 
 @dataclass
-class _TileResult:
+class TileResult:
+    """What one tile contributed: owned detections in map coordinates, its coverage, its valid pixels.
+
+    JSON-serialisable (checkpoints) and picklable (Dask tasks).
+    """
+
     tile_id: str
-    dets: list[list[float]]  # [x0, y0, x1, y1, score, label]
+    dets: list[list[float]]  # [x0, y0, x1, y1, score, label index]
     coverage_wkb: list[str]
     valid_px: int
 
 
-def run_detect(
+@dataclass
+class DetectPlan:
+    """Everything decided before inference: model, grid, bands, scaling, AOI, tiles and batches.
+
+    Built by :func:`plan_detect`; picklable, so workers of a cluster can process ranges of its batches.
+    """
+
+    ortho: Path
+    cfg: DetectConfig
+    model_ref: str
+    card: Any
+    info: Any
+    grid: Grid
+    bands: tuple[int, ...]
+    value_range: tuple[float, float]
+    aoi_path: Path | None
+    aoi_geom: Any
+    tile_px: int
+    overlap_px: int
+    tiles: list[Tile]
+    threshold: float
+    input_hash: str
+    resolved_config: str
+    gsd_check: str
+    warnings: list[str]
+    started_utc: str
+
+    @property
+    def batches(self) -> list[list[Tile]]:
+        """Tiles in fixed groups of ``batch_size``: the unit of inference and of checkpointing, so a resumed
+        or distributed run feeds the model exactly the same batches as an uninterrupted one."""
+        b = self.cfg.batch_size
+        return [self.tiles[i : i + b] for i in range(0, len(self.tiles), b)]
+
+    def checkpoint_key(self) -> dict[str, Any]:
+        from rams.provenance import fast_file_hash, text_hash
+
+        return {
+            "version": CHECKPOINT_VERSION,
+            "input_hash": self.input_hash,
+            "weights_sha256": self.card.weights_sha256,
+            "config_sha256": text_hash(self.resolved_config),
+            "aoi_hash": fast_file_hash(self.aoi_path) if self.aoi_path is not None else None,
+            "tiles": len(self.tiles),
+        }
+
+
+def plan_detect(
     ortho: Path,
-    out: Path,
     cfg: DetectConfig | None = None,
     aoi: Path | None = None,
     aoi_layer: str | None = None,
-    resume: bool = False,
-    overwrite: bool = False,
-    progress: ProgressFn | None = None,
-) -> DetectSummary:
-    """Detect mines/ERW over ``ortho`` and write ``out`` (GeoPackage). See the module docstring."""
-    from shapely import prepared, wkb
-    from shapely.geometry import Point
-
-    from rams.coverage import core_coverage
+) -> DetectPlan:
+    """Open and check the inputs and decide the tiling; raises the specific RamsError for each bad input."""
     from rams.detector.bundle import load_bundle
-    from rams.detector.predict import Predictor
-    from rams.provenance import fast_file_hash, now_utc, run_record, text_hash
+    from rams.provenance import fast_file_hash, now_utc
 
     cfg = cfg or DetectConfig()
-    out = Path(out)
-    if out.suffix.lower() != ".gpkg":
-        raise OutputError(f"--out must be a GeoPackage path ending in .gpkg, got {out.name}")
-    check_output(out, overwrite)
     started = now_utc()
-    t_start = time.perf_counter()
     warnings: list[str] = []
-
-    bundle = load_bundle(cfg.model)
-    card = bundle.card
+    card = load_bundle(cfg.model).card
     src = open_raster(ortho)
     try:
         info = describe(src, footprint=False)
@@ -178,30 +214,36 @@ def run_detect(
             f"{ortho} has no imaged pixels{' inside the AOI' if aoi is not None else ''}; "
             "check the alpha/nodata footprint and the AOI"
         )
-    threshold = _threshold(card, cfg)
-    input_hash = fast_file_hash(Path(ortho), full=cfg.full_hash)
-    resolved = dump_config(cfg)
-    key = {
-        "version": CHECKPOINT_VERSION,
-        "input_hash": input_hash,
-        "weights_sha256": card.weights_sha256,
-        "config_sha256": text_hash(resolved),
-        "aoi_hash": fast_file_hash(aoi) if aoi is not None else None,
-        "tiles": len(tiles),
-    }
-    done = _open_checkpoint(out, key, resume)
+    return DetectPlan(
+        ortho=Path(ortho), cfg=cfg, model_ref=cfg.model, card=card, info=info, grid=grid, bands=bands,
+        value_range=value_range, aoi_path=Path(aoi) if aoi is not None else None, aoi_geom=aoi_geom,
+        tile_px=tile_px, overlap_px=overlap_px, tiles=tiles, threshold=_threshold(card, cfg),
+        input_hash=fast_file_hash(Path(ortho), full=cfg.full_hash), resolved_config=dump_config(cfg),
+        gsd_check=gsd_ok_text, warnings=warnings, started_utc=started,
+    )
 
-    predictor = Predictor(bundle, device=cfg.device, threads=cfg.threads)
-    aoi_prep = prepared.prep(aoi_geom) if aoi_geom is not None else None
-    batches = [tiles[i : i + cfg.batch_size] for i in range(0, len(tiles), cfg.batch_size)]
-    n_done_tiles = sum(len(b) for bi, b in enumerate(batches) if bi in done)
-    resumed = n_done_tiles
-    tile_mpx = tile_px * tile_px / 1e6
-    mpx = 0.0
-    empty = 0
-    if progress:
-        progress(n_done_tiles, len(tiles), 0.0)
 
+#: Called after each batch with (batch index, that batch's tile results).
+BatchDoneFn = Callable[[int, list[TileResult]], None]
+
+
+def process_batches(
+    plan: DetectPlan,
+    batch_indexes: list[int],
+    predictor: Any | None = None,
+    on_batch: BatchDoneFn | None = None,
+) -> dict[int, list[TileResult]]:
+    """Run the model over the given batches of ``plan`` (reading ahead in threads); return their results.
+
+    Memory is bounded by ``batch_size x (workers + 1)`` tiles, whatever the mosaic size.
+    """
+    from shapely import prepared
+
+    if predictor is None:
+        predictor = make_predictor(plan)
+    cfg = plan.cfg
+    batches = plan.batches
+    aoi_prep = prepared.prep(plan.aoi_geom) if plan.aoi_geom is not None else None
     local = threading.local()
     readers: list[OrthoReader] = []
     lock = threading.Lock()
@@ -209,27 +251,26 @@ def run_detect(
     def read_batch(batch: list[Tile]) -> tuple[np.ndarray, np.ndarray]:
         reader = getattr(local, "reader", None)
         if reader is None:
-            reader = OrthoReader(open_raster(ortho), grid, bands, value_range, cfg.read.resampling,
-                                 cfg.read.gdal_cache_mb)
+            reader = OrthoReader(open_raster(plan.ortho), plan.grid, plan.bands, plan.value_range,
+                                 cfg.read.resampling, cfg.read.gdal_cache_mb)
             local.reader = reader
             with lock:
                 readers.append(reader)
         datas = [reader.read(t.window) for t in batch]
         return np.stack([d.image for d in datas]), np.stack([d.valid for d in datas])
 
-    todo = [(bi, b) for bi, b in enumerate(batches) if bi not in done]
-    ckpt = (partial_dir(out) / "tiles.jsonl").open("a")
+    out: dict[int, list[TileResult]] = {}
     try:
         with ThreadPoolExecutor(max_workers=cfg.workers, thread_name_prefix="rams-read") as pool:
             pending: deque[tuple[int, list[Tile], Future[tuple[np.ndarray, np.ndarray]]]] = deque()
-            it = iter(todo)
+            it = iter(batch_indexes)
 
             def fill() -> None:
                 while len(pending) < cfg.workers + 1:
-                    nxt = next(it, None)
-                    if nxt is None:
+                    bi = next(it, None)
+                    if bi is None:
                         return
-                    pending.append((nxt[0], nxt[1], pool.submit(read_batch, nxt[1])))
+                    pending.append((bi, batches[bi], pool.submit(read_batch, batches[bi])))
 
             fill()
             while pending:
@@ -237,98 +278,155 @@ def run_detect(
                 images, valid = fut.result()
                 fill()
                 has: np.ndarray = np.asarray(valid.reshape(len(batch), -1).any(axis=1))
-                results: list[_TileResult] = []
-                preds = predictor.predict(images[has], valid[has], threshold) if has.any() else []
+                preds = predictor.predict(images[has], valid[has], plan.threshold) if has.any() else []
+                results: list[TileResult] = []
                 pi = 0
                 for j, tile in enumerate(batch):
                     if not has[j]:
-                        empty += 1
-                        results.append(_TileResult(tile.tile_id, [], [], 0))
+                        results.append(TileResult(tile.tile_id, [], [], 0))
                         continue
-                    p = preds[pi]
+                    results.append(_tile_result(tile, preds[pi], valid[j], plan.grid, aoi_prep))
                     pi += 1
-                    results.append(_tile_result(tile, p, valid[j], grid, aoi_prep, Point, wkb, core_coverage))
-                    mpx += tile_mpx
-                ckpt.write(json.dumps({"batch": bi, "tiles": [r.__dict__ for r in results]}) + "\n")
-                ckpt.flush()
-                os.fsync(ckpt.fileno())
-                done[bi] = results
-                n_done_tiles += len(batch)
-                if progress:
-                    progress(n_done_tiles, len(tiles), mpx)
+                out[bi] = results
+                if on_batch is not None:
+                    on_batch(bi, results)
     finally:
-        ckpt.close()
         for r in readers:
             r.close()
             r.src.close()
+    return out
 
+
+def make_predictor(plan: DetectPlan) -> Any:
+    """The model runner for a plan (loads and hash-checks the bundle)."""
+    from rams.detector.bundle import load_bundle
+    from rams.detector.predict import Predictor
+
+    return Predictor(load_bundle(plan.model_ref), device=plan.cfg.device, threads=plan.cfg.threads)
+
+
+def run_detect(
+    ortho: Path,
+    out: Path,
+    cfg: DetectConfig | None = None,
+    aoi: Path | None = None,
+    aoi_layer: str | None = None,
+    resume: bool = False,
+    overwrite: bool = False,
+    progress: ProgressFn | None = None,
+) -> DetectSummary:
+    """Detect mines/ERW over ``ortho`` and write ``out`` (GeoPackage). See the module docstring."""
+    out = Path(out)
+    if out.suffix.lower() != ".gpkg":
+        raise OutputError(f"--out must be a GeoPackage path ending in .gpkg, got {out.name}")
+    check_output(out, overwrite)
+    t_start = time.perf_counter()
+    plan = plan_detect(ortho, cfg, aoi, aoi_layer)
+    done = _open_checkpoint(out, plan.checkpoint_key(), resume)
+    batches = plan.batches
+    n_done = sum(len(batches[bi]) for bi in done)
+    resumed = n_done
+    tile_mpx = plan.tile_px * plan.tile_px / 1e6
+    counters = {"tiles": n_done, "mpx": 0.0}
+    if progress:
+        progress(n_done, len(plan.tiles), 0.0)
+    ckpt = (partial_dir(out) / "tiles.jsonl").open("a")
+
+    def on_batch(bi: int, results: list[TileResult]) -> None:
+        ckpt.write(json.dumps({"batch": bi, "tiles": [r.__dict__ for r in results]}) + "\n")
+        ckpt.flush()
+        os.fsync(ckpt.fileno())
+        done[bi] = results
+        counters["tiles"] += len(results)
+        counters["mpx"] += tile_mpx * sum(1 for r in results if r.valid_px)
+        if progress:
+            progress(int(counters["tiles"]), len(plan.tiles), counters["mpx"])
+
+    try:
+        process_batches(plan, [bi for bi in range(len(batches)) if bi not in done], on_batch=on_batch)
+    finally:
+        ckpt.close()
     all_results = [r for bi in sorted(done) for r in done[bi]]
-    summary = _write_result(
-        out, all_results, grid, card, aoi_geom, threshold, overwrite,
-        metadata={
-            "rams_product": "detections: candidate mine/ERW locations for human review (not a safety claim)",
-            "evidence_note": (
-                "Detections are indirect evidence for review. Ground outside the 'coverage' layer was NOT "
-                "analysed: absence of detections there means nothing."
-            ),
-            "input_path": str(Path(ortho).resolve()),
-            "input_hash": input_hash,
-            "input_hash_method": "sha256 of size + 16 x 4 MiB samples (rams.provenance.fast_file_hash)"
-            if input_hash.startswith("sha256-sampled") else "sha256 of the whole file",
-            "input_size_bytes": Path(ortho).stat().st_size,
-            "input_crs": info.crs,
-            "input_gsd_m": info.gsd_m,
-            "gsd_check": gsd_ok_text,
-            "analysis_crs": grid.crs.to_string(),
-            "analysis_gsd_m": grid.gsd_m,
-            "model_name": card.name,
-            "model_version": card.version,
-            "weights_sha256": card.weights_sha256,
-            "model_classes": list(card.classes),
-            "score_threshold": threshold,
-            "operating_point": cfg.operating_point or (None if cfg.threshold is not None else
-                                                       card.default_operating_point),
-            "aoi_path": str(Path(aoi).resolve()) if aoi is not None else None,
-            "tile_size_px": tile_px,
-            "overlap_px": overlap_px,
-            "tiles": len(tiles),
-            "resolved_config": resolved,
-            "started_utc": started,
-            "finished_utc": now_utc(),
-            "warnings": warnings,
-            **run_record(),
-        },
-        src_crs=info.crs,
-        merge_distance_m=cfg.merge_distance_m,
-    )
-    (out.with_name(out.stem + ".config.yaml")).write_text(resolved)
+    summary = write_detections(plan, out, all_results, overwrite)
     shutil.rmtree(partial_dir(out), ignore_errors=True)
     return DetectSummary(
         output=str(out),
-        tiles_total=len(tiles),
-        tiles_processed=len(tiles) - resumed,
+        tiles_total=len(plan.tiles),
+        tiles_processed=len(plan.tiles) - resumed,
         tiles_resumed=resumed,
-        tiles_empty=empty,
+        tiles_empty=sum(1 for r in all_results if r.valid_px == 0),
         analysed_ha=summary["analysed_ha"],
         detections=summary["detections"],
         detections_by_class=summary["by_class"],
-        threshold=threshold,
-        model=card.name,
+        threshold=plan.threshold,
+        model=plan.card.name,
         seconds=time.perf_counter() - t_start,
-        mpx=mpx,
-        warnings=warnings,
+        mpx=float(counters["mpx"]),
+        warnings=plan.warnings,
     )
 
 
-def _tile_result(tile: Tile, p: Any, valid: np.ndarray, grid: Grid, aoi_prep: Any, point: Any, wkb: Any,
-                 core_coverage: Any) -> _TileResult:
+def write_detections(plan: DetectPlan, out: Path, results: list[TileResult], overwrite: bool,
+                     extra_metadata: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Merge tile results and write the result GeoPackage (and the resolved config beside it) atomically."""
+    from rams.provenance import now_utc, run_record
+
+    card, cfg = plan.card, plan.cfg
+    input_hash = plan.input_hash
+    metadata = {
+        "rams_product": "detections: candidate mine/ERW locations for human review (not a safety claim)",
+        "evidence_note": (
+            "Detections are indirect evidence for review. Ground outside the 'coverage' layer was NOT "
+            "analysed: absence of detections there means nothing."
+        ),
+        "input_path": str(plan.ortho.resolve()),
+        "input_hash": input_hash,
+        "input_hash_method": "sha256 of size + 16 x 4 MiB samples (rams.provenance.fast_file_hash)"
+        if input_hash.startswith("sha256-sampled") else "sha256 of the whole file",
+        "input_size_bytes": plan.ortho.stat().st_size,
+        "input_crs": plan.info.crs,
+        "input_gsd_m": plan.info.gsd_m,
+        "gsd_check": plan.gsd_check,
+        "analysis_crs": plan.grid.crs.to_string(),
+        "analysis_gsd_m": plan.grid.gsd_m,
+        "model_name": card.name,
+        "model_version": card.version,
+        "weights_sha256": card.weights_sha256,
+        "model_classes": list(card.classes),
+        "score_threshold": plan.threshold,
+        "operating_point": cfg.operating_point
+        or (None if cfg.threshold is not None else card.default_operating_point),
+        "aoi_path": str(plan.aoi_path.resolve()) if plan.aoi_path is not None else None,
+        "tile_size_px": plan.tile_px,
+        "overlap_px": plan.overlap_px,
+        "tiles": len(plan.tiles),
+        "resolved_config": plan.resolved_config,
+        "started_utc": plan.started_utc,
+        "finished_utc": now_utc(),
+        "warnings": plan.warnings,
+        **run_record(),
+        **(extra_metadata or {}),
+    }
+    summary = _write_result(
+        out, results, plan.grid, card, plan.aoi_geom, overwrite, metadata=metadata, src_crs=plan.info.crs,
+        merge_distance_m=cfg.merge_distance_m,
+    )
+    out.with_name(out.stem + ".config.yaml").write_text(plan.resolved_config)
+    return summary
+
+
+def _tile_result(tile: Tile, p: Any, valid: np.ndarray, grid: Grid, aoi_prep: Any) -> TileResult:
+    from shapely import wkb
+    from shapely.geometry import Point
+
+    from rams.coverage import core_coverage
     from rams.merge import owned_detections
 
     dets = owned_detections(p.boxes_xyxy_px, p.scores, p.labels, tile)
     if aoi_prep is not None:
-        dets = [d for d in dets if aoi_prep.contains(point(d.cx, d.cy))]
+        dets = [d for d in dets if aoi_prep.contains(Point(d.cx, d.cy))]
     cov = core_coverage(tile, valid, grid)
-    return _TileResult(
+    return TileResult(
         tile.tile_id,
         [[d.x0, d.y0, d.x1, d.y1, d.score, float(d.label)] for d in dets],
         [wkb.dumps(g, hex=True) for g in cov],
@@ -403,9 +501,9 @@ def _load_aoi(path: Path, layer: str | None, grid: Grid) -> Any:
     return geom
 
 
-def _open_checkpoint(out: Path, key: dict[str, Any], resume: bool) -> dict[int, list[_TileResult]]:
+def _open_checkpoint(out: Path, key: dict[str, Any], resume: bool) -> dict[int, list[TileResult]]:
     pdir = partial_dir(out)
-    done: dict[int, list[_TileResult]] = {}
+    done: dict[int, list[TileResult]] = {}
     state_path = pdir / "state.json"
     if resume and state_path.exists():
         state = json.loads(state_path.read_text())
@@ -422,7 +520,7 @@ def _open_checkpoint(out: Path, key: dict[str, Any], resume: bool) -> dict[int, 
                 rec = json.loads(line)
             except json.JSONDecodeError:
                 break  # a line cut by kill -9: everything after it is redone
-            done[int(rec["batch"])] = [_TileResult(**t) for t in rec["tiles"]]
+            done[int(rec["batch"])] = [TileResult(**t) for t in rec["tiles"]]
             good.append(line)
         (pdir / "tiles.jsonl").write_text("".join(g + "\n" for g in good))
         log.info("resuming: %d batches already done", len(done))
@@ -440,11 +538,10 @@ def _open_checkpoint(out: Path, key: dict[str, Any], resume: bool) -> dict[int, 
 
 def _write_result(
     out: Path,
-    results: list[_TileResult],
+    results: list[TileResult],
     grid: Grid,
     card: Any,
     aoi_geom: Any,
-    threshold: float,
     overwrite: bool,
     metadata: dict[str, Any],
     src_crs: str,
