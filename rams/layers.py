@@ -145,6 +145,10 @@ def write_styles(con: sqlite3.Connection, styles: Mapping[str, str]) -> None:
         f_geometry_column TEXT, styleName TEXT, styleQML TEXT, styleSLD TEXT, useAsDefault BOOLEAN,
         description TEXT, owner TEXT, ui TEXT, update_time DATETIME DEFAULT CURRENT_TIMESTAMP)"""
     )
+    con.execute(
+        "INSERT OR REPLACE INTO gpkg_contents (table_name, data_type, identifier, description) "
+        "VALUES ('layer_styles', 'attributes', 'layer_styles', 'QGIS default styles')"
+    )
     for layer, qml in styles.items():
         con.execute(
             "INSERT INTO layer_styles (f_table_catalog, f_table_schema, f_table_name, f_geometry_column, "

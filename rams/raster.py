@@ -405,11 +405,11 @@ def select_bands(
             ", ".join(wanted),
         )
         return tuple(image_bands)
-    raise BandError(
-        f"{src.name} has {src.count} bands ({', '.join(names)}) but the model needs {n_wanted} "
-        f"({', '.join(wanted)}); pick bands with --bands, e.g. --bands {','.join(map(str, image_bands[:n_wanted]))}, "
-        "or use a model trained for this sensor"
-    )
+    have = f"{src.name} has {src.count} bands ({', '.join(names)}) but the model needs {n_wanted} ({', '.join(wanted)})"
+    if len(image_bands) >= n_wanted:
+        hint = image_bands[:n_wanted]
+        raise BandError(f"{have}; pick bands with --bands, e.g. --bands {','.join(map(str, hint))}")
+    raise BandError(f"{have}; use a model trained for this sensor (see `rams models list`)")
 
 
 def value_range_for(dtype: str, override: tuple[float, float] | None = None) -> tuple[float, float]:

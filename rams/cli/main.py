@@ -113,6 +113,14 @@ COMMANDS: list[tuple[str, str, str]] = [
     ("info", "info", "info"),
     ("detect", "detect", "detect"),
     ("evaluate", "evaluate", "evaluate"),
+    ("quality", "quality", "quality"),
+    ("polygons", "polygons", "polygons"),
+    ("reduce", "reduce", "reduce"),
+    ("export", "export", "export"),
+    ("synth", "synth", "synth"),
+    ("models", "models", "app"),
+    ("train", "train", "train"),
+    ("batch", "batch", "batch"),
 ]
 
 
@@ -134,3 +142,7 @@ _register()
 def main() -> None:
     """Console-script entry point."""
     app()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,238 @@
+"""`rams detect` plumbing on real GeoTIFFs with a tiny randomly initialised bundle.
+
+The model's detections are meaningless here; what is tested is exact: coverage areas, georeferencing,
+determinism, resume equivalence, CRS handling, AOI clipping, provenance and every error path. Detection
+quality with the shipped model is tested in test_detect_model.py.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import geopandas as gpd
+import numpy as np
+import pyogrio
+import pytest
+from affine import Affine
+from shapely.geometry import box
+from typer.testing import CliRunner
+
+from rams.cli.main import app
+from rams.detect import DetectConfig, partial_dir, run_detect
+from rams.errors import AOIError
+from rams.layers import read_metadata
+
+runner = CliRunner()
+ORIGIN = (500000.0, 4400000.0)
+
+
+@pytest.fixture(scope="module")
+def bundle_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from rams.detector.bundle import make_test_bundle
+
+    d = tmp_path_factory.mktemp("models") / "tiny"
+    make_test_bundle(d, tile_size_px=256, threshold=0.3)
+    return d
+
+
+def _cfg(bundle_dir: Path, **kw: object) -> DetectConfig:
+    opts: dict[str, object] = {"model": str(bundle_dir), "batch_size": 2, "threads": 1, **kw}
+    return DetectConfig(**opts)  # type: ignore[arg-type]
+
+
+def _dets(path: Path) -> gpd.GeoDataFrame:
+    return pyogrio.read_dataframe(path, layer="detections")
+
+
+def _rgba(make_geotiff, h: int = 900, w: int = 1000, valid_cols: int = 700, **kw: object) -> Path:
+    am = np.zeros((h, w), np.uint8)
+    am[:, :valid_cols] = 255
+    return make_geotiff(height=h, width=w, gsd=0.005, alpha=True, alpha_mask=am, seed=5, **kw)
+
+
+def test_detect_writes_georeferenced_layers(make_geotiff, bundle_dir: Path, tmp_path: Path) -> None:
+    ortho = _rgba(make_geotiff)  # 5.0 x 4.5 m at 0.5 cm; alpha hides the right 1.5 m
+    out = tmp_path / "r.gpkg"
+    s = run_detect(ortho, out, _cfg(bundle_dir))
+    assert out.exists() and not partial_dir(out).exists()
+    assert (tmp_path / "r.config.yaml").exists()
+    layers = {name for name, _ in pyogrio.list_layers(out)}
+    assert {"detections", "coverage", "rams_metadata", "layer_styles"} <= layers
+    cov = pyogrio.read_dataframe(out, layer="coverage")
+    assert cov.crs.to_epsg() == 32638
+    # analysed ground = the imaged 3.5 x 4.5 m, exactly; the alpha-hidden strip is not in it
+    assert cov.geometry.iloc[0].area == pytest.approx(3.5 * 4.5, abs=1e-6)
+    assert cov.geometry.iloc[0].bounds == pytest.approx((ORIGIN[0], ORIGIN[1] - 4.5, ORIGIN[0] + 3.5, ORIGIN[1]))
+    assert s.analysed_ha == pytest.approx(3.5 * 4.5 / 1e4)
+    dets = _dets(out)
+    assert len(dets) == s.detections > 0
+    assert dets.crs.to_epsg() == 32638
+    assert set(dets.columns) >= {"det_id", "label", "score", "model", "tile_id", "length_m", "width_m", "lon",
+                                 "lat", "status"}
+    assert (dets.score >= 0.3).all()
+    # every detection is centred on analysed ground
+    assert dets.geometry.centroid.within(cov.geometry.iloc[0].buffer(1e-9)).all()
+    # lon/lat agree with the geometry
+    c = dets.geometry.centroid.to_crs(4326)
+    np.testing.assert_allclose(dets.lon, c.x, atol=1e-7)
+    np.testing.assert_allclose(dets.lat, c.y, atol=1e-7)
+    meta = read_metadata(out)
+    for key in ("input_hash", "weights_sha256", "model_name", "resolved_config", "rams_version", "host",
+                "started_utc", "finished_utc", "score_threshold", "evidence_note"):
+        assert meta.get(key), key
+    assert meta["input_hash"].startswith("sha256:")
+
+
+def test_detect_is_deterministic(make_geotiff, bundle_dir: Path, tmp_path: Path) -> None:
+    ortho = _rgba(make_geotiff)
+    run_detect(ortho, tmp_path / "a.gpkg", _cfg(bundle_dir))
+    run_detect(ortho, tmp_path / "b.gpkg", _cfg(bundle_dir, workers=2))
+    a, b = _dets(tmp_path / "a.gpkg"), _dets(tmp_path / "b.gpkg")
+    assert len(a) == len(b) > 0
+    assert a.drop(columns="geometry").equals(b.drop(columns="geometry"))
+    assert a.geometry.equals(b.geometry)
+
+
+def test_interrupted_run_resumes_to_same_result(make_geotiff, bundle_dir: Path, tmp_path: Path) -> None:
+    ortho = _rgba(make_geotiff)
+    ref = tmp_path / "ref.gpkg"
+    run_detect(ortho, ref, _cfg(bundle_dir))
+    out = tmp_path / "r.gpkg"
+    calls = {"n": 0}
+
+    def stop_after_two(done: int, total: int, mpx: float) -> None:
+        calls["n"] += 1
+        if calls["n"] == 3:  # initial call + 2 batches
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        run_detect(ortho, out, _cfg(bundle_dir), progress=stop_after_two)
+    assert not out.exists()  # no half-written output
+    assert partial_dir(out).exists()
+    s = run_detect(ortho, out, _cfg(bundle_dir), resume=True)
+    assert s.tiles_resumed == 4  # two batches of two tiles
+    a, b = _dets(ref), _dets(out)
+    assert a.drop(columns="geometry").equals(b.drop(columns="geometry"))
+    assert a.geometry.equals(b.geometry)
+
+
+def test_kill_9_then_resume(make_geotiff, bundle_dir: Path, tmp_path: Path) -> None:
+    ortho = _rgba(make_geotiff, h=1600, w=1600, valid_cols=1600)
+    ref = tmp_path / "ref.gpkg"
+    run_detect(ortho, ref, _cfg(bundle_dir, batch_size=1))
+    out = tmp_path / "k.gpkg"
+    cmd = [sys.executable, "-m", "rams.cli.main", "detect", str(ortho), "--out", str(out), "--model",
+           str(bundle_dir), "--batch-size", "1"]
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    ck = partial_dir(out) / "tiles.jsonl"
+    deadline = time.time() + 120
+    while time.time() < deadline and proc.poll() is None:
+        if ck.exists() and len(ck.read_text().splitlines()) >= 2:
+            break
+        time.sleep(0.05)
+    if proc.poll() is not None:
+        pytest.skip("run finished before it could be killed (machine too fast for this test's mosaic)")
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert not out.exists()
+    r = runner.invoke(app, ["detect", str(ortho), "--out", str(out), "--model", str(bundle_dir), "--batch-size", "1",
+                            "--resume"])
+    assert r.exit_code == 0, r.output
+    assert "from checkpoint" in r.output
+    a, b = _dets(ref), _dets(out)
+    assert a.drop(columns="geometry").equals(b.drop(columns="geometry"))
+
+
+def test_untiled_input_same_detections(make_geotiff, bundle_dir: Path, tmp_path: Path) -> None:
+    tiled = _rgba(make_geotiff, name="tiled.tif")
+    strip = _rgba(make_geotiff, name="strip.tif", tiled=False)
+    run_detect(tiled, tmp_path / "t.gpkg", _cfg(bundle_dir))
+    run_detect(strip, tmp_path / "s.gpkg", _cfg(bundle_dir))
+    a, b = _dets(tmp_path / "t.gpkg"), _dets(tmp_path / "s.gpkg")
+    assert a.drop(columns="geometry").equals(b.drop(columns="geometry"))
+
+
+def test_epsg4326_input(make_geotiff, bundle_dir: Path, tmp_path: Path) -> None:
+    t = Affine(6.0e-8, 0, 49.8, 0, -4.5e-8, 40.4)  # ~0.5 cm pixels near Baku
+    am = np.full((800, 800), 255, np.uint8)
+    am[400:] = 0
+    ortho = make_geotiff(height=800, width=800, crs="EPSG:4326", transform=t, alpha=True, alpha_mask=am)
+    out = tmp_path / "g.gpkg"
+    s = run_detect(ortho, out, _cfg(bundle_dir))
+    cov = pyogrio.read_dataframe(out, layer="coverage")
+    assert cov.crs.to_epsg() == 4326  # output in the raster's CRS
+    meta = read_metadata(out)
+    assert meta["analysis_crs"] == "EPSG:32639"
+    # imaged area: 400 x 800 px of (6e-8 deg lon x 4.5e-8 deg lat) at 40.4 N
+    lon_m = 6.0e-8 * 111320 * np.cos(np.radians(40.4))
+    lat_m = 4.5e-8 * 111030
+    expect = 400 * 800 * lon_m * lat_m
+    assert s.analysed_ha * 1e4 == pytest.approx(expect, rel=0.03)
+
+
+def test_aoi_clips_coverage_and_detections(make_geotiff, bundle_dir: Path, tmp_path: Path) -> None:
+    ortho = _rgba(make_geotiff)
+    aoi = tmp_path / "sha.gpkg"
+    sha = box(ORIGIN[0] + 0.5, ORIGIN[1] - 3.0, ORIGIN[0] + 2.5, ORIGIN[1] - 1.0)
+    gpd.GeoDataFrame({"sha_id": ["SHA-1"]}, geometry=[sha], crs=32638).to_crs(4326).to_file(aoi)
+    out = tmp_path / "a.gpkg"
+    run_detect(ortho, out, _cfg(bundle_dir), aoi=aoi)
+    cov = pyogrio.read_dataframe(out, layer="coverage").geometry.iloc[0]
+    assert cov.area == pytest.approx(4.0, rel=1e-4)
+    dets = _dets(out)
+    assert dets.geometry.centroid.within(sha.buffer(1e-6)).all()
+    far = tmp_path / "far.gpkg"
+    gpd.GeoDataFrame({"id": [1]}, geometry=[box(0, 0, 1, 1)], crs=32638).to_file(far)
+    with pytest.raises(AOIError, match="does not overlap"):
+        run_detect(ortho, tmp_path / "x.gpkg", _cfg(bundle_dir), aoi=far)
+
+
+@pytest.mark.parametrize(
+    "case,code,message",
+    [
+        ("gray", 7, "model needs 3 (red, green, blue)"),
+        ("coarse", 9, "too coarse"),
+        ("exists", 12, "already exists"),
+        ("missing", 3, "not found"),
+        ("aoi_missing", 3, "not found"),
+        ("badext", 12, ".gpkg"),
+    ],
+)
+def test_detect_cli_errors(case: str, code: int, message: str, make_geotiff, bundle_dir: Path,
+                           tmp_path: Path) -> None:
+    out = tmp_path / "out.gpkg"
+    extra: list[str] = []
+    ortho = make_geotiff(height=300, width=300, gsd=0.005)
+    if case == "gray":
+        ortho = make_geotiff(height=300, width=300, bands=1, gsd=0.005)
+    elif case == "coarse":
+        ortho = make_geotiff(height=100, width=100, gsd=0.05)
+    elif case == "exists":
+        out.write_text("x")
+    elif case == "missing":
+        ortho = tmp_path / "nope.tif"
+    elif case == "aoi_missing":
+        extra = ["--aoi", str(tmp_path / "nope.gpkg")]
+    elif case == "badext":
+        out = tmp_path / "out.shp"
+    r = runner.invoke(app, ["detect", str(ortho), "--out", str(out), "--model", str(bundle_dir), *extra])
+    assert r.exit_code == code, r.output
+    assert message in r.output
+    assert "Traceback" not in r.output
+    if case != "exists":
+        assert not out.exists()
+
+
+def test_coarse_gsd_force_proceeds_with_warning(make_geotiff, bundle_dir: Path, tmp_path: Path) -> None:
+    ortho = make_geotiff(height=100, width=100, gsd=0.05)
+    out = tmp_path / "f.gpkg"
+    r = runner.invoke(app, ["detect", str(ortho), "--out", str(out), "--model", str(bundle_dir), "--force"])
+    assert r.exit_code == 0, r.output
+    assert "warning" in r.output
+    assert "too coarse" in read_metadata(out)["warnings"]
