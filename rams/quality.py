@@ -1,0 +1,755 @@
+"""Coverage quality: was each piece of ground imaged well enough to see the smallest target asked for?
+
+Drone imagery is non-technical-survey evidence, and "nothing seen" supports cancellation only where the
+ground was imaged well enough for that threat (``shared/DOMAIN.md``). This module measures, per sub-cell of a
+few metres, what the detector would see at the model GSD and classes the cell:
+
+* ``adequate``: every check passes;
+* ``inadequate:<reason>``: imaged, but not well enough. Reasons, in the order they are tested:
+  ``partial`` (too few valid pixels in the cell to judge), ``gsd`` (achieved GSD too coarse for the smallest
+  requested class), ``exposure`` (too many black or saturated pixels), ``blur`` (re-blur index too high),
+  ``vegetation`` (RGB only: too much green cover, which hides surface items);
+* ``not_imaged``: no valid pixel (alpha/nodata, outside the footprint, or outside the raster but inside the AOI).
+
+Metrics (all measured on valid pixels only, on a grey image at the analysis GSD):
+
+* ``blur_idx``: the Crete-Roffet re-blur index (Crete et al., SPIE 6492, 2007; the measure behind
+  ``skimage.measure.blur_effect``): 0 sharp ... 1 fully blurred. Gradients of the image are compared with the
+  gradients of a copy blurred by an ``blur_filter_px`` box filter; a sharp image loses much gradient energy,
+  an already-blurred one little. It is a ratio, so brightness and contrast cancel out, and in
+  ``scripts/sweep_quality.py`` it stays monotonic in blur when sensor noise is added after the blur, where
+  band-ratio measures (Laplacian / detail variance) turn back up and call a heavily blurred noisy image sharp.
+* ``lap_var``: variance of the Laplacian divided by the squared mean grey value (the classic focus measure,
+  normalised for brightness). Reported for comparison; it depends strongly on the ground texture (smooth sand
+  reads "blurred"), so it does not drive the class.
+* ``dark_frac`` / ``sat_frac``: fraction of pixels at or below ``dark_level`` (grey) or with any band at or
+  above ``saturated_level``.
+* ``veg_frac``: fraction of pixels whose excess-green index ``2g - r - b`` on chromatic coordinates
+  (Woebbecke et al. 1995) exceeds ``vegetation_exg_min``.
+
+A cell is judged as a whole, so small defects inside an otherwise adequate cell would be diluted (a shadow on
+20 % of it, a blurred flight line across half of it). They are carved out of it as their own
+``inadequate:<reason>`` pieces: 0.5 m blocks that are mostly black/saturated or green, and ground a sliding-window
+blur map flags (see ``patch_block_m`` and ``blur_block_px``).
+
+Thresholds are provisional defaults (see ``docs/decisions.md``); ``scripts/sweep_quality.py`` prints the metrics
+over blur and darkening sweeps so that they can be tied to detector recall once a model exists.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+from pydantic import Field, field_validator
+from rasterio.windows import Window
+from scipy import ndimage as ndi
+
+from rams.classes import CLASS_NAMES, smallest_length_m
+from rams.config import ReadConfig, StrictModel
+from rams.errors import AOIError, BandError
+from rams.ingest import MIN_TARGET_PX
+from rams.raster import Grid, OrthoReader, gsd_of, open_raster, target_grid, value_range_for
+from rams.tiling import make_tiles
+
+if TYPE_CHECKING:
+    import geopandas as gpd
+    from rasterio.io import DatasetReader
+    from shapely.geometry.base import BaseGeometry
+
+log = logging.getLogger(__name__)
+
+ADEQUATE = "adequate"
+NOT_IMAGED = "not_imaged"
+#: Inadequacy reasons in the order they are tested; the class names the first that fails.
+REASONS: tuple[str, ...] = ("partial", "gsd", "exposure", "blur", "vegetation")
+
+RGB_NAMES = ("red", "green", "blue")
+
+
+class QualityConfig(StrictModel):
+    """Thresholds of the coverage-quality check. Defaults: see ``docs/decisions.md`` for the reasoning."""
+
+    classes: list[str] | None = None
+    """Target classes the imagery must resolve (None: all classes, i.e. the smallest item, POM-2 at 6.3 cm)."""
+    min_target_px: float = MIN_TARGET_PX
+    """Fewest pixels along the smallest target's long side (same rule as ``rams info``)."""
+    analysis_gsd_m: float | None = None
+    """GSD the imagery is judged at: the model GSD (None: the mosaic's native GSD)."""
+    cell_size_m: float = 2.5
+    """Largest side of a quality cell; each tile core is split into cells no larger than this."""
+    tile_size_px: int = 1024
+    """Read window (pixels at the analysis GSD); memory is bounded by it."""
+    blur_max: float = 0.45
+    """Highest re-blur index still adequate (sharp ground textures measure 0.23-0.33; see the sweep)."""
+    blur_filter_px: int = 11
+    """Box-filter length of the re-blur (pixels); 11 as in Crete et al. and scikit-image."""
+    dark_level: float = 0.02
+    """Grey value (0-1) at or below which a pixel counts as black (5/255 in 8-bit)."""
+    saturated_level: float = 0.99
+    """Value (0-1) at or above which a band counts as saturated (253/255 in 8-bit)."""
+    exposure_max_fraction: float = 0.25
+    """Largest fraction of black or of saturated pixels still adequate."""
+    vegetation_exg_min: float = 0.10
+    """Excess-green index above which an RGB pixel counts as vegetation."""
+    vegetation_max_fraction: float | None = 0.5
+    """Largest vegetation-cover fraction still adequate (None: no vegetation check)."""
+    min_valid_fraction: float = 0.25
+    """Cells with a smaller valid fraction are ``inadequate:partial`` (too few pixels to judge)."""
+    patch_block_m: float | None = 0.5
+    """Side of the blocks in which black, saturated or vegetated patches are carved out of otherwise adequate
+    cells (None: off). Without it a shadow covering up to ``exposure_max_fraction`` of a cell would read
+    adequate, and a mine could lie in it unseen."""
+    patch_min_fraction: float = 0.5
+    """A block is carved out when more than this fraction of its valid pixels is black/saturated/vegetated."""
+    blur_block_px: int | None = 128
+    """Window (analysis pixels) of the local blur map that finds blurred ground inside otherwise adequate cells,
+    which is carved out (None: off). In a cell half sharp, half blurred the sharp half dominates the gradient
+    energy and the cell reads sharp. 128 px is the smallest window on which sharp ground textures stay clearly
+    below ``blur_max`` (``scripts/sweep_quality.py --blocks``)."""
+    read: ReadConfig = Field(default_factory=ReadConfig)
+    """Band selection, value range and resampling for reading the mosaic."""
+
+    @field_validator("classes")
+    @classmethod
+    def _known_classes(cls, v: list[str] | None) -> list[str] | None:
+        if v is not None:
+            unknown = [c for c in v if c not in CLASS_NAMES]
+            if unknown:
+                raise ValueError(f"unknown class(es) {unknown}; known: {', '.join(CLASS_NAMES)}")
+            if not v:
+                raise ValueError("classes must not be empty; leave it out to mean all classes")
+        return v
+
+    @field_validator("cell_size_m", "min_target_px")
+    @classmethod
+    def _positive(cls, v: float) -> float:
+        if not v > 0:
+            raise ValueError("must be > 0")
+        return v
+
+    @field_validator("tile_size_px")
+    @classmethod
+    def _tile(cls, v: int) -> int:
+        if v < 64:
+            raise ValueError("must be >= 64")
+        return v
+
+    @field_validator("blur_filter_px")
+    @classmethod
+    def _filter(cls, v: int) -> int:
+        if v < 3:
+            raise ValueError("must be >= 3")
+        return v
+
+    def smallest_target_m(self) -> float:
+        return smallest_length_m(self.classes)
+
+
+@dataclass(frozen=True)
+class QualityMetrics:
+    """What was measured on one cell (NaN where it could not be measured, e.g. no valid pixel)."""
+
+    gsd_m: float
+    target_px: float
+    valid_fraction: float
+    n_valid_px: int
+    blur_index: float
+    lap_var_norm: float
+    dark_fraction: float
+    saturated_fraction: float
+    vegetation_fraction: float | None
+    mean_grey: float
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def grey_image(image: np.ndarray, bands: Sequence[str]) -> np.ndarray:
+    """Grey image (rows, cols): luminance for RGB (ITU-R 709 weights, as scikit-image), else the band mean."""
+    names = list(bands)
+    if all(n in names for n in RGB_NAMES):
+        r, g, b = (image[names.index(n)] for n in RGB_NAMES)
+        return (0.2125 * r + 0.7154 * g + 0.0721 * b).astype(np.float32)
+    return image.mean(axis=0, dtype=np.float32)
+
+
+@dataclass
+class _PixelMaps:
+    """Per-pixel quantities of one tile, reduced per cell by :func:`_reduce`."""
+
+    valid: np.ndarray
+    grey: np.ndarray
+    blur_sharp: list[np.ndarray]  # |gradient| along each axis (zero where not measurable)
+    blur_loss: list[np.ndarray]  # max(0, |gradient| - |gradient of re-blurred|)
+    blur_ok: list[np.ndarray]
+    lap: np.ndarray
+    lap_ok: np.ndarray
+    dark: np.ndarray
+    saturated: np.ndarray
+    vegetation: np.ndarray | None
+    blurred: np.ndarray | None = None  # local blur map: window index > blur_max, dilated (see _local_blur)
+
+
+def _pixel_maps(
+    image: np.ndarray, valid: np.ndarray, bands: Sequence[str], cfg: QualityConfig, local_blur: bool = True
+) -> _PixelMaps:
+    if image.ndim != 3:
+        raise BandError(f"image must be (bands, rows, cols), got shape {image.shape}")
+    if image.shape[0] != len(bands):
+        raise BandError(f"image has {image.shape[0]} bands but {len(bands)} band names were given")
+    valid = np.asarray(valid, dtype=bool)
+    grey = grey_image(image, bands)
+    vf = valid.astype(np.float32)
+    h = int(cfg.blur_filter_px)
+    sharp, loss, oks = [], [], []
+    for ax in (0, 1):
+        # A pixel is measurable when its Sobel neighbourhood of the re-blurred image is all valid.
+        size = (h + 2, 3) if ax == 0 else (3, h + 2)
+        ok = ndi.uniform_filter(vf, size=size, mode="constant", cval=0.0) > 1.0 - 1e-4
+        reblur = ndi.uniform_filter1d(grey, h, axis=ax, mode="nearest")
+        s = np.abs(ndi.sobel(grey, axis=ax, mode="nearest"))
+        b = np.abs(ndi.sobel(reblur, axis=ax, mode="nearest"))
+        sharp.append(np.where(ok, s, 0.0).astype(np.float32))
+        loss.append(np.where(ok, np.maximum(0.0, s - b), 0.0).astype(np.float32))
+        oks.append(ok)
+    lap_ok = ndi.uniform_filter(vf, size=3, mode="constant", cval=0.0) > 1.0 - 1e-4
+    lap = ndi.laplace(grey, mode="nearest")
+    dark = valid & (grey <= cfg.dark_level)
+    saturated = valid & (image.max(axis=0) >= cfg.saturated_level)
+    veg = None
+    names = list(bands)
+    if all(n in names for n in RGB_NAMES):
+        r, g, b = (image[names.index(n)].astype(np.float32) for n in RGB_NAMES)
+        total = r + g + b
+        bright = total > 3 * cfg.dark_level
+        with np.errstate(invalid="ignore", divide="ignore"):
+            exg = np.where(bright, (2 * g - r - b) / np.where(bright, total, 1.0), 0.0)
+        veg = valid & bright & (exg > cfg.vegetation_exg_min)
+    maps = _PixelMaps(valid, grey, sharp, loss, oks, lap, lap_ok, dark, saturated, veg)
+    if local_blur and cfg.blur_block_px:
+        maps.blurred = _local_blur(maps, cfg.blur_block_px, cfg.blur_max)
+    return maps
+
+
+def _local_blur(maps: _PixelMaps, window_px: int, blur_max: float) -> np.ndarray:
+    """Pixels near blurred ground: the re-blur index over a sliding ``window_px`` window, thresholded, dilated.
+
+    In a window that straddles sharp and blurred ground the sharp part dominates the gradient energy, so the
+    window reads blurred only when 65-85 % of it is blurred, depending on the texture (docs/decisions.md);
+    dilating the flagged pixels by half a window carries the flag back out to the edge of the blurred ground
+    (and a little past it, on the safe side). Black and saturated pixels take no part: exposure covers them.
+    """
+    usable = ~(maps.dark | maps.saturated)
+    # Window sums on a grid 4x coarser (sums of 4 x 4 pixel blocks): 16x less work, and the result is
+    # quantised to patch blocks (0.5 m) later anyway.
+    f = 4 if window_px >= 32 else 1
+    h, w = maps.valid.shape
+    hb, wb = math.ceil(h / f), math.ceil(w / f)
+
+    def block_sum(a: np.ndarray) -> np.ndarray:
+        padded = np.pad(a.astype(np.float32), ((0, hb * f - h), (0, wb * f - w)))
+        return padded.reshape(hb, f, wb, f).sum(axis=(1, 3))
+
+    win = max(1, round(window_px / f))
+    index = np.zeros((hb, wb), dtype=np.float32)
+    measured = np.zeros((hb, wb), dtype=bool)
+    for ax in (0, 1):
+        ok = maps.blur_ok[ax] & usable
+        n = ndi.uniform_filter(block_sum(ok), win, mode="constant") / (f * f)
+        s = ndi.uniform_filter(block_sum(np.where(ok, maps.blur_sharp[ax], 0.0)), win, mode="constant")
+        loss = ndi.uniform_filter(block_sum(np.where(ok, maps.blur_loss[ax], 0.0)), win, mode="constant")
+        enough = n >= 0.25
+        with np.errstate(invalid="ignore", divide="ignore"):
+            ax_index = np.where(s > 1e-9 * np.maximum(n, 1e-6), 1.0 - loss / np.where(s > 0, s, 1.0), 1.0)
+        index = np.where(enough, np.maximum(index, ax_index), index)
+        measured |= enough
+    flagged = measured & (index > blur_max)
+    if not flagged.any():
+        return np.zeros((h, w), dtype=bool)
+    flagged = ndi.maximum_filter(flagged, size=win + 1, mode="constant")
+    full = np.repeat(np.repeat(flagged, f, axis=0), f, axis=1)[:h, :w]
+    return full & maps.valid
+
+
+def _reduce(maps: _PixelMaps, sl: tuple[slice, slice], gsd_m: float, cfg: QualityConfig) -> QualityMetrics:
+    valid = maps.valid[sl]
+    n_total = valid.size
+    n_valid = int(valid.sum())
+    target_px = cfg.smallest_target_m() / gsd_m
+    nan = float("nan")
+    if n_valid == 0:
+        return QualityMetrics(gsd_m, target_px, 0.0, 0, nan, nan, nan, nan,
+                              None if maps.vegetation is None else nan, nan)
+    grey = maps.grey[sl][valid]
+    mean_grey = float(grey.mean())
+    blur = []
+    for ax in (0, 1):
+        n_ok = int(maps.blur_ok[ax][sl].sum())
+        if n_ok == 0:
+            continue
+        m1 = float(maps.blur_sharp[ax][sl].sum(dtype=np.float64))
+        m2 = float(maps.blur_loss[ax][sl].sum(dtype=np.float64))
+        # A flat cell (no gradient at all) shows nothing: maximal blur, as scikit-image's epsilon gives.
+        blur.append(1.0 if m1 <= 1e-9 * n_ok else abs(m1 - m2) / m1)
+    blur_index = max(blur) if blur else nan
+    lap_ok = maps.lap_ok[sl]
+    if lap_ok.any():
+        lap_var = float(maps.lap[sl][lap_ok].var(dtype=np.float64)) / max(mean_grey**2, (1.0 / 255) ** 2)
+    else:
+        lap_var = nan
+    veg = None if maps.vegetation is None else float(maps.vegetation[sl].sum()) / n_valid
+    return QualityMetrics(
+        gsd_m=gsd_m,
+        target_px=target_px,
+        valid_fraction=n_valid / n_total,
+        n_valid_px=n_valid,
+        blur_index=float(blur_index),
+        lap_var_norm=lap_var,
+        dark_fraction=float(maps.dark[sl].sum()) / n_valid,
+        saturated_fraction=float(maps.saturated[sl].sum()) / n_valid,
+        vegetation_fraction=veg,
+        mean_grey=mean_grey,
+    )
+
+
+def assess_cells(
+    image: np.ndarray,
+    valid: np.ndarray,
+    gsd_m: float,
+    bands: Sequence[str],
+    cfg: QualityConfig,
+    cells: Sequence[tuple[slice, slice]],
+) -> list[QualityMetrics]:
+    """Quality metrics of several cells of one tile (pixel maps are computed once for the whole tile).
+
+    Args:
+        image: float32 (bands, rows, cols) in [0, 1], as :class:`rams.raster.TileData` holds it.
+        valid: bool (rows, cols) validity mask.
+        gsd_m: ground sample distance the image effectively has (the coarser of native and analysis GSD).
+        bands: band names (``red``, ``green``, ``blue`` enable the RGB luminance and vegetation checks).
+        cfg: thresholds.
+        cells: (row slice, col slice) of each cell in the image. Pixels around a cell (the tile overlap)
+            are used as context for the filters, so cells at a tile's inner edge are measured as well as
+            any other.
+    """
+    maps = _pixel_maps(image, valid, bands, cfg, local_blur=False)
+    return [_reduce(maps, sl, gsd_m, cfg) for sl in cells]
+
+
+def assess_tile(
+    image: np.ndarray, valid: np.ndarray, gsd_m: float, bands: Sequence[str], cfg: QualityConfig
+) -> QualityMetrics:
+    """Quality metrics of one whole image (one cell). See :func:`assess_cells` for the arguments."""
+    return assess_cells(image, valid, gsd_m, bands, cfg, [(slice(None), slice(None))])[0]
+
+
+def failed_checks(m: QualityMetrics, cfg: QualityConfig) -> list[str]:
+    """Every inadequacy reason that applies to a measured cell, in :data:`REASONS` order."""
+    if m.n_valid_px == 0:
+        return []
+    out = []
+    if m.valid_fraction < cfg.min_valid_fraction:
+        out.append("partial")
+    if m.target_px < cfg.min_target_px:
+        out.append("gsd")
+    if m.dark_fraction > cfg.exposure_max_fraction or m.saturated_fraction > cfg.exposure_max_fraction:
+        out.append("exposure")
+    if not (m.blur_index <= cfg.blur_max):  # NaN (unmeasurable) is not adequate
+        out.append("blur")
+    if (
+        cfg.vegetation_max_fraction is not None
+        and m.vegetation_fraction is not None
+        and m.vegetation_fraction > cfg.vegetation_max_fraction
+    ):
+        out.append("vegetation")
+    return out
+
+
+def classify(m: QualityMetrics, cfg: QualityConfig) -> str:
+    """``adequate``, ``inadequate:<first failing reason>`` or ``not_imaged`` (no valid pixel)."""
+    if m.n_valid_px == 0:
+        return NOT_IMAGED
+    failed = failed_checks(m, cfg)
+    return f"inadequate:{failed[0]}" if failed else ADEQUATE
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Over a whole orthomosaic
+
+
+@dataclass
+class QualityResult:
+    """The ``coverage_quality`` layer of one orthomosaic and what it adds up to."""
+
+    layer: gpd.GeoDataFrame
+    """Polygons in the grid CRS, one per cell (classed part) plus dissolved ``not_imaged`` parts."""
+    native_gsd_m: float
+    analysis_gsd_m: float
+    smallest_target_m: float
+    band_names: tuple[str, ...]
+    tiles: int
+    cells: int
+    """Quality cells assessed (the layer also holds carved-out patches and not-imaged parts)."""
+
+    def area_by_class_m2(self) -> dict[str, float]:
+        if self.layer.empty:
+            return {}
+        areas = self.layer.geometry.area.groupby(self.layer["quality"]).sum()
+        return {str(k): float(v) for k, v in areas.items()}
+
+    def summary(self) -> dict[str, Any]:
+        by_class = self.area_by_class_m2()
+        total = sum(by_class.values())
+        adequate = by_class.get(ADEQUATE, 0.0)
+        not_imaged = by_class.get(NOT_IMAGED, 0.0)
+        return {
+            "native_gsd_m": self.native_gsd_m,
+            "analysis_gsd_m": self.analysis_gsd_m,
+            "smallest_target_m": self.smallest_target_m,
+            "bands": list(self.band_names),
+            "tiles": self.tiles,
+            "cells": self.cells,
+            "area_m2_by_class": by_class,
+            "total_m2": total,
+            "adequate_m2": adequate,
+            "inadequate_m2": total - adequate - not_imaged,
+            "not_imaged_m2": not_imaged,
+        }
+
+
+COLUMNS = [
+    "cell_id", "tile_id", "quality", "reasons", "gsd_m", "target_px", "valid_frac", "blur_idx", "lap_var",
+    "dark_frac", "sat_frac", "veg_frac", "mean_grey", "area_m2",
+]
+
+
+def quality_bands(src: DatasetReader, override: Sequence[int] | None = None) -> tuple[tuple[int, ...], tuple[str, ...]]:
+    """Bands to judge: R, G, B by colour interpretation when present, else every non-alpha band."""
+    names = [ci.name for ci in src.colorinterp]
+    if override:
+        bad = [b for b in override if b < 1 or b > src.count]
+        if bad:
+            raise BandError(f"bands {bad} out of range: {src.name} has bands 1..{src.count}")
+        picked = tuple(int(b) for b in override)
+        if len(picked) == 3 and all(names[b - 1] in ("undefined", "gray") for b in picked):
+            return picked, RGB_NAMES
+        return picked, tuple(names[b - 1] for b in picked)
+    by_name = {n: i for i, n in enumerate(names, start=1)}
+    if all(n in by_name for n in RGB_NAMES):
+        return tuple(by_name[n] for n in RGB_NAMES), RGB_NAMES
+    image = tuple(i for i, n in enumerate(names, start=1) if n != "alpha")
+    if not image:
+        raise BandError(f"{src.name} has no image band (only alpha); give a real orthomosaic")
+    return image, tuple(names[i - 1] for i in image)
+
+
+def _core_cells(tile_core: Window, tile_window: Window, cell_px: int) -> list[tuple[Window, tuple[slice, slice]]]:
+    """Split a tile core into near-equal cells no larger than ``cell_px``: (grid window, tile-local slices)."""
+    out = []
+    r0, c0 = int(tile_core.row_off), int(tile_core.col_off)
+    h, w = int(tile_core.height), int(tile_core.width)
+    nr, nc = max(1, math.ceil(h / cell_px)), max(1, math.ceil(w / cell_px))
+    rb = [r0 + round(i * h / nr) for i in range(nr + 1)]
+    cb = [c0 + round(j * w / nc) for j in range(nc + 1)]
+    wr, wc = int(tile_window.row_off), int(tile_window.col_off)
+    for i in range(nr):
+        for j in range(nc):
+            win = Window(cb[j], rb[i], cb[j + 1] - cb[j], rb[i + 1] - rb[i])
+            sl = (slice(rb[i] - wr, rb[i + 1] - wr), slice(cb[j] - wc, cb[j + 1] - wc))
+            out.append((win, sl))
+    return out
+
+
+def _to_map(geom_px: BaseGeometry, grid: Grid) -> BaseGeometry:
+    """Grid pixel coordinates (col, row) to map coordinates.
+
+    Every cell edge is computed from its integer pixel coordinate by this one function, so neighbouring
+    cells share bit-identical edges and their union has no slivers.
+    """
+    from shapely.affinity import affine_transform
+
+    t = grid.transform
+    return affine_transform(geom_px, [t.a, t.b, t.d, t.e, t.c, t.f])
+
+
+def _cell_box_px(win: Window) -> BaseGeometry:
+    from shapely import box
+
+    r0, c0 = int(win.row_off), int(win.col_off)
+    return box(c0, r0, c0 + int(win.width), r0 + int(win.height))
+
+
+def _valid_polygon_px(valid: np.ndarray, win: Window) -> BaseGeometry:
+    """Exact union of the valid pixels of a cell's mask, in grid pixel coordinates."""
+    from affine import Affine
+    from rasterio import features
+    from shapely import union_all
+    from shapely.geometry import shape
+
+    mask = valid.astype(np.uint8)
+    shift = Affine.translation(int(win.col_off), int(win.row_off))
+    polys = [shape(g) for g, v in features.shapes(mask, mask=valid, transform=shift) if v == 1]
+    return union_all(polys)
+
+
+def _block_mask(bad: np.ndarray, valid: np.ndarray, block_px: int, min_fraction: float) -> np.ndarray:
+    """Pixels of the blocks (``block_px`` square, from the array's corner) where ``bad`` exceeds the fraction."""
+    h, w = bad.shape
+    nr, nc = math.ceil(h / block_px), math.ceil(w / block_px)
+    pad = ((0, nr * block_px - h), (0, nc * block_px - w))
+    b = np.pad(bad & valid, pad).reshape(nr, block_px, nc, block_px).sum(axis=(1, 3))
+    v = np.pad(valid, pad).reshape(nr, block_px, nc, block_px).sum(axis=(1, 3))
+    blocks = (v > 0) & (b > min_fraction * v)
+    return np.repeat(np.repeat(blocks, block_px, axis=0), block_px, axis=1)[:h, :w] & valid
+
+
+def _patches(
+    maps: _PixelMaps, sl: tuple[slice, slice], win: Window, cfg: QualityConfig, gsd_m: float
+) -> list[tuple[str, BaseGeometry, dict[str, Any]]]:
+    """Black/saturated, blurred, then vegetated blocks of an adequate cell: (reason, polygon in grid px, metrics)."""
+    valid = maps.valid[sl]
+    out = []
+    taken = np.zeros_like(valid)
+    block_px = max(2, round(cfg.patch_block_m / gsd_m)) if cfg.patch_block_m else 0
+    checks: list[tuple[str, np.ndarray]] = []
+    if block_px:
+        checks.append(("exposure", _block_mask(maps.dark[sl] | maps.saturated[sl], valid, block_px,
+                                               cfg.patch_min_fraction)))
+    if maps.blurred is not None:
+        # any blurred pixel flags its block: the blurred region is widened, never narrowed
+        checks.append(("blur", _block_mask(maps.blurred[sl], valid, max(block_px, 1), 0.0)))
+    if block_px and maps.vegetation is not None and cfg.vegetation_max_fraction is not None:
+        checks.append(("vegetation", _block_mask(maps.vegetation[sl], valid, block_px, cfg.patch_min_fraction)))
+    for reason, flagged in checks:
+        mask = flagged & ~taken
+        if not mask.any():
+            continue
+        taken |= mask
+        n = int(mask.sum())
+        stats: dict[str, Any] = {"valid_frac": 1.0}
+        if reason == "exposure":
+            stats["dark_frac"] = float((maps.dark[sl] & mask).sum()) / n
+            stats["sat_frac"] = float((maps.saturated[sl] & mask).sum()) / n
+        elif reason == "vegetation":
+            assert maps.vegetation is not None
+            stats["veg_frac"] = float((maps.vegetation[sl] & mask).sum()) / n
+        out.append((reason, _valid_polygon_px(mask, win), stats))
+    return out
+
+
+def assess_dataset(
+    src: DatasetReader,
+    cfg: QualityConfig,
+    aoi: gpd.GeoDataFrame | None = None,
+    progress: Callable[[int, int], None] | None = None,
+) -> QualityResult:
+    """Coverage quality of an open orthomosaic, streamed tile by tile (memory bounded by the tile size).
+
+    Args:
+        src: open dataset (see :func:`rams.raster.open_raster`).
+        cfg: thresholds and reading options.
+        aoi: optional area of interest (any CRS). Cells are clipped to it, and AOI ground outside the
+            imagery is reported ``not_imaged``. Without an AOI, the raster's extent is the frame.
+        progress: called as ``progress(done, total)`` after each tile.
+
+    Returns:
+        A :class:`QualityResult` whose layer partitions the frame (AOI or raster extent) into classed cells
+        and ``not_imaged`` parts.
+    """
+    import geopandas as gpd
+    from shapely import box, make_valid, union_all
+    from shapely.geometry import MultiPolygon, Polygon
+
+    grid: Grid = target_grid(src, cfg.analysis_gsd_m)
+    native = gsd_of(src)
+    gsd_eff = max(native, grid.gsd_m)
+    bands, band_names = quality_bands(src, cfg.read.bands)
+    vr = value_range_for(src.dtypes[bands[0] - 1], cfg.read.value_range)
+    grid_box = _to_map(box(0, 0, grid.width, grid.height), grid)
+    aoi_geom = None
+    if aoi is not None:
+        if aoi.crs is None:
+            raise AOIError("the AOI layer has no CRS; assign one in QGIS and save again")
+        aoi_geom = make_valid(union_all(aoi.to_crs(grid.crs).geometry.values))
+        if aoi_geom.is_empty or not aoi_geom.intersects(grid_box):
+            raise AOIError(
+                "the AOI does not overlap the orthomosaic; check that the AOI and the mosaic cover the same place"
+            )
+    # Context each side of a tile core: the filters' reach, plus the local blur window and its dilation.
+    halo = cfg.blur_filter_px // 2 + 2 + (cfg.blur_block_px or 0)
+    tile_px = max(cfg.tile_size_px, 4 * halo + 8)
+    tiles = make_tiles(grid, tile_px, 2 * halo + 2, aoi=aoi_geom)
+    cell_px = max(8, round(cfg.cell_size_m / grid.gsd_m))
+    smallest = cfg.smallest_target_m()
+    rows: list[dict[str, Any]] = []
+    geoms: list[Any] = []
+    gaps: list[Any] = []
+    n_cells = 0
+    log.info(
+        "coverage quality: %d tiles, cells of %d px (%.2f m) at %.2f cm/px (native %.2f cm/px)",
+        len(tiles), cell_px, cell_px * grid.gsd_m, grid.gsd_m * 100, native * 100,
+    )
+    with OrthoReader(src, grid, bands, vr, cfg.read.resampling, cfg.read.gdal_cache_mb) as reader:
+        for n_done, tile in enumerate(tiles, start=1):
+            data = reader.read(tile.window)
+            cells = _core_cells(tile.core, tile.window, cell_px)
+            if not data.valid.any():
+                n_cells += len(cells)
+                gaps.extend(_to_map(_cell_box_px(win), grid) for win, _ in cells)
+            else:
+                maps = _pixel_maps(data.image, data.valid, band_names, cfg)
+                for win, sl in cells:
+                    n_cells += 1
+                    m = _reduce(maps, sl, gsd_eff, cfg)
+                    cell_px_box = _cell_box_px(win)
+                    if m.n_valid_px == 0:
+                        gaps.append(_to_map(cell_px_box, grid))
+                        continue
+                    if m.valid_fraction >= 1.0:
+                        part_px = cell_px_box
+                    else:
+                        part_px = _valid_polygon_px(data.valid[sl], win)
+                        gaps.append(_to_map(cell_px_box.difference(part_px), grid))
+                    failed = failed_checks(m, cfg)
+                    quality = classify(m, cfg)
+                    cell_id = f"{tile.tile_id}_{int(win.row_off)}_{int(win.col_off)}"
+                    base = {"tile_id": tile.tile_id, "gsd_m": m.gsd_m, "target_px": m.target_px}
+                    if quality == ADEQUATE and (cfg.patch_block_m or cfg.blur_block_px):
+                        for reason, patch_px, stats in _patches(maps, sl, win, cfg, grid.gsd_m):
+                            part_px = part_px.difference(patch_px)
+                            rows.append({**base, "cell_id": f"{cell_id}_{reason}", "quality": f"inadequate:{reason}",
+                                         "reasons": reason, **stats})
+                            geoms.append(_to_map(patch_px, grid))
+                    rows.append(
+                        {
+                            **base,
+                            "cell_id": cell_id,
+                            "quality": quality,
+                            "reasons": ",".join(failed),
+                            "valid_frac": m.valid_fraction,
+                            "blur_idx": m.blur_index,
+                            "lap_var": m.lap_var_norm,
+                            "dark_frac": m.dark_fraction,
+                            "sat_frac": m.saturated_fraction,
+                            "veg_frac": m.vegetation_fraction,
+                            "mean_grey": m.mean_grey,
+                        }
+                    )
+                    geoms.append(_to_map(part_px, grid))
+            if progress is not None:
+                progress(n_done, len(tiles))
+    if aoi_geom is not None:
+        geoms = [g.intersection(aoi_geom) for g in geoms]
+        gaps = [g.intersection(aoi_geom) for g in gaps]
+        gaps.append(aoi_geom.difference(grid_box))
+    keep = [i for i, g in enumerate(geoms) if not g.is_empty and g.area > 0]
+    rows = [rows[i] for i in keep]
+    geoms = [_polygonal(geoms[i]) for i in keep]
+    not_imaged = _polygonal(union_all([g for g in gaps if not g.is_empty])) if gaps else None
+    if not_imaged is not None and not not_imaged.is_empty:
+        parts = list(not_imaged.geoms) if isinstance(not_imaged, MultiPolygon) else [not_imaged]
+        for k, part in enumerate(parts):
+            if not isinstance(part, Polygon) or part.area <= 0:
+                continue
+            rows.append({"cell_id": f"not_imaged_{k}", "tile_id": "", "quality": NOT_IMAGED, "reasons": ""})
+            geoms.append(part)
+    layer = gpd.GeoDataFrame(rows, columns=COLUMNS[:-1], geometry=geoms, crs=grid.crs)
+    layer["area_m2"] = layer.geometry.area
+    layer = gpd.GeoDataFrame(layer[[*COLUMNS, "geometry"]], geometry="geometry", crs=grid.crs)
+    layer["geometry"] = [MultiPolygon([g]) if isinstance(g, Polygon) else g for g in layer.geometry]
+    return QualityResult(
+        layer=layer,
+        native_gsd_m=native,
+        analysis_gsd_m=grid.gsd_m,
+        smallest_target_m=smallest,
+        band_names=band_names,
+        tiles=len(tiles),
+        cells=n_cells,
+    )
+
+
+def _polygonal(geom: Any) -> Any:
+    """Only the polygonal part of a geometry (intersections can leave lines and points on shared edges)."""
+    from shapely.geometry import GeometryCollection, MultiPolygon, Polygon
+
+    if isinstance(geom, Polygon | MultiPolygon):
+        return geom
+    if isinstance(geom, GeometryCollection):
+        polys: list[Polygon] = []
+        for g in geom.geoms:
+            if isinstance(g, Polygon):
+                polys.append(g)
+            elif isinstance(g, MultiPolygon):
+                polys.extend(g.geoms)
+        return MultiPolygon(polys) if polys else Polygon()
+    return Polygon()
+
+
+def assess_ortho(
+    path: Path,
+    cfg: QualityConfig,
+    aoi: gpd.GeoDataFrame | None = None,
+    progress: Callable[[int, int], None] | None = None,
+) -> QualityResult:
+    """Open ``path`` (with the checks of :func:`rams.raster.open_raster`) and run :func:`assess_dataset`."""
+    with open_raster(path) as src:
+        return assess_dataset(src, cfg, aoi=aoi, progress=progress)
+
+
+LAYER = "coverage_quality"
+
+
+def quality_file(
+    ortho: Path,
+    out: Path,
+    cfg: QualityConfig | None = None,
+    aoi: Path | None = None,
+    aoi_layer: str | None = None,
+    add_to: Path | None = None,
+    overwrite: bool = False,
+    progress: Callable[[int, int], None] | None = None,
+) -> QualityResult:
+    """``rams quality``: assess ``ortho`` and write the ``coverage_quality`` layer to a new GeoPackage ``out``.
+
+    With ``add_to`` (a result GeoPackage), ``out`` is a copy of it with the layer added, so that one file
+    holds the detections and the quality that ``rams reduce`` needs; the input is never modified.
+    """
+    import datetime as dt
+
+    from rams import __version__
+    from rams.config import dump_config
+    from rams.errors import OutputError
+    from rams.export import derive_gpkg
+    from rams.layers import read_layer, write_gpkg
+    from rams.styles import default_styles
+
+    cfg = cfg or QualityConfig()
+    if add_to is not None and Path(add_to).resolve() == Path(out).resolve():
+        raise OutputError(f"--out {out} is the --add-to input; write to a new file (inputs are never overwritten)")
+    aoi_gdf = read_layer(aoi, aoi_layer, what="AOI layer") if aoi is not None else None
+    if add_to is not None:
+        read_layer(add_to, "detections", what="detections layer")  # fail before the long run, not after
+    res = assess_ortho(ortho, cfg, aoi=aoi_gdf, progress=progress)
+    st = Path(ortho).stat()
+    meta = {
+        "quality.time": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        "quality.rams_version": __version__,
+        "quality.ortho": str(ortho),
+        "quality.ortho_size_bytes": st.st_size,
+        "quality.ortho_mtime": dt.datetime.fromtimestamp(st.st_mtime, dt.UTC).isoformat(timespec="seconds"),
+        "quality.aoi": f"{aoi}:{aoi_layer or ''}" if aoi is not None else "",
+        "quality.config": dump_config(cfg),
+        "quality.summary": res.summary(),
+    }
+    styles = default_styles([LAYER])
+    if add_to is not None:
+        derive_gpkg(add_to, out, {LAYER: res.layer}, metadata=meta, styles=styles, overwrite=overwrite)
+    else:
+        write_gpkg(out, {LAYER: res.layer}, metadata=meta, overwrite=overwrite, styles=styles)
+    return res

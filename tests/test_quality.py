@@ -1,0 +1,301 @@
+"""Coverage quality: metrics, classes, and the coverage_quality layer of real GeoTIFFs."""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import geopandas as gpd
+import numpy as np
+import pytest
+from scipy import ndimage as ndi
+from shapely.geometry import box
+from skimage import data as skdata
+from skimage.measure import blur_effect
+from typer.testing import CliRunner
+
+from rams.classes import smallest_length_m
+from rams.cli.main import app
+from rams.errors import AOIError
+from rams.layers import read_layer, read_metadata, write_gpkg
+from rams.quality import QualityConfig, QualityMetrics, assess_ortho, assess_tile, classify, failed_checks
+from tests.conftest import write_geotiff
+
+UTM = "EPSG:32638"
+X0, Y0 = 500000.0, 4400000.0
+GSD = 0.01
+H, W = 600, 1000  # 6 x 10 m at 1 cm
+
+
+def ground(h: int, w: int) -> np.ndarray:
+    """Real grass texture (scikit-image) coloured as dry brown ground, uint8 (3, h, w)."""
+    g = np.tile(skdata.grass(), (h // 512 + 1, w // 512 + 1))[:h, :w].astype(np.float32)
+    return np.stack([g * 0.8 + 30, g * 0.75 + 25, g * 0.6 + 20]).clip(0, 255).astype("uint8")
+
+
+@pytest.fixture(scope="module")
+def scene(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Columns (m): 0-2 sharp, 2-4 blurred (sigma 3 px), 4-6 sharp, 6-8 black, 8-9 sharp, 9-10 alpha-masked."""
+    rgb = ground(H, W).astype(np.float32)
+    rgb[:, :, 200:400] = ndi.gaussian_filter(rgb[:, :, 200:400], (0, 3, 3))
+    rgb[:, :, 600:800] = 0
+    alpha = np.full((H, W), 255, np.uint8)
+    alpha[:, 900:] = 0
+    path = tmp_path_factory.mktemp("quality") / "scene.tif"
+    return write_geotiff(path, height=H, width=W, gsd=GSD, data=rgb.astype("uint8"), alpha=True, alpha_mask=alpha,
+                         origin=(X0, Y0 + H * GSD))
+
+
+def cfg(**kw: object) -> QualityConfig:
+    base: dict[str, object] = {"classes": ["tm62"], "cell_size_m": 1.0, "tile_size_px": 256}
+    base.update(kw)
+    return QualityConfig.model_validate(base)
+
+
+def quality_at(layer: gpd.GeoDataFrame, x_m: float, y_m: float) -> str:
+    hit = layer[layer.intersects(box(X0 + x_m - 1e-3, Y0 + y_m - 1e-3, X0 + x_m + 1e-3, Y0 + y_m + 1e-3))]
+    classes = set(hit.quality)  # a probe on a cell edge touches two cells: they must agree
+    assert len(classes) == 1, hit[["cell_id", "quality"]]
+    return str(classes.pop())
+
+
+def test_blur_index_matches_scikit_image_and_ignores_brightness() -> None:
+    g = skdata.grass().astype(np.float32) / 255
+    ones = np.ones_like(g, bool)
+    for sigma in (0, 1, 2, 3):
+        b = ndi.gaussian_filter(g, sigma) if sigma else g
+        m = assess_tile(b[None], ones, 0.005, ("gray",), cfg())
+        assert m.blur_index == pytest.approx(blur_effect(b), abs=2e-3)
+        dark = assess_tile((0.3 * b)[None], ones, 0.005, ("gray",), cfg())
+        assert dark.blur_index == pytest.approx(m.blur_index, abs=1e-4)
+        assert dark.lap_var_norm == pytest.approx(m.lap_var_norm, rel=1e-3)
+    sharp = assess_tile(g[None], ones, 0.005, ("gray",), cfg())
+    blurred = assess_tile(ndi.gaussian_filter(g, 3)[None], ones, 0.005, ("gray",), cfg())
+    assert classify(sharp, cfg()) == "adequate" and classify(blurred, cfg()) == "inadequate:blur"
+
+
+def test_invalid_pixels_do_not_count() -> None:
+    g = skdata.grass().astype(np.float32) / 255
+    valid = np.ones_like(g, bool)
+    valid[:, 256:] = False
+    junk = g.copy()
+    junk[:, 256:] = 0.0  # invalid pixels are zero in TileData
+    m = assess_tile(junk[None], valid, 0.005, ("gray",), cfg())
+    ref = assess_tile(g[:, :256][None], np.ones((512, 256), bool), 0.005, ("gray",), cfg())
+    assert m.valid_fraction == pytest.approx(0.5) and m.dark_fraction == pytest.approx(ref.dark_fraction)
+    assert m.blur_index == pytest.approx(ref.blur_index, abs=0.02)
+
+
+def test_classify_precedence_and_reasons() -> None:
+    c = cfg(vegetation_max_fraction=0.5)
+    base: dict[str, Any] = dict(gsd_m=0.01, target_px=32.0, valid_fraction=1.0, n_valid_px=100, blur_index=0.3,
+                                lap_var_norm=0.1, dark_fraction=0.0, saturated_fraction=0.0, vegetation_fraction=0.1,
+                                mean_grey=0.4)
+    assert classify(QualityMetrics(**base), c) == "adequate"
+    bad = {**base, "blur_index": 0.6, "vegetation_fraction": 0.9, "saturated_fraction": 0.5}
+    m = QualityMetrics(**bad)
+    assert failed_checks(m, c) == ["exposure", "blur", "vegetation"]
+    assert classify(m, c) == "inadequate:exposure"
+    assert classify(QualityMetrics(**{**base, "target_px": 3.0}), c) == "inadequate:gsd"
+    assert classify(QualityMetrics(**{**base, "valid_fraction": 0.1}), c) == "inadequate:partial"
+    assert classify(QualityMetrics(**{**base, "blur_index": float("nan")}), c) == "inadequate:blur"
+    none = QualityMetrics(**{**base, "n_valid_px": 0, "valid_fraction": 0.0})
+    assert classify(none, c) == "not_imaged"
+    assert classify(QualityMetrics(**{**base, "vegetation_fraction": 0.9}), cfg(vegetation_max_fraction=None)) \
+        == "adequate"
+
+
+def test_scene_strips_are_classed(scene: Path) -> None:
+    """One tile, 1 m cells aligned with the strips."""
+    res = assess_ortho(scene, cfg(tile_size_px=1024))
+    layer = res.layer
+    for x in (0.5, 1.0, 5.0, 5.5, 8.5):
+        for y in (0.5, 2.5, 5.5):
+            assert quality_at(layer, x, y) == "adequate", (x, y)
+    for x in (2.5, 3.5):
+        assert quality_at(layer, x, 2.5) == "inadequate:blur"
+    for x in (6.5, 7.5):
+        assert quality_at(layer, x, 2.5) == "inadequate:exposure"
+    assert quality_at(layer, 9.5, 2.5) == "not_imaged"
+    by = res.area_by_class_m2()
+    assert by["inadequate:exposure"] == pytest.approx(2.0 * 6) and by["not_imaged"] == pytest.approx(1.0 * 6)
+    blur = layer[layer.quality == "inadequate:blur"].union_all()
+    # the blurred strip (2-4 m) is covered, widened on the safe side by at most a window plus a block
+    assert blur.contains(box(X0 + 2, Y0, X0 + 4, Y0 + 6))
+    assert blur.within(box(X0 + 2 - 1.28 - 0.5, Y0, X0 + 4 + 1.28 + 0.5, Y0 + 6))
+    assert by["adequate"] == pytest.approx(60 - 12 - 6 - by["inadequate:blur"])
+    assert layer.union_all().area == pytest.approx(60.0)  # the layer tiles the raster extent exactly
+    assert layer.area.sum() == pytest.approx(60.0)  # ... without overlaps
+    assert all(layer.is_valid)
+    dark = layer[layer.quality == "inadequate:exposure"]
+    assert (dark.dark_frac == 1.0).all() and dark.reasons.str.startswith("exposure").all()
+    s = res.summary()
+    assert s["adequate_m2"] == pytest.approx(by["adequate"]) and s["not_imaged_m2"] == pytest.approx(6.0)
+
+
+def test_scene_over_several_tiles(scene: Path) -> None:
+    """Tiles of 256 px: cells follow the tile cores, the strips' middles keep their class, nothing is lost."""
+    res = assess_ortho(scene, cfg(tile_size_px=256))
+    assert res.tiles > 4
+    layer = res.layer
+    for x, expected in ((0.5, "adequate"), (3.0, "inadequate:blur"), (5.1, "adequate"),
+                        (7.0, "inadequate:exposure"), (9.6, "not_imaged")):
+        for y in (0.7, 3.3, 5.3):
+            assert quality_at(layer, x, y) == expected, (x, y)
+    assert layer[layer.quality == "inadequate:blur"].union_all().contains(box(X0 + 2, Y0, X0 + 4, Y0 + 6))
+    assert layer[layer.quality == "inadequate:exposure"].union_all().contains(box(X0 + 6, Y0, X0 + 8, Y0 + 6))
+    assert layer.union_all().area == pytest.approx(60.0)
+    assert layer.area.sum() == pytest.approx(60.0)  # no overlaps
+    assert res.area_by_class_m2()["not_imaged"] == pytest.approx(6.0)
+
+
+def test_small_dark_and_green_patches_are_carved_out_of_adequate_cells(make_geotiff: Callable[..., Path]) -> None:
+    """A 0.5 x 1 m shadow and a 1 x 0.5 m green patch in 2 m cells: too small to fail a cell, still never adequate."""
+    rgb = ground(200, 200)
+    rgb[:, 50:100, 100:200] = 0  # shadow: rows 0.5-1.0 m, cols 1-2 m (6 % of the image)
+    rgb[0, 150:200, 0:100] = (rgb[0, 150:200, 0:100] * 0.4).astype("uint8")
+    rgb[2, 150:200, 0:100] = (rgb[2, 150:200, 0:100] * 0.3).astype("uint8")
+    p = make_geotiff(height=200, width=200, gsd=0.01, data=rgb)
+    res = assess_ortho(p, cfg(cell_size_m=2.0, tile_size_px=256))
+    by = res.area_by_class_m2()
+    assert by == pytest.approx({"adequate": 4.0 - 0.5 - 0.5, "inadequate:exposure": 0.5, "inadequate:vegetation": 0.5})
+    shadow = res.layer[res.layer.quality == "inadequate:exposure"].iloc[0]
+    assert shadow.dark_frac == 1.0 and shadow.reasons == "exposure"
+    assert shadow.geometry.equals(box(X0 + 1, 4400000 - 1.0, X0 + 2, 4400000 - 0.5))
+    off = assess_ortho(p, cfg(cell_size_m=2.0, tile_size_px=256, patch_block_m=None)).area_by_class_m2()
+    assert off == pytest.approx({"adequate": 4.0})  # what dilution would have said
+
+
+def test_half_blurred_cell_has_its_blurred_half_carved_out(make_geotiff: Callable[..., Path]) -> None:
+    """One 2.56 m cell, right half blurred: as a whole it reads sharp, its blurred 128 px blocks do not."""
+    rgb = ground(256, 256).astype(np.float32)
+    rgb[:, :, 128:] = ndi.gaussian_filter(rgb[:, :, 128:], (0, 3, 3))
+    p = make_geotiff(height=256, width=256, gsd=0.01, data=rgb.astype("uint8"))
+    whole = assess_ortho(p, cfg(cell_size_m=2.56, blur_block_px=None))
+    assert whole.area_by_class_m2() == pytest.approx({"adequate": 2.56**2})  # the dilution this guards against
+    res = assess_ortho(p, cfg(cell_size_m=2.56))
+    blurred = res.layer[res.layer.quality == "inadequate:blur"].union_all()
+    # the whole blurred half is carved out, widened on the safe side by less than one window (1.28 m)
+    assert blurred.contains(box(X0 + 1.28, 4400000 - 2.56, X0 + 2.56, 4400000))
+    assert blurred.within(box(X0 + 0.5, 4400000 - 2.56, X0 + 2.56, 4400000))
+    assert res.area_by_class_m2()["adequate"] >= 0.5 * 2.56**2 * 0.39
+
+
+def test_gsd_too_coarse_for_smallest_class(make_geotiff: Callable[..., Path]) -> None:
+    p = make_geotiff(height=200, width=200, gsd=0.05, data=ground(200, 200))
+    layer = assess_ortho(p, QualityConfig(cell_size_m=5.0)).layer  # all classes: ShOAB-0.5, 6 cm = 1.2 px
+    assert set(layer.quality) == {"inadequate:gsd"}
+    assert layer.target_px.iloc[0] == pytest.approx(smallest_length_m() / 0.05) == pytest.approx(1.2)
+    ok = assess_ortho(p, QualityConfig(cell_size_m=5.0, classes=["shell"])).layer  # 56 cm = 11 px
+    assert set(ok.quality) == {"adequate"}
+
+
+def test_analysis_gsd_coarser_than_native_counts(make_geotiff: Callable[..., Path]) -> None:
+    p = make_geotiff(height=400, width=400, gsd=0.01, data=ground(400, 400))
+    res = assess_ortho(p, QualityConfig(cell_size_m=2.0, classes=["pom2"], analysis_gsd_m=0.02))
+    assert res.analysis_gsd_m == pytest.approx(0.02) and res.native_gsd_m == pytest.approx(0.01)
+    assert set(res.layer.quality) == {"inadequate:gsd"}  # 6.3 cm at 2 cm = 3 px < 8
+
+
+def test_vegetation_and_partial_cells(make_geotiff: Callable[..., Path]) -> None:
+    rgb = ground(400, 400)
+    rgb[0, :, :200] = (rgb[0, :, :200] * 0.4).astype("uint8")  # strong green: ExG well above 0.1
+    rgb[2, :, :200] = (rgb[2, :, :200] * 0.3).astype("uint8")
+    alpha = np.full((400, 400), 255, np.uint8)
+    alpha[:, 210:] = 0  # the cell from 2 to 4 m is 5 % imaged
+    p = make_geotiff(height=400, width=400, gsd=0.01, data=rgb, alpha=True, alpha_mask=alpha)
+    layer = assess_ortho(p, cfg(cell_size_m=2.0)).layer
+    top = 4400000.0
+    for y in (top - 0.5, top - 3.5):
+        hit = layer[layer.intersects(box(X0 + 0.5, y, X0 + 0.51, y + 0.01))]
+        assert list(hit.quality) == ["inadequate:vegetation"]
+        hit = layer[layer.intersects(box(X0 + 2.05, y, X0 + 2.06, y + 0.01))]
+        assert list(hit.quality) == ["inadequate:partial"]
+    partial = layer[layer.quality == "inadequate:partial"]
+    assert partial.area.sum() == pytest.approx(0.1 * 4.0)
+    assert layer[layer.quality == "not_imaged"].area.sum() == pytest.approx(1.9 * 4.0)
+
+
+def test_thermal_single_band_has_no_vegetation_check(make_geotiff: Callable[..., Path]) -> None:
+    g = skdata.grass()[None, :300, :300].astype("uint16") * 200
+    p = make_geotiff(height=300, width=300, bands=1, dtype="uint16", gsd=0.01, data=g)
+    layer = assess_ortho(p, cfg(cell_size_m=3.0)).layer
+    assert set(layer.quality) == {"adequate"} and layer.veg_frac.isna().all()
+
+
+def test_geographic_mosaic_is_judged_in_utm(make_geotiff: Callable[..., Path]) -> None:
+    from affine import Affine
+
+    t = Affine(1e-7, 0, 45.0, 0, -1e-7, 39.75)  # about 1 cm
+    p = make_geotiff(height=300, width=300, crs="EPSG:4326", transform=t, data=ground(300, 300))
+    res = assess_ortho(p, cfg(cell_size_m=1.5))
+    assert res.layer.crs.to_epsg() == 32638
+    assert set(res.layer.quality) <= {"adequate", "not_imaged", "inadequate:partial"}
+    assert (res.layer.quality == "adequate").any()
+
+
+def test_aoi_clips_and_reports_unimaged_ground(scene: Path) -> None:
+    aoi = gpd.GeoDataFrame(geometry=[box(X0 + 5, Y0 + 1, X0 + 12, Y0 + 5)], crs=UTM)  # 2 m past the raster
+    res = assess_ortho(scene, cfg(tile_size_px=1024), aoi=aoi)
+    by = res.area_by_class_m2()
+    assert sum(by.values()) == pytest.approx(7 * 4)
+    assert by["not_imaged"] == pytest.approx(3 * 4)  # 1 m alpha-masked + 2 m beyond the raster
+    assert by["inadequate:exposure"] == pytest.approx(2 * 4)
+    far = gpd.GeoDataFrame(geometry=[box(X0 + 500, Y0, X0 + 510, Y0 + 10)], crs=UTM)
+    with pytest.raises(AOIError, match="does not overlap"):
+        assess_ortho(scene, cfg(), aoi=far)
+
+
+def test_cli_quality_writes_styled_layer(scene: Path, tmp_path: Path) -> None:
+    out = tmp_path / "q.gpkg"
+    y = tmp_path / "c.yaml"
+    y.write_text("quality:\n  classes: [tm62]\n  cell_size_m: 1.0\n  tile_size_px: 256\n")
+    r = CliRunner().invoke(app, ["quality", str(scene), "--out", str(out), "--config", str(y)])
+    assert r.exit_code == 0, r.output
+    assert "inadequate:blur" in r.stdout and "not_imaged" in r.stdout
+    layer = read_layer(out, "coverage_quality")
+    assert {"adequate", "inadequate:blur", "inadequate:exposure", "not_imaged"} == set(layer.quality)
+    assert layer.crs.to_epsg() == 32638
+    meta = read_metadata(out)
+    assert "quality.config" in meta and str(scene) == meta["quality.ortho"]
+    con = sqlite3.connect(out)
+    (qml,) = con.execute("SELECT styleQML FROM layer_styles WHERE f_table_name='coverage_quality'").fetchone()
+    con.close()
+    assert 'attr="quality"' in qml and 'value="not_imaged"' in qml
+
+
+def test_cli_quality_add_to_result(scene: Path, tmp_path: Path) -> None:
+    result = tmp_path / "result.gpkg"
+    dets = gpd.GeoDataFrame({"det_id": ["a"], "label": ["pmn"], "score": [0.9]},
+                            geometry=[box(X0 + 1, Y0 + 1, X0 + 1.1, Y0 + 1.1)], crs=UTM)
+    write_gpkg(result, {"detections": dets})
+    out = tmp_path / "rq.gpkg"
+    r = CliRunner().invoke(app, ["quality", str(scene), "--out", str(out), "--add-to", str(result),
+                                 "--classes", "tm62", "--cell-size", "2"])
+    assert r.exit_code == 0, r.output
+    assert len(read_layer(out, "detections")) == 1 and len(read_layer(out, "coverage_quality")) > 0
+
+
+def test_cli_quality_errors(scene: Path, tmp_path: Path, make_geotiff: Callable[..., Path]) -> None:
+    runner = CliRunner()
+    out = tmp_path / "q.gpkg"
+    r = runner.invoke(app, ["quality", str(tmp_path / "none.tif"), "--out", str(out)])
+    assert r.exit_code == 3 and "orthomosaic not found" in r.output
+    r = runner.invoke(app, ["quality", str(scene), "--out", str(out), "--classes", "pmm"])
+    assert r.exit_code == 10 and "pmm" in r.output
+    aoi = tmp_path / "aoi.gpkg"
+    write_gpkg(aoi, {"aoi": gpd.GeoDataFrame(geometry=[box(0, 0, 1, 1)], crs=UTM)})
+    r = runner.invoke(app, ["quality", str(scene), "--out", str(out), "--aoi", str(aoi)])
+    assert r.exit_code == 8 and "does not overlap" in r.output
+    r = runner.invoke(app, ["quality", str(scene), "--out", str(out), "--aoi", str(aoi), "--aoi-layer", "x"])
+    assert r.exit_code == 13 and "no layer 'x'" in r.output
+    nodet = tmp_path / "nodet.gpkg"
+    write_gpkg(nodet, {"aoi": gpd.GeoDataFrame(geometry=[box(0, 0, 1, 1)], crs=UTM)})
+    r = runner.invoke(app, ["quality", str(scene), "--out", str(out), "--add-to", str(nodet)])
+    assert r.exit_code == 13 and "'detections'" in r.output
+    plain = make_geotiff("nocrs.tif", crs=None)
+    r = runner.invoke(app, ["quality", str(plain), "--out", str(out)])
+    assert r.exit_code == 6 and "coordinate reference system" in r.output
+    assert not out.exists()
