@@ -1,0 +1,93 @@
+"""``rams models list`` / ``rams models show NAME``: the shipped model bundles and their cards."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import typer
+
+app = typer.Typer(help="List shipped detector models and show their model cards.", no_args_is_help=True)
+
+
+@app.command("list")
+def list_models(as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table.")) -> None:
+    """List the models in models/ (or $RAMS_MODELS_DIR): name, version, bands, GSD, classes, hash check."""
+    from rams.detector.bundle import list_model_names, load_bundle, models_dir
+    from rams.errors import ModelError
+
+    rows: list[dict[str, Any]] = []
+    for name in list_model_names():
+        try:
+            card = load_bundle(name).card
+            rows.append(
+                {
+                    "name": name,
+                    "version": card.version,
+                    "bands": card.bands,
+                    "gsd_m": card.gsd_m,
+                    "gsd_range_m": list(card.gsd_range_m),
+                    "classes": card.classes,
+                    "status": "ok",
+                }
+            )
+        except ModelError as err:
+            rows.append({"name": name, "status": f"broken: {err}"})
+    if as_json:
+        typer.echo(json.dumps(rows, indent=2))
+        return
+    if not rows:
+        typer.echo(f"no models in {models_dir()}")
+        return
+    for r in rows:
+        if r["status"] != "ok":
+            typer.echo(f"{r['name']:<20} {r['status']}")
+            continue
+        lo, hi = r["gsd_range_m"]
+        typer.echo(
+            f"{r['name']:<20} v{r['version']:<8} {'/'.join(r['bands']):<16} "
+            f"{r['gsd_m'] * 100:.2f} cm/px (serves {lo * 100:.1f}-{hi * 100:.1f} cm)  "
+            f"{len(r['classes'])} classes: {', '.join(r['classes'])}  [sha256 ok]"
+        )
+
+
+@app.command("show")
+def show(
+    name: str = typer.Argument(..., help="Model name (folder in models/) or path to a bundle folder."),
+    as_json: bool = typer.Option(False, "--json", help="Print the whole card as JSON."),
+) -> None:
+    """Show a model's card: classes, bands, GSD, tiling, operating points, training and held-out metrics."""
+    from rams.detector.bundle import load_bundle
+
+    bundle = load_bundle(name)
+    card = bundle.card
+    if as_json:
+        typer.echo(json.dumps(card.model_dump(mode="json"), indent=2))
+        return
+    n_params = sum(int(t.numel()) for t in bundle.state_dict.values())
+    lo, hi = card.gsd_range_m
+    t = card.training
+    lines = [
+        f"name          {card.name} v{card.version}",
+        f"description   {card.description}",
+        f"architecture  {card.architecture} ({n_params} weights) {json.dumps(card.params)}",
+        "classes       " + ", ".join(f"{i}:{c}" for i, c in enumerate(card.classes)),
+        f"bands         {', '.join(card.bands)} (mean {card.normalisation.mean}, std {card.normalisation.std})",
+        f"gsd           works at {card.gsd_m * 100:.2f} cm/px, serves {lo * 100:.2f}-{hi * 100:.2f} cm imagery",
+        f"tiling        {card.tile_size_px} px tiles, {card.overlap_px} px overlap",
+        "operating     "
+        + ", ".join(
+            f"{k}={v:.3f}{' (default)' if k == card.default_operating_point else ''}"
+            for k, v in card.operating_points.items()
+        ),
+        f"training      {t.command}",
+        f"              data: {'; '.join(t.data)}",
+        f"              seed {t.seed}, {t.steps} steps, {t.duration} on {t.device}",
+        f"weights       sha256 {card.weights_sha256} (verified)",
+        f"created       {card.created} by rams {card.rams_version}",
+    ]
+    for note in t.notes:
+        lines.append(f"note          {note}")
+    for key, value in card.metrics.items():
+        lines.append(f"metric        {key}: {json.dumps(value)}")
+    typer.echo("\n".join(lines))

@@ -1,0 +1,243 @@
+"""Training data: sources (YOLO split by group, COCO, orthomosaic + GeoPackage, synthetic), augmentation
+geometry, target encoding, and per-index determinism."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+
+import geopandas as gpd
+import imageio.v3 as iio
+import numpy as np
+import pytest
+from shapely.geometry import Point, box
+
+from rams.classes import CLASS_NAMES
+from rams.detector.augment import AugmentConfig, augment
+from rams.detector.datasets import (
+    ChipDatasetSource,
+    CocoSourceConfig,
+    OrthoSource,
+    OrthoSourceConfig,
+    Sample,
+    SourceContext,
+    SyntheticSource,
+    SyntheticSourceConfig,
+    YoloSourceConfig,
+)
+from rams.detector.loss import encode_targets
+from rams.detector.train import TrainDataset
+from rams.errors import ConfigError, InputNotFoundError
+from rams.layers import write_gpkg
+from tests.detector_helpers import write_toy_yolo
+
+CTX = SourceContext(("pmn", "tm62"), ("red", "green", "blue"), 0.01, 64)
+
+
+def _box_pixels_bright(s: Sample, thr: float = 0.7) -> None:
+    """Every non-ignored box holds bright pixels and its centre pixel is bright."""
+    for b, ign in zip(s.boxes_xyxy_px, s.ignore, strict=True):
+        if ign:
+            continue
+        c, r = int((b[0] + b[2]) / 2), int((b[1] + b[3]) / 2)
+        assert s.image[:, r, c].max() > thr, (b, s.image[:, r, c])
+
+
+def test_yolo_source_splits_by_group_and_keeps_boxes_on_objects(tmp_path: Path) -> None:
+    root = write_toy_yolo(tmp_path / "y", n_per_zone=5, zones=("1", "2", "3"))
+    cfg = YoloSourceConfig(path=str(root), class_map={0: "pmn", 1: "tm62"}, group_pattern=r"_Zone_(\d+)_",
+                           groups=["1", "3"])  # fmt: skip
+    src = ChipDatasetSource(cfg, CTX)
+    assert len(src.items) == 10
+    assert all("_Zone_2_" not in it.path.name for it in src.items)
+    n_boxes = 0
+    for i in range(20):
+        s = src.sample(np.random.default_rng(i), i)
+        assert s.image.shape == (3, 64, 64) and s.valid.shape == (64, 64)
+        _box_pixels_bright(s)
+        n_boxes += len(s.boxes_xyxy_px)
+    assert n_boxes > 10
+
+
+def test_yolo_rescales_to_the_object_size_range_and_to_grey(tmp_path: Path) -> None:
+    root = write_toy_yolo(tmp_path / "y", n_per_zone=4, zones=("1",))
+    cfg = YoloSourceConfig(path=str(root), class_map={0: "pmn", 1: "tm62"}, object_size_px=(30, 31),
+                           positive_fraction=1.0)  # fmt: skip
+    ctx = SourceContext(("pmn", "tm62"), ("gray",), 0.01, 64)
+    src = ChipDatasetSource(cfg, ctx)
+    s = src.sample(np.random.default_rng(0), 0)
+    assert s.image.shape == (1, 64, 64)
+    sides = np.maximum(s.boxes_xyxy_px[:, 2] - s.boxes_xyxy_px[:, 0], s.boxes_xyxy_px[:, 3] - s.boxes_xyxy_px[:, 1])
+    assert len(sides) and np.median(sides[~s.ignore]) == pytest.approx(30.5, abs=8)
+
+
+def test_yolo_errors_are_clear(tmp_path: Path) -> None:
+    with pytest.raises(InputNotFoundError, match="needs images/ and labels/"):
+        ChipDatasetSource(YoloSourceConfig(path=str(tmp_path), class_map={0: "pmn"}), CTX)
+    root = write_toy_yolo(tmp_path / "y", n_per_zone=2, zones=("1",))
+    with pytest.raises(ConfigError, match="unknown classes \\['landmine'\\]"):
+        ChipDatasetSource(YoloSourceConfig(path=str(root), class_map={0: "landmine"}), CTX)
+    with pytest.raises(ConfigError, match="does not match group_pattern"):
+        ChipDatasetSource(YoloSourceConfig(path=str(root), class_map={0: "pmn"}, group_pattern="_Site_(\\d+)_"), CTX)
+
+
+def test_coco_source(tmp_path: Path) -> None:
+    img = np.full((80, 100, 3), 50, np.uint8)
+    img[20:32, 30:42] = 240
+    (tmp_path / "img").mkdir()
+    iio.imwrite(tmp_path / "img" / "a.png", img)
+    coco = {
+        "images": [{"id": 1, "file_name": "a.png", "width": 100, "height": 80}],
+        "annotations": [{"id": 1, "image_id": 1, "category_id": 7, "bbox": [30, 20, 12, 12]}],
+        "categories": [{"id": 7, "name": "PMN-2"}],
+    }
+    (tmp_path / "c.json").write_text(json.dumps(coco))
+    cfg = CocoSourceConfig(annotations=str(tmp_path / "c.json"), images_dir=str(tmp_path / "img"),
+                           class_map={"PMN-2": "pmn"}, positive_fraction=1.0)  # fmt: skip
+    s = ChipDatasetSource(cfg, CTX).sample(np.random.default_rng(3), 0)
+    assert s.labels.tolist() == [0] and not s.ignore.any()
+    b = s.boxes_xyxy_px[0]
+    assert b[2] - b[0] == pytest.approx(12) and b[3] - b[1] == pytest.approx(12)
+    _box_pixels_bright(s)
+
+
+def test_ortho_source_reads_annotations_at_their_pixels(make_geotiff: Callable[..., Path], tmp_path: Path) -> None:
+    # 2 cm mosaic, read at the model's 1 cm: every source pixel becomes 2 x 2
+    data = np.full((3, 100, 120), 60, np.uint8)
+    data[:, 40:46, 50:56] = 250  # a 12 cm bright square at source rows 40-46, cols 50-56
+    tif = make_geotiff(height=100, width=120, gsd=0.02, data=data, origin=(500000.0, 4400000.0))
+    x = 500000.0 + 53 * 0.02
+    y = 4400000.0 - 43 * 0.02
+    pts = gpd.GeoDataFrame({"class": ["PMN-2"]}, geometry=[Point(x, y)], crs="EPSG:32638")
+    neg = gpd.GeoDataFrame({"kind": ["stone"]}, geometry=[box(x + 0.4, y - 0.1, x + 0.5, y)], crs="EPSG:32638")
+    gpkg = write_gpkg(tmp_path / "ann.gpkg", {"targets": pts.to_crs("EPSG:4326"), "stones": neg})
+    cfg = OrthoSourceConfig(raster=str(tif), annotations=str(gpkg), layer="targets", class_map={"PMN-2": "pmn"},
+                            point_size_m=0.12, negatives_layer="stones", positive_fraction=1.0)  # fmt: skip
+    src = OrthoSource(cfg, CTX)
+    assert src.boxes.shape == (1, 4) and src.neg_boxes.shape == (1, 4)
+    np.testing.assert_allclose(src.boxes[0], [100, 80, 112, 92], atol=0.05)  # 1 cm grid pixels
+    import pickle
+
+    src.sample(np.random.default_rng(0), 0)
+    clone = pickle.loads(pickle.dumps(src))  # DataLoader workers get a copy without the GDAL handle
+    for i in range(3):
+        s = clone.sample(np.random.default_rng(i), i)
+        assert s.image.shape == (3, 64, 64) and s.labels.tolist() == [0]
+        _box_pixels_bright(s, 0.9)
+    with pytest.raises(ConfigError, match="class 'PMN-2', which is not a rams class"):
+        OrthoSource(cfg.model_copy(update={"class_map": {}}), CTX)
+
+
+def test_synthetic_source_maps_labels_to_the_model_classes() -> None:
+    ctx = SourceContext(("pmn", "tm62"), ("red", "green", "blue"), 0.01, 64)
+    src = SyntheticSource(
+        SyntheticSourceConfig(
+            seed=3, cache_dir=None, sampler={"positive_fraction": 1.0, "hard_negative_fraction": 0.0}
+        ),
+        ctx,
+    )
+    s = src.sample(np.random.default_rng(0), 0)
+    assert s.image.shape == (3, 64, 64)
+    assert set(s.labels.tolist()) <= {0, 1}
+    with pytest.raises(ConfigError, match="sampler.seed is set by the training config"):
+        SyntheticSource(SyntheticSourceConfig(sampler={"seed": 1}), ctx)
+    with pytest.raises(ConfigError, match="RGB and single-band"):
+        SyntheticSource(SyntheticSourceConfig(), SourceContext(("pmn",), ("a", "b"), 0.01, 64))
+
+
+def test_synthetic_pool_cache_is_lossless(tmp_path: Path) -> None:
+    ctx = SourceContext(CLASS_NAMES, ("red", "green", "blue"), 0.01, 64)
+    cfg = SyntheticSourceConfig(
+        seed=2, pool_size=3, cache_dir=str(tmp_path), sampler={"positive_fraction": 1.0, "hard_negative_fraction": 0}
+    )
+    src = SyntheticSource(cfg, ctx)
+    first = src.sample(np.random.default_rng(0), 4)  # index 4 -> pool chip 1, rendered and cached
+    assert len(list(tmp_path.rglob("*.npz"))) == 1
+    again = src.sample(np.random.default_rng(0), 1)  # read back from the cache
+    assert np.array_equal(first.image, again.image) and np.array_equal(first.boxes_xyxy_px, again.boxes_xyxy_px)
+
+
+def _square_sample() -> Sample:
+    img = np.zeros((3, 64, 48), np.float32)
+    img[:, 10:20, 30:36] = 1.0  # rows 10-20, cols 30-36
+    img[0, 40:44, 5:13] = 1.0  # red only: rows 40-44, cols 5-13
+    return Sample.make(img, np.ones((64, 48), bool), [[30, 10, 36, 20], [5, 40, 13, 44]], [0, 1])
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_augmented_boxes_follow_the_pixels(seed: int) -> None:
+    cfg = AugmentConfig(scale_range=(0.8, 1.25), p_degrade=0, p_colour=0, p_blur=0, p_noise=0)
+    s = augment(_square_sample(), np.random.default_rng(seed), cfg, 64)
+    assert s.image.shape == (3, 64, 64)
+    for b in s.boxes_xyxy_px[~s.ignore]:
+        c0, r0, c1, r1 = (int(round(v)) for v in b)
+        inner = s.image[0, r0 + 1 : r1 - 1, c0 + 1 : c1 - 1]
+        assert inner.size and inner.min() > 0.5, b
+        # just outside the box is background
+        ring = np.concatenate([s.image[0, max(r0 - 2, 0), c0:c1], s.image[0, min(r1 + 1, 63), c0:c1]])
+        assert ring.max() < 0.5, b
+
+
+def test_radiometric_augmentation_keeps_invalid_pixels_zero() -> None:
+    img = np.full((3, 64, 64), 0.5, np.float32)
+    valid = np.ones((64, 64), bool)
+    valid[:, :10] = False
+    img[:, :, :10] = 0
+    s = Sample.make(img, valid, [[30, 10, 36, 20]], [0])
+    out = augment(s, np.random.default_rng(1), AugmentConfig(rotate90=False, flip=False, scale_range=(1, 1),
+                                                             p_colour=1, p_noise=1, p_blur=1), 64)  # fmt: skip
+    assert (out.image[:, ~out.valid] == 0).all()
+    assert out.valid[:, :10].sum() == 0 and out.valid[:, 10:].all()
+    assert out.image[:, out.valid].std() > 0.005  # noise and colour changes happened where valid
+
+
+def test_encode_targets_peaks_and_ignore() -> None:
+    img = np.zeros((3, 64, 64), np.float32)
+    s = Sample.make(img, np.ones((64, 64), bool), [[10, 20, 22, 30], [40, 40, 60, 60]], [1, 0], [False, True])
+    t = encode_targets(s, 2, 4)
+    assert t["heatmap"].shape == (2, 16, 16)
+    # centre (16, 25) px -> cell (row 6, col 4), offset (0.0, 0.25)
+    assert t["heatmap"][1, 6, 4] == 1.0 and (t["heatmap"][1] == 1.0).sum() == 1
+    assert t["heatmap"][0].max() == 0.0  # the ignored object is no positive ...
+    assert t["ignore"][10:15, 10:15].sum() == 0  # ... and no background either
+    assert t["reg_mask"].sum() == 1
+    np.testing.assert_allclose(t["offset"][:, 6, 4], [0.0, 0.25])
+    np.testing.assert_allclose(t["size"][:, 6, 4], [np.log(12), np.log(10)], rtol=1e-6)
+
+
+def test_samples_are_a_pure_function_of_seed_and_index(tmp_path: Path) -> None:
+    root = write_toy_yolo(tmp_path / "y", n_per_zone=4, zones=("1",))
+    src = ChipDatasetSource(YoloSourceConfig(path=str(root), class_map={0: "pmn", 1: "tm62"}), CTX)
+    ds = TrainDataset([src, src], [1.0, 2.0], 7, 64, 2, 4, AugmentConfig(), 100)
+    a, b, c = ds[5], ds[5], ds[6]
+    assert all(np.array_equal(a[k].numpy(), b[k].numpy()) for k in a)
+    assert not np.array_equal(a["image"].numpy(), c["image"].numpy())
+
+
+def test_synthetic_training_path_needs_no_gdal() -> None:
+    """GPU boxes without GDAL: build a synthetic source and a training item with rasterio & co. unimportable."""
+    import subprocess
+    import sys
+
+    code = """
+import sys, importlib.abc
+BLOCK = {"rasterio", "geopandas", "pyogrio", "fiona", "shapely", "pyproj", "affine", "osgeo"}
+class Blocker(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path, target=None):
+        if name.split(".")[0] in BLOCK:
+            raise ImportError("blocked " + name)
+sys.meta_path.insert(0, Blocker())
+from rams.detector.train import TrainDataset, TrainConfig
+from rams.detector.datasets import SourceContext, SyntheticSourceConfig, build_source
+from rams.detector.augment import AugmentConfig
+import rams.evaluate, rams.detector.bundle, rams.detector.predict
+ctx = SourceContext(("pmn", "shell"), ("red", "green", "blue"), 0.01, 64)
+src = build_source(SyntheticSourceConfig(cache_dir=None), ctx)
+item = TrainDataset([src], [1.0], 0, 64, 2, 4, AugmentConfig(), 4)[1]
+assert item["image"].shape == (3, 64, 64)
+print("ok")
+"""
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert res.stdout.strip().endswith("ok")

@@ -1,0 +1,111 @@
+"""Inference: peak decoding, validity and NMS post-processing, Predictor plumbing on a tiny bundle."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from rams.detector.bundle import load_bundle, make_test_bundle
+from rams.detector.predict import Detections, Predictor, decode, postprocess
+from rams.errors import DeviceError
+
+
+def _outputs(
+    peaks: list[tuple[int, int, int, float, float, float, float, float]], k: int = 3, h: int = 16, w: int = 16
+):
+    """Head outputs with the given peaks: (cls, y, x, logit, off_x, off_y, width_px, height_px)."""
+    hm = torch.full((1, k, h, w), -8.0)
+    size = torch.zeros(1, 2, h, w)
+    off = torch.zeros(1, 2, h, w)
+    for c, y, x, logit, ox, oy, bw, bh in peaks:
+        hm[0, c, y, x] = logit
+        off[0, :, y, x] = torch.tensor([ox, oy])
+        size[0, :, y, x] = torch.tensor([math.log(bw), math.log(bh)])
+    return {"heatmap": hm, "size": size, "offset": off}
+
+
+def test_decode_places_boxes_exactly() -> None:
+    out = _outputs([(1, 5, 7, 2.0, 0.25, 0.5, 10.0, 6.0), (2, 12, 3, 0.0, 0.0, 0.0, 8.0, 8.0)])
+    [(boxes, scores, labels)] = decode(out, 0.3, stride=4, max_per_tile=100)
+    assert labels.tolist() == [1, 2]
+    np.testing.assert_allclose(scores.numpy(), [1 / (1 + math.exp(-2.0)), 0.5], rtol=1e-6)
+    # centre col (7 + 0.25) * 4 = 29, row (5 + 0.5) * 4 = 22; 10 x 6 px
+    np.testing.assert_allclose(boxes[0].numpy(), [24.0, 19.0, 34.0, 25.0], atol=1e-4)
+    np.testing.assert_allclose(boxes[1].numpy(), [8.0, 44.0, 16.0, 52.0], atol=1e-4)
+    # threshold applies to the sigmoid peak value
+    [(b2, s2, _)] = decode(out, 0.6, stride=4, max_per_tile=100)
+    assert len(s2) == 1
+
+
+def test_only_local_maxima_are_peaks() -> None:
+    out = _outputs([(0, 5, 5, 3.0, 0, 0, 8, 8), (0, 5, 6, 2.0, 0, 0, 8, 8), (0, 5, 9, 2.0, 0, 0, 8, 8)])
+    [(_, scores, _)] = decode(out, 0.1, stride=4, max_per_tile=100)
+    assert len(scores) == 2  # (5, 6) is a shoulder of (5, 5), not a peak; (5, 9) is its own peak
+
+
+def test_postprocess_drops_invalid_centres_and_suppresses_overlaps() -> None:
+    boxes = torch.tensor([[10, 10, 20, 20], [11, 11, 21, 21], [40, 40, 50, 50], [70, 10, 80, 20]], dtype=torch.float32)
+    scores = torch.tensor([0.9, 0.8, 0.7, 0.6])
+    labels = torch.tensor([0, 1, 0, 0])
+    valid = torch.ones(64, 96, dtype=torch.bool)
+    valid[:, 32:] = False  # centres at col 45 and 75 are on invalid ground
+    det = postprocess(boxes, scores, labels, valid, 64, 96, nms_iou=0.5, class_agnostic=True)
+    assert det.labels.tolist() == [0] and det.scores.tolist() == pytest.approx([0.9])
+    det = postprocess(boxes, scores, labels, valid, 64, 96, nms_iou=0.5, class_agnostic=False)
+    assert sorted(det.labels.tolist()) == [0, 1]  # per-class NMS keeps the overlapping other class
+    det = postprocess(boxes, scores, labels, None, 64, 64, nms_iou=0.5, class_agnostic=True)
+    assert len(det) == 2  # the box centred at col 75 lies outside a 64-wide tile
+    assert det.boxes_xyxy_px.dtype == np.float32 and det.labels.dtype == np.int64
+
+
+@pytest.fixture(scope="module")
+def predictor(tmp_path_factory: pytest.TempPathFactory) -> Predictor:
+    folder: Path = tmp_path_factory.mktemp("b") / "tiny"
+    make_test_bundle(folder, classes=("pmn", "tm62", "shell"))
+    return Predictor(load_bundle(folder), device="cpu", threads=1)
+
+
+def test_predictor_contract(predictor: Predictor) -> None:
+    rng = np.random.default_rng(0)
+    images = rng.random((2, 3, 100, 130), dtype=np.float32)  # not a multiple of 16: padded inside
+    dets = predictor.predict(images, None, 0.3)
+    assert len(dets) == 2
+    for d in dets:
+        assert isinstance(d, Detections) and len(d) > 0
+        assert d.boxes_xyxy_px.shape == (len(d), 4) and d.boxes_xyxy_px.dtype == np.float32
+        assert d.scores.dtype == np.float32 and d.labels.dtype == np.int64
+        assert (np.diff(d.scores) <= 0).all() and (d.scores >= 0.3).all()
+        assert set(d.labels.tolist()) <= {0, 1, 2}
+        cx = (d.boxes_xyxy_px[:, 0] + d.boxes_xyxy_px[:, 2]) / 2
+        cy = (d.boxes_xyxy_px[:, 1] + d.boxes_xyxy_px[:, 3]) / 2
+        assert (cx >= 0).all() and (cx < 130).all() and (cy >= 0).all() and (cy < 100).all()
+    again = predictor.predict(images, None, 0.3)
+    for a, b in zip(dets, again, strict=True):  # deterministic
+        assert np.array_equal(a.boxes_xyxy_px, b.boxes_xyxy_px) and np.array_equal(a.scores, b.scores)
+    higher = predictor.predict(images, None, 0.6)
+    assert len(higher[0]) < len(dets[0])
+
+
+def test_predictor_drops_detections_on_invalid_pixels(predictor: Predictor) -> None:
+    rng = np.random.default_rng(1)
+    images = rng.random((2, 3, 128, 128), dtype=np.float32)
+    valid = np.ones((2, 128, 128), bool)
+    valid[0, :, 64:] = False
+    valid[1] = False
+    images[~np.broadcast_to(valid[:, None], images.shape)] = 0.0
+    d0, d1 = predictor.predict(images, valid, 0.3)
+    assert len(d1) == 0
+    assert len(d0) > 0
+    cx = (d0.boxes_xyxy_px[:, 0] + d0.boxes_xyxy_px[:, 2]) / 2
+    assert (cx < 64).all()
+
+
+def test_predictor_empty_batch_and_cuda_absent(predictor: Predictor) -> None:
+    assert predictor.predict(np.zeros((0, 3, 64, 64), np.float32), None, 0.5) == []
+    if not torch.cuda.is_available():
+        with pytest.raises(DeviceError, match="CUDA is not available"):
+            Predictor(predictor.bundle, device="cuda")
