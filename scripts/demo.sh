@@ -16,7 +16,7 @@ mkdir -p "$OUT"
 step() { printf '\n== %s\n' "$*"; }
 
 step "1/8 sample flight: 30 x 20 m at 0.5 cm/px, RGBA, known truth (rams synth)"
-"$RAMS" synth "$OUT/flight" --config configs/synth-demo.yaml --overwrite
+"$RAMS" synth "$OUT/flight" --config configs/demo-flight.yaml --overwrite
 
 step "2/8 what the orthomosaic is (rams info)"
 "$RAMS" info "$OUT/flight/ortho.tif" --gsd 0.01
