@@ -120,7 +120,7 @@ def test_missing_and_wrong_sources(tmp_path: Path) -> None:
 # Status
 
 
-KEY = FlightKey("sha256:aa", "bb" * 32, "cc", None)
+KEY = FlightKey("sha256:aa", "bb" * 32, "cc", "dd", None)
 
 
 def test_status_decisions_and_run_history(tmp_path: Path) -> None:
@@ -131,8 +131,8 @@ def test_status_decisions_and_run_history(tmp_path: Path) -> None:
     st.finish("F1", "/out/F1.gpkg", {"detections": 3}, 1.5)
     assert st.decide("F1", KEY, output_exists=True) == ("skip", "done")
     assert st.decide("F1", KEY, output_exists=False) == ("run", "output missing")
-    changed = FlightKey("sha256:aa", "bb" * 32, "dd", "sha256:ee")
-    assert st.decide("F1", changed, True) == ("run", "changed: config_sha256, sha_sha256")
+    changed = FlightKey("sha256:aa", "bb" * 32, "cc", "xx", "sha256:ee")
+    assert st.decide("F1", changed, True) == ("run", "changed: decisions_config_sha256, sha_sha256")
     st.start("F2", "/x/f2.tif", KEY, "new")
     st.fail("F2", "orthomosaic is corrupt", 0.5)
     assert st.decide("F2", KEY, False) == ("run", "retry after failure")
@@ -158,9 +158,12 @@ def test_status_unreadable_file_is_a_clear_error(tmp_path: Path) -> None:
 
 
 def test_lock_refuses_a_second_batch_on_the_same_folder(tmp_path: Path) -> None:
-    with batch_lock(tmp_path), pytest.raises(OutputError, match="another rams batch .* is writing"):
-        with batch_lock(tmp_path):
-            pass
+    with (
+        batch_lock(tmp_path),
+        pytest.raises(OutputError, match="another rams batch .* is writing"),
+        batch_lock(tmp_path),
+    ):
+        pass
     with batch_lock(tmp_path):  # released on exit
         pass
 
@@ -319,3 +322,54 @@ def test_cli_second_batch_on_a_locked_folder(make_geotiff, tmp_path: Path, tiny_
     with batch_lock(out_dir):
         code, out = _cli(str(tmp_path / "f"), "--out", str(out_dir), "--model", str(tiny_bundle))
     assert code == 12 and "another rams batch" in out
+
+
+def test_changed_config_is_named(tmp_path: Path) -> None:
+    from rams.batch.status import config_diff
+
+    assert config_diff("a: 1\nb:\n  c: 2\n  d: 3\n", "a: 1\nb:\n  c: 5\n  d: 3\ne: 0\n") == ["b.c", "e"]
+    st = BatchStatus.load(tmp_path / STATUS_FILE)
+    st.configs = {"cc": "threshold: 0.5\nbatch_size: 4\n", "c2": "threshold: 0.6\nbatch_size: 4\n"}
+    st.start("F1", "/x/f1.tif", KEY, "new")
+    st.finish("F1", "/out/F1.gpkg", {}, 1.0)
+    new = FlightKey("sha256:aa", "bb" * 32, "c2", "dd", None)
+    assert st.decide("F1", new, True) == ("run", "changed: detect_config (threshold)")
+
+
+def _cov(x0: float, x1: float) -> gpd.GeoDataFrame:
+    return gpd.GeoDataFrame({"area_m2": [(x1 - x0) * 10.0]}, geometry=[box(x0, 0.0, x1, 10.0)], crs=UTM)
+
+
+def _quality(x0: float, x1: float, cls: str) -> gpd.GeoDataFrame:
+    return gpd.GeoDataFrame({"cell_id": ["c1"], "quality": [cls]}, geometry=[box(x0, 0.0, x1, 10.0)], crs=UTM)
+
+
+def test_survey_of_two_overlapping_flights() -> None:
+    from rams.batch.fuse import FlightLayers, build_survey
+
+    a = FlightLayers(Flight("A", Path("/d/a.tif"), "2024-05-01", "T1", "cam"),
+                     _dets([(1, "pmn", 0.9, 15.0, 5.0)]), _cov(0.0, 20.0), _quality(0.0, 20.0, "adequate"))
+    b = FlightLayers(Flight("B", Path("/d/b.tif")), _dets([(1, "pmn", 0.7, 15.1, 5.0), (2, "shell", 0.8, 25.0, 5.0)]),
+                     _cov(10.0, 30.0), _quality(10.0, 30.0, "inadequate:blur"), info={"input_hash": "sha256:bb"})
+    sha = gpd.GeoDataFrame({"sha_id": ["S1"]}, geometry=[box(-10.0, 0.0, 40.0, 10.0)], crs=UTM)
+    res = build_survey([a, b], FuseConfig(), sha=sha)
+    layers = res.layers
+    assert len(layers["detections"]) == 2 and res.summary["seen_more_than_once"] == 1
+    assert res.summary["analysed_ha"] == pytest.approx(300.0 / 1e4)  # the union, not the sum (400 m2)
+    assert list(layers["flights"]["flight_id"]) == ["A", "B"]
+    assert list(layers["flights"]["analysed_ha"]) == pytest.approx([0.02, 0.02])
+    assert layers["flights"].loc[1, "input_hash"] == "sha256:bb" and layers["flights"].loc[0, "date"] == "2024-05-01"
+    assert list(layers["coverage_quality"]["cell_id"]) == ["A/c1", "B/c1"]
+    assert layers["hazard_polygons"]["n_items"].sum() == 2  # the item seen twice counts once
+    # SHA: 10-20 m is adequate in A, blurred in B: adequate wins there; 20-30 m only blurred; 30-40 not imaged
+    table = layers["sha_reduction"]
+    assert table.loc[0, "noimg_m2"] == pytest.approx(200.0) and table.loc[0, "n_items"] == 2
+
+
+def test_survey_without_detections() -> None:
+    from rams.batch.fuse import FlightLayers, build_survey
+
+    empty = _dets([(1, "pmn", 0.9, 0.0, 0.0)]).iloc[:0]
+    res = build_survey([FlightLayers(Flight("A", Path("/d/a.tif")), empty, _cov(0.0, 20.0), None)])
+    assert res.layers["detections"].empty and res.layers["hazard_polygons"].empty
+    assert "coverage_quality" not in res.layers and res.summary["analysed_ha"] == pytest.approx(0.02)

@@ -94,7 +94,7 @@ def survey(tmp_path_factory: pytest.TempPathFactory) -> SimpleNamespace:
     sha.to_file(sha_path, layer="sha", driver="GPKG")
     cfg = load_config(BatchConfig, config, {"detect.model": str(bundle)})
     ref = root / "ref"
-    summary = run_batch(manifest, ref, cfg, sha=sha_path, workers=2)
+    summary = run_batch(manifest, ref, cfg, sha=sha_path, workers=1)
     return SimpleNamespace(root=root, bundle=bundle, manifest=manifest, config=config, cfg=cfg, sha=sha_path,
                            ref=ref, summary=summary, ortho=ortho)
 
@@ -125,7 +125,7 @@ def assert_same_batch(a: Path, b: Path, with_sha: bool) -> None:
 def test_local_batch_writes_flights_and_a_fused_survey(survey: SimpleNamespace) -> None:
     s = survey.summary
     assert [f.state for f in s.flights] == ["done"] * 3 and not s.failed
-    assert s.cluster == "local" and s.workers == 2
+    assert s.cluster == "local" and s.workers == 1
     st = BatchStatus.load(survey.ref / STATUS_FILE)
     for fid in FLIGHT_IDS:
         rec = st.flights[fid]
@@ -170,6 +170,27 @@ def test_rerun_skips_done_flights_without_a_cluster(survey: SimpleNamespace) -> 
     assert res.cluster.startswith("none") and not res.survey_rebuilt
     after = json.loads((survey.ref / STATUS_FILE).read_text())
     assert after["flights"] == before["flights"]
+
+
+def test_output_written_but_not_marked_done_is_recovered_not_redone(survey: SimpleNamespace,
+                                                                     tmp_path: Path) -> None:
+    import shutil
+
+    out = tmp_path / "copy"
+    shutil.copytree(survey.ref, out)
+    # as if killed between renaming the flight's GeoPackage into place and marking it done
+    status = json.loads((out / STATUS_FILE).read_text())
+    rec = status["flights"]["middle"]
+    rec["state"], rec["summary"] = "running", {}
+    rec["runs"][-1]["state"] = "running"
+    (out / STATUS_FILE).write_text(json.dumps(status))
+    res = run_batch(survey.manifest, out, survey.cfg, sha=survey.sha, workers=1)
+    assert [f.state for f in res.flights] == ["skipped"] * 3 and res.flights[1].reason == "recovered"
+    assert res.cluster.startswith("none")
+    back = BatchStatus.load(out / STATUS_FILE).flights["middle"]
+    assert back.state == "done" and back.done_runs == 1 and back.attempts == 1
+    assert back.summary["detections"] == res.flights[1].detections > 0  # read back from the GeoPackage
+    assert "recovered" in back.runs[-1]["note"]
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -235,6 +256,14 @@ def test_dask_cluster_gives_exactly_the_local_detections(survey: SimpleNamespace
 # SIGKILL and resume
 
 
+def _lines(path: Path) -> int:
+    """Complete lines in a checkpoint file (0 when absent)."""
+    try:
+        return path.read_bytes().count(b"\n")
+    except FileNotFoundError:
+        return 0
+
+
 def test_sigkill_midway_then_resume_loses_and_repeats_nothing(survey: SimpleNamespace, dask_scheduler: str,
                                                                tmp_path: Path) -> None:
     out = tmp_path / "killed"
@@ -245,16 +274,19 @@ def test_sigkill_midway_then_resume_loses_and_repeats_nothing(survey: SimpleName
            "--model", str(survey.bundle), "--workers", "1"]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
     status_path = out / STATUS_FILE
+    second_ckpt = out / ".work" / FLIGHT_IDS[1] / "tiles.jsonl"
     deadline = time.monotonic() + 240
     first_done = False
     try:
+        # kill once the first flight is done and, if we catch it, the second is part-way through its tiles
         while time.monotonic() < deadline and proc.poll() is None:
-            if status_path.exists():
+            if not first_done and status_path.exists():
                 st = json.loads(status_path.read_text())
-                if st["flights"].get(FLIGHT_IDS[0], {}).get("state") == "done":
-                    first_done = True
-                    break
-            time.sleep(0.05)
+                first_done = st["flights"].get(FLIGHT_IDS[0], {}).get("state") == "done"
+                t_first = time.monotonic()
+            if first_done and (_lines(second_ckpt) > 0 or time.monotonic() - t_first > 20):
+                break
+            time.sleep(0.02)
     finally:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)  # the batch and its local workers, as a crash would
@@ -263,6 +295,7 @@ def test_sigkill_midway_then_resume_loses_and_repeats_nothing(survey: SimpleName
     killed = BatchStatus.load(status_path)
     assert [killed.flights[f].state for f in FLIGHT_IDS[1:]].count("done") < 2, "killed too late to test resume"
     assert not (out / SURVEY_NAME).exists()
+    checkpointed = _lines(second_ckpt) if killed.flights[FLIGHT_IDS[1]].state == "running" else 0
 
     # resumed on the running scheduler (whichever cluster resumes, the result must not change)
     res = runner.invoke(app, ["batch", str(survey.manifest), "--out", str(out), "--config", str(cfg),
@@ -277,6 +310,8 @@ def test_sigkill_midway_then_resume_loses_and_repeats_nothing(survey: SimpleName
     for fid in resumed:
         assert [r["state"] for r in st.flights[fid].runs] == ["interrupted", "done"]
     assert "skipped" in res.output
+    if checkpointed:  # the half-done flight resumed from its tile checkpoint instead of starting over
+        assert st.flights[FLIGHT_IDS[1]].summary["tiles_resumed"] >= 2 * checkpointed
     # every output is complete and valid: identical to the uninterrupted reference, no temporaries left
     for fid in FLIGHT_IDS:
         for layer in FLIGHT_LAYERS:
@@ -304,18 +339,22 @@ def test_failed_flights_are_recorded_reported_and_retried(survey: SimpleNamespac
     res = runner.invoke(app, args)
     assert res.exit_code == 15, res.output
     assert "2 of 3 flights failed" in res.output and "orthomosaic not found" in res.output
-    assert "truncated or damaged" in res.output
+    assert "broken: " in res.output and "truncated" in res.output
     st = BatchStatus.load(out / STATUS_FILE)
     assert st.flights["west"].state == "done"
-    assert st.flights["broken"].state == "failed" and "truncated or damaged" in (st.flights["broken"].error or "")
+    assert st.flights["broken"].state == "failed" and "truncated" in (st.flights["broken"].error or "")
     assert st.flights["gone"].state == "failed" and "orthomosaic not found" in (st.flights["gone"].error or "")
     survey_flights = pyogrio.read_dataframe(out / SURVEY_NAME, layer="flights")
     assert list(survey_flights["flight_id"]) == ["west"]  # the survey holds the finished flight only
     # the failures fixed, a rerun retries them and skips the finished flight
     broken.write_bytes(data)
     manifest.write_text(f"orthomosaic,flight_id\n{good},west\n{broken},broken\n")
-    res = runner.invoke(app, args)
+    res = runner.invoke(app, [*args, "--json"])
     assert res.exit_code == 0, res.output
+    summary = json.loads(res.stdout)
+    assert [(f["flight_id"], f["state"], f["reason"]) for f in summary["flights"]] == [
+        ("west", "skipped", "done"), ("broken", "done", "retry after failure")]
+    assert summary["failed"] == 0 and summary["survey_summary"]["flights"] == 2
     st = BatchStatus.load(out / STATUS_FILE)
     assert st.flights["west"].attempts == 1 and st.flights["broken"].attempts == 2
     assert st.flights["broken"].state == "done"

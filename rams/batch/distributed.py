@@ -23,15 +23,16 @@ bucket) must show the same files under the same paths on every machine (see ``do
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import os
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
-from rams.errors import DeviceError
+from rams.errors import DeviceError, RamsError
 
 if TYPE_CHECKING:
     from distributed import Client
@@ -48,7 +49,28 @@ _PREDICTOR_LOCK = threading.Lock()
 # ---------------------------------------------------------------------------------------------------------
 # Task functions (run on workers)
 
+F = TypeVar("F", bound=Callable[..., Any])
 
+
+def portable_errors(fn: F) -> F:
+    """Re-raise rams errors without their chained causes, so that they reach the client as themselves.
+
+    A rams error raised ``from`` a GDAL error carries that error as its cause; rasterio's exceptions do not
+    survive pickling, and Dask would then send back a bare ``Exception`` holding only the text.
+    """
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except RamsError as err:
+            clean = type(err)(*err.args)
+        raise clean  # outside the except block: no __context__ either
+
+    return wrapper  # type: ignore[return-value]
+
+
+@portable_errors
 def plan_task(ortho: str, cfg: DetectConfig) -> DetectPlan:
     """Plan detection over one mosaic (runs on a worker: the mosaic is read there)."""
     from rams.detect import plan_detect
@@ -56,6 +78,7 @@ def plan_task(ortho: str, cfg: DetectConfig) -> DetectPlan:
     return plan_detect(Path(ortho), cfg)
 
 
+@portable_errors
 def detect_task(plan: DetectPlan, batch_indexes: Sequence[int], threads: int | None) -> dict[int, list[TileResult]]:
     """Run the model over some of ``plan``'s batches; returns their tile results by batch index."""
     from rams.detect import process_batches
@@ -64,6 +87,7 @@ def detect_task(plan: DetectPlan, batch_indexes: Sequence[int], threads: int | N
     return process_batches(plan, list(batch_indexes), predictor=predictor)
 
 
+@portable_errors
 def quality_task(ortho: str, cfg: QualityConfig) -> QualityResult:
     """Coverage quality of one mosaic."""
     from rams.quality import assess_ortho
@@ -98,6 +122,13 @@ def _worker_nthreads() -> int | None:
         return int(get_worker().state.nthreads)
     except (ImportError, ValueError, AttributeError):
         return None
+
+
+def warm_up() -> None:
+    """Import the heavy libraries (torch, torchvision, GDAL bindings) once, on every worker at the same time."""
+    import rams.detect  # noqa: F401
+    import rams.detector.predict  # noqa: F401
+    import rams.quality  # noqa: F401
 
 
 def worker_info() -> dict[str, Any]:
@@ -168,10 +199,11 @@ def open_cluster(
             warnings.simplefilter("ignore")  # e.g. "Port 8787 is already in use"
             cluster = LocalCluster(
                 n_workers=n, threads_per_worker=1, processes=True, dashboard_address=None,
-                silence_logs=logging.ERROR,
+                silence_logs=logging.CRITICAL,  # failed tasks are reported by rams, with their flight
             )
         try:
             with Client(cluster) as client:
+                client.run(warm_up)
                 tt = threads or max(1, (os.cpu_count() or 1) // n)
                 log.info("local Dask cluster: %d worker process(es), %d torch thread(s) each", n, tt)
                 yield Cluster(client, str(cluster.scheduler_address), n, True, tt)
@@ -194,6 +226,7 @@ def open_cluster(
                 f"`dask worker {scheduler} --nthreads 1`"
             ) from err
         check_workers(client)
+        client.run(warm_up)
         n = len(client.scheduler_info()["workers"])
         log.info("Dask cluster %s: %d worker(s)", scheduler, n)
         yield Cluster(client, scheduler, n, False, threads)

@@ -248,7 +248,7 @@ def build_survey(
     crs = survey_crs([f.detections for f in flights if not f.detections.empty] or [f.coverage for f in flights])
     fused = fuse_detections({f.flight.flight_id: f.detections for f in flights}, fuse_cfg, crs)
 
-    def stack(name: str, frames: list[tuple[str, gpd.GeoDataFrame]]) -> gpd.GeoDataFrame:
+    def stack(frames: list[tuple[str, gpd.GeoDataFrame]]) -> gpd.GeoDataFrame:
         out = []
         for fid, g in frames:
             if g is None or g.empty:
@@ -260,9 +260,9 @@ def build_survey(
             return gpd.GeoDataFrame({"flight_id": []}, geometry=gpd.GeoSeries([], crs=crs), crs=crs)
         return gpd.GeoDataFrame(pd.concat(out, ignore_index=True), geometry="geometry", crs=crs)
 
-    coverage = stack("coverage", [(f.flight.flight_id, f.coverage) for f in flights])
+    coverage = stack([(f.flight.flight_id, f.coverage) for f in flights])
     quality_frames = [(f.flight.flight_id, f.quality) for f in flights if f.quality is not None]
-    quality = stack("coverage_quality", quality_frames) if quality_frames else None
+    quality = stack(quality_frames) if quality_frames else None
     if quality is not None and "cell_id" in quality.columns:
         quality["cell_id"] = quality["flight_id"].astype(str) + "/" + quality["cell_id"].astype(str)
     hazard = build_hazard_polygons(fused.objects, polygons_cfg)

@@ -38,6 +38,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
+import yaml
 from pydantic import Field
 
 from rams.batch.fuse import FuseConfig
@@ -203,15 +204,19 @@ def run_batch(
     qcfg = cfg.decisions.quality
     if qcfg.analysis_gsd_m is None:
         qcfg = qcfg.model_copy(update={"analysis_gsd_m": card.gsd_m})
-    config_hash = text_hash(
-        "\n---\n".join(dump_config(c) for c in (cfg.detect, qcfg, cfg.decisions.polygons, cfg.decisions.reduce))
+    detect_text = dump_config(cfg.detect)
+    decisions_text = yaml.safe_dump(  # the decision steps a flight runs (export settings do not change a flight)
+        {"quality": qcfg.model_dump(mode="json"), "polygons": cfg.decisions.polygons.model_dump(mode="json"),
+         "reduce": cfg.decisions.reduce.model_dump(mode="json")}, sort_keys=False,
     )
+    detect_hash, decisions_hash = text_hash(detect_text), text_hash(decisions_text)
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / FLIGHTS_DIR).mkdir(exist_ok=True)
     with batch_lock(out_dir):
         _remove_stale_temporaries(out_dir)
         (out_dir / CONFIG_NAME).write_text(dump_config(cfg))
         status = BatchStatus.load(out_dir / STATUS_FILE)
+        status.configs.update({detect_hash: detect_text, decisions_hash: decisions_text})
         outcomes: dict[str, FlightOutcome] = {}
         todo: list[_Job] = []
         for index, flight in enumerate(flights):
@@ -226,7 +231,7 @@ def run_batch(
                 outcomes[flight.flight_id] = FlightOutcome(flight.flight_id, str(flight.ortho), "failed", "unreadable",
                                                            error=msg)
                 continue
-            key = FlightKey(input_hash, card.weights_sha256, config_hash, sha_hash)
+            key = FlightKey(input_hash, card.weights_sha256, detect_hash, decisions_hash, sha_hash)
             out = flight_output(out_dir, flight.flight_id)
             action, reason = status.decide(flight.flight_id, key, out.exists())
             if action == "run" and rec.state == "running" and _output_has_key(out, key):
@@ -460,6 +465,9 @@ class _Runner:
                     self._fail(job, err)
                     launch()
                     continue
+                if kind != "plan":  # the plan stays on the cluster for the flight's tasks; the rest can go
+                    job.futures = [f for f in job.futures if f.key != fut.key]
+                del fut
                 try:
                     self._handle(job, kind, value)
                     if job.complete:

@@ -4,7 +4,9 @@ The status lives in ``OUT/batch_status.json`` and is rewritten atomically (tempo
 every change, so a crash or ``kill -9`` leaves either the previous or the next version, never a torn file.
 
 Each flight has a **key**: the orthomosaic's content hash (:func:`rams.provenance.fast_file_hash`), the model
-weights' SHA-256, the hash of the resolved per-flight config, and the SHA layer's hash when ``--sha`` is given.
+weights' SHA-256, the hashes of the resolved ``detect`` config and of the resolved decision configs (quality,
+polygons, reduce), and the SHA file's hash when ``--sha`` is given. The config texts are kept in the status by
+hash, so that a redo can name the settings that changed.
 On a rerun a flight is
 
 * **skipped** when it is ``done`` with the same key and its GeoPackage is still there;
@@ -44,7 +46,10 @@ class FlightKey:
 
     input_hash: str
     weights_sha256: str
-    config_sha256: str
+    detect_config_sha256: str
+    """Hash of the resolved ``detect`` config."""
+    decisions_config_sha256: str
+    """Hash of the resolved coverage-quality, polygons and reduce configs."""
     sha_sha256: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
@@ -86,6 +91,8 @@ class BatchStatus:
     flights: dict[str, FlightRecord] = field(default_factory=dict)
     survey: dict[str, Any] = field(default_factory=dict)
     created_utc: str = field(default_factory=now_utc)
+    configs: dict[str, str] = field(default_factory=dict)
+    """Resolved config texts by hash (few: one per distinct config used), to name what changed."""
 
     @classmethod
     def load(cls, path: Path) -> BatchStatus:
@@ -98,7 +105,8 @@ class BatchStatus:
             if data.get("version") != STATUS_VERSION:
                 raise ValueError(f"status version {data.get('version')!r}, expected {STATUS_VERSION}")
             flights = {fid: FlightRecord(**rec) for fid, rec in data["flights"].items()}
-            return cls(path, flights, dict(data.get("survey") or {}), str(data.get("created_utc") or now_utc()))
+            return cls(path, flights, dict(data.get("survey") or {}), str(data.get("created_utc") or now_utc()),
+                       {str(k): str(v) for k, v in (data.get("configs") or {}).items()})
         except (ValueError, KeyError, TypeError, AttributeError) as err:
             raise InputError(
                 f"batch status {path} is unreadable ({err}); move it away to start the batch afresh "
@@ -112,6 +120,7 @@ class BatchStatus:
             "created_utc": self.created_utc,
             "updated_utc": now_utc(),
             "survey": self.survey,
+            "configs": self.configs,
             "flights": {fid: asdict(rec) for fid, rec in sorted(self.flights.items())},
         }
         write_json_atomic(self.path, data)
@@ -134,10 +143,22 @@ class BatchStatus:
             return "run", "resume interrupted run"
         changed = key.changed(rec.key)
         if changed:
-            return "run", "changed: " + ", ".join(changed)
+            return "run", "changed: " + ", ".join(self._describe(c, rec.key or {}, key) for c in changed)
         if not output_exists:
             return "run", "output missing"
         return "skip", "done"
+
+    def _describe(self, part: str, old: dict[str, Any], new: FlightKey) -> str:
+        """A changed key part, with the changed settings when both config texts are known."""
+        if not part.endswith("config_sha256"):
+            return part
+        before = self.configs.get(str(old.get(part)))
+        after = self.configs.get(str(getattr(new, part)))
+        if before is None or after is None:
+            return part
+        keys = config_diff(before, after)
+        shown = ", ".join(keys[:4]) + (" ..." if len(keys) > 4 else "")
+        return f"{part.removesuffix('_sha256')} ({shown})" if keys else part
 
     def start(self, flight_id: str, ortho: str, key: FlightKey | None, reason: str) -> None:
         """A new attempt; a run left ``running`` by a killed batch is closed as ``interrupted`` first."""
@@ -172,6 +193,22 @@ class BatchStatus:
             rec.runs[-1].update({"state": "failed", "finished_utc": now_utc(), "seconds": round(seconds, 3),
                                  "error": error})
         self.save()
+
+
+def config_diff(before: str, after: str) -> list[str]:
+    """Dotted keys whose values differ between two resolved-config YAML texts."""
+    import yaml
+
+    def flat(d: Any, prefix: str = "") -> dict[str, Any]:
+        if not isinstance(d, dict):
+            return {prefix.rstrip("."): d}
+        out: dict[str, Any] = {}
+        for k, v in d.items():
+            out.update(flat(v, f"{prefix}{k}."))
+        return out
+
+    a, b = (flat(yaml.safe_load(t) or {}) for t in (before, after))
+    return sorted(k for k in a.keys() | b.keys() if a.get(k) != b.get(k))
 
 
 def write_json_atomic(path: Path, data: Any) -> None:

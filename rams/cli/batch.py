@@ -89,10 +89,10 @@ def _print_summary(summary: object) -> None:
                       f"{f.seconds:.1f}" if f.state != "skipped" else "", rate, note or "")
     done = [f for f in summary.flights if f.state in ("done", "skipped")]
     table.add_section()
+    counts = {s: sum(f.state == s for f in summary.flights) for s in ("done", "skipped", "failed")}
     table.add_row(
         f"{len(summary.flights)} flights",
-        f"{sum(f.state == 'done' for f in summary.flights)} done, {sum(f.state == 'skipped' for f in summary.flights)}"
-        f" skipped, {len(summary.failed)} failed",
+        ", ".join(f"{n} {s}" for s, n in counts.items() if n),
         f"{sum(f.analysed_ha for f in done):.3f}", str(sum(f.detections for f in done)), "",
         f"{summary.seconds:.1f}", f"{summary.mpx / summary.seconds:.2f}" if summary.seconds > 0 else "", "",
     )
