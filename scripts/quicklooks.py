@@ -57,7 +57,7 @@ def quicklook(terrain: str, out_png: Path, gsd: float, seed: int) -> str:
             img = src.read([1, 2, 3], window=Window(c0, r0, WIDTH, CROP_H), boundless=True)
             main = Image.fromarray(np.moveaxis(img, 0, -1))
             draw = ImageDraw.Draw(main)
-            zooms = []
+            zooms: list[Image.Image] = []
             for (_, t), geom in zip(truth.iterrows(), truth.geometry, strict=True):
                 ring = [inv * xy for xy in geom.exterior.coords]
                 xs = [p[0] - c0 for p in ring]
@@ -71,7 +71,7 @@ def quicklook(terrain: str, out_png: Path, gsd: float, seed: int) -> str:
                     half = ZOOM_TILE // (2 * ZOOM)
                     z = src.read([1, 2, 3], window=Window(int(cx) - half, int(cy) - half, 2 * half, 2 * half),
                                  boundless=True)
-                    zi = Image.fromarray(np.moveaxis(z, 0, -1)).resize((ZOOM_TILE, ZOOM_TILE), Image.NEAREST)
+                    zi = Image.fromarray(np.moveaxis(z, 0, -1)).resize((ZOOM_TILE, ZOOM_TILE), Image.Resampling.NEAREST)
                     ImageDraw.Draw(zi).text((4, 4), f"{t['model']} vis {t['visible_fraction']:.2f}",
                                             fill=(255, 230, 60))
                     zooms.append(zi)

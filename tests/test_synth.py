@@ -282,6 +282,7 @@ def test_cli_happy_path(tmp_path: Path) -> None:
         (["--size", "0.2x0.2"], 10, "at least 32 px"),
         (["--bands", "cmyk"], 10, "bands"),
         (["--config", "missing.yaml"], 3, "config file not found"),
+        (["--workers", "0"], 10, "workers"),
     ],
 )
 def test_cli_errors(tmp_path: Path, args: list[str], code: int, message: str) -> None:
@@ -311,3 +312,35 @@ def test_cli_config_preset_and_bad_key(tmp_path: Path) -> None:
     r = runner.invoke(app, ["synth", str(tmp_path / "o4"), "--config", str(crs_bad)])
     assert r.exit_code == 10 and "not projected" in r.output
     assert not (tmp_path / "o4").exists()
+
+
+def test_parallel_workers_write_identical_files(tmp_path: Path) -> None:
+    cfg = small_cfg(width_m=6.0, height_m=3.0, block_px=128)
+    write_scene(cfg, tmp_path / "one")
+    write_scene(cfg, tmp_path / "two", workers=2)
+    assert (tmp_path / "one" / "ortho.tif").read_bytes() == (tmp_path / "two" / "ortho.tif").read_bytes()
+
+
+def test_chip_ground_pool_epochs_and_no_pool() -> None:
+    s = ChipSampler(seed=5, chip_size_px=96, ground_pool=3, plate_px=160)
+    a = s.sample(2)
+    s.set_epoch(1)
+    b = s.sample(2)
+    s.set_epoch(0)
+    c = s.sample(2)
+    assert not np.array_equal(a.image, b.image)  # a fresh pool of ground plates
+    assert np.array_equal(a.image, c.image)  # ... and back: (seed, epoch, index) decides
+    plain = ChipSampler(seed=5, chip_size_px=96, ground_pool=0)
+    d, e = plain.sample(3), ChipSampler(seed=5, chip_size_px=96, ground_pool=0).sample(3)
+    assert np.array_equal(d.image, e.image) and np.array_equal(d.boxes_xyxy_px, e.boxes_xyxy_px)
+    assert d.image.shape == (3, 96, 96)
+
+
+def test_config_presets_load() -> None:
+    from rams.config import load_config
+
+    presets = sorted(Path(__file__).resolve().parents[1].glob("configs/synth-*.yaml"))
+    assert presets
+    for p in presets:
+        cfg = load_config(SynthConfig, p)
+        assert cfg.width_px >= 32

@@ -46,6 +46,7 @@ def synth(
     full_footprint: bool = typer.Option(
         False, "--full-footprint", help="Valid everywhere (default: irregular footprint with alpha/nodata around it)."
     ),
+    workers: int = typer.Option(1, "--workers", "-j", help="Processes rendering blocks (output is identical)."),
     config: Path | None = typer.Option(None, "--config", "-c", help="SynthConfig YAML preset (flags override it)."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace OUT_DIR if it exists."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON instead of text."),
@@ -88,7 +89,7 @@ def synth(
         def progress(done: int, total: int) -> None:
             bar.update(task, completed=done, total=total)
 
-        res = write_scene(cfg, out_dir, overwrite=overwrite, progress=progress)
+        res = write_scene(cfg, out_dir, overwrite=overwrite, progress=progress, workers=workers)
     if as_json:
         typer.echo(json.dumps(res.to_dict(), indent=2))
         return

@@ -43,7 +43,7 @@ class PhotoLayout:
 
     #: Seam wiggle: photo-cell boundaries are displaced by smooth noise of this amplitude (fraction of the
     #: spacing), as mosaicking seamlines follow image content rather than straight lines.
-    WIGGLE = 0.06
+    WIGGLE = 0.1
 
     def _centre(self, i: int, j: int) -> tuple[float, float]:
         ca = i + self.jitter * (float(uniform2(self.seed, np.asarray(i), np.asarray(j))) - 0.5)

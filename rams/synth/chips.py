@@ -1,13 +1,16 @@
 """Training chips straight from synthetic scenes in memory: image, validity, boxes, labels. No GDAL needed.
 
-Each chip is a window of its own small random scene (terrain, sun, camera, confusers and targets drawn
-from ``(seed, index)``), rendered by the same code as full mosaics (:func:`rams.synth.scene.render_window`),
-quantised to uint8 and scaled by 1/255 exactly as :class:`rams.raster.OrthoReader` scales uint8 mosaics.
+Each chip is a window of its own random scene: ground cropped from a pool of pre-rendered ground plates
+(terrain, sun and GSD per plate; see :class:`ChipSampler`), then its own targets, confusers, photo seams and
+camera effects drawn from ``(seed, index)``, rendered by the same code as full mosaics
+(:func:`rams.synth.scene.render_window`), quantised to uint8 and scaled by 1/255 exactly as
+:class:`rams.raster.OrthoReader` scales uint8 mosaics.
 
 The mix of chips is set by ``positive_fraction`` (chips with 1..``max_targets`` targets) and
 ``hard_negative_fraction`` (no targets, dense confusers: stones, lids, cans, bottles, litter, weeds,
 shadows); the rest is plain ground with light clutter. ``sample(index)`` is a pure function of
-``(seed, index)``, so DataLoader workers can call it in any order::
+``(seed, index)`` (and of the pool's epoch, 0 unless :meth:`ChipSampler.set_epoch` is called), so DataLoader
+workers can call it in any order::
 
     sampler = ChipSampler(seed=1, chip_size_px=256, gsd_m=0.01)
     chip = sampler.sample(0)          # or sampler[0]; len(sampler) for map-style datasets

@@ -67,7 +67,7 @@ MODEL_HEIGHT_M: dict[str, float] = {
 
 #: Disc details: rings (r0, r1 as fractions of the radius, rgb or None = body colour, brightness, height+).
 _DISC_RINGS: dict[str, tuple[tuple[float, float, tuple[float, float, float] | None, float, float], ...]] = {
-    "PMN": ((0.0, 0.68, BLACK, 1.0, 0.12), (0.68, 0.78, METAL, 1.0, 0.06)),
+    "PMN": ((0.0, 0.68, BLACK, 1.0, 0.12), (0.68, 0.78, DARK_GREY, 1.2, 0.06)),
     "PMN-2": ((0.0, 0.55, BLACK, 1.0, 0.10), (0.55, 0.62, None, 0.75, 0.04)),
     "POM-2": ((0.0, 0.38, DARK_GREY, 1.0, 0.05), (0.38, 0.45, None, 0.7, 0.02)),
     "OZM-72": ((0.0, 0.2, DARK_GREY, 1.0, 0.35), (0.2, 0.27, BLACK, 1.0, 0.1), (0.8, 0.86, None, 0.8, 0.0)),
@@ -173,8 +173,13 @@ class Light:
 # ------------------------------------------------------------------ shape fields
 
 
+def _clamp(x: np.ndarray, lo: float, hi: float) -> np.ndarray:
+    """np.clip without its wrapper overhead (sprites are small arrays: call overhead dominates)."""
+    return np.minimum(np.maximum(x, lo), hi)
+
+
 def _smooth(e0: float, e1: float, x: np.ndarray) -> np.ndarray:
-    t = np.clip((x - e0) / (e1 - e0), 0.0, 1.0)
+    t = _clamp((x - e0) / (e1 - e0), 0.0, 1.0)
     return t * t * (3.0 - 2.0 * t)
 
 
@@ -191,9 +196,9 @@ def _profile_width(s: Sprite, un: np.ndarray) -> np.ndarray:
     nose, tail, tail_r, fins, _, _ = _PROFILES.get(s.kind, _PROFILES["can"])
     w = np.ones_like(un)
     if nose > 0:
-        t = np.clip((un - (1 - 2 * nose)) / (2 * nose), 0.0, 1.0)
+        t = _clamp((un - (1 - 2 * nose)) / (2 * nose), 0.0, 1.0)
         tip = 0.35 if s.kind == "bottle" else 0.12
-        w = np.where(t > 0, np.maximum(np.sqrt(np.clip(1 - t**1.7, 0, 1)), tip), w)
+        w = np.where(t > 0, np.maximum(np.sqrt(_clamp(1 - t**1.7, 0, 1)), tip), w)
     if tail > 0:
         in_tail = un < -1 + 2 * tail
         w = np.where(in_tail, tail_r, w)
@@ -215,7 +220,7 @@ def shape_fields(
         rn = np.sqrt((u / L) ** 2 + (v / W) ** 2)
         sdf = (1.0 - rn) * min(L, W)
         if s.kind == "ShOAB-0.5":
-            height = H * np.sqrt(np.clip(1 - rn * rn, 0, 1))
+            height = H * np.sqrt(_clamp(1 - rn * rn, 0, 1))
             if colour:
                 lum = 1.0 - 0.15 * (np.cos(np.arctan2(v, u) * 8) > 0.6)
         else:
@@ -236,23 +241,23 @@ def shape_fields(
             col_img = np.where(cross[None], col_img * 1.6 + 0.04, col_img)
             height = height + 0.05 * H * cross
     elif shape == "butterfly":
-        # PFM-1 from above: a thick body (liquid explosive) at one end, a thin wing, a fuze tube on one side
-        bu, bv = u + 0.52 * L, v
-        qx, qy = np.abs(bu) - 0.48 * L + 0.3 * W, np.abs(bv) - W + 0.3 * W
-        body = -(np.hypot(np.maximum(qx, 0), np.maximum(qy, 0)) + np.minimum(np.maximum(qx, qy), 0) - 0.3 * W)
-        t = np.clip((u + 0.05 * L) / (1.05 * L), 0, 1)
-        hi = W * (1.0 - 0.85 * t)
-        wing = np.minimum(np.minimum(hi - v, v + W), np.minimum(L - u, u + 0.1 * L))
-        tube = 0.22 * W - np.hypot(v + 0.62 * W, np.maximum(np.abs(u + 0.3 * L) - 0.6 * L, 0))
-        sdf = np.maximum(np.maximum(body, wing), tube)
-        height = (
-            0.9 * H * _smooth(-0.2 * W, 0.25 * W, body)
-            + 0.2 * H * _smooth(0, 0.1 * W, wing)
-            + H * _smooth(0, 0.15 * W, tube)
+        # PFM-1 from above: a thick explosive body at one end (with the fuze boss), a long thin wing
+        # tapering away from it along one side; overall 120 x 61 mm.
+        bu = u + 0.55 * L
+        qx, qy = np.abs(bu) - 0.45 * L + 0.35 * W, np.abs(v) - W + 0.35 * W
+        body = -(np.hypot(np.maximum(qx, 0), np.maximum(qy, 0)) + np.minimum(np.maximum(qx, qy), 0) - 0.35 * W)
+        t = _clamp((u + 0.1 * L) / (1.1 * L), 0, 1)
+        top = W * (0.55 - 0.75 * t)  # wing's upper edge falls towards the tip
+        wing = np.minimum(np.minimum(top - v, v + W * (1.0 - 0.25 * t)), np.minimum(L - u, u + 0.2 * L))
+        boss = 0.3 * W - np.hypot(u + 0.12 * L, v - 0.15 * W)
+        sdf = np.maximum(np.maximum(body, wing), boss)
+        height = np.maximum(
+            np.maximum(H * _smooth(-0.1 * W, 0.3 * W, body), 0.25 * H * _smooth(0, 0.08 * W, wing)),
+            1.15 * H * _smooth(0, 0.12 * W, boss),
         )
-        height = np.maximum(height, 0)
         if colour:
-            lum = 1.0 - 0.18 * _smooth(0, 0.1 * W, tube) + 0.06 * np.sin(u / L * 25) * _smooth(0, 0.2 * W, body)
+            lum = (1.0 + 0.1 * _smooth(0, 0.08 * W, wing) * (1 - _smooth(0, 0.3 * W, body))
+                   - 0.12 * _smooth(0, 0.1 * W, boss) + 0.05 * np.sin(u / L * 30) * _smooth(0, 0.2 * W, body))
     elif shape == "box":
         qx, qy = np.abs(u) - L + 0.25 * W, np.abs(v) - W + 0.25 * W
         sdf = -(np.hypot(np.maximum(qx, 0), np.maximum(qy, 0)) + np.minimum(np.maximum(qx, qy), 0) - 0.25 * W)
@@ -260,12 +265,12 @@ def shape_fields(
         if colour:
             lum = 1.0 - 0.55 * (np.hypot(u - 0.6 * L, v) < 0.22 * W)
     elif shape == "cylinder":
-        un = np.clip(u / L, -1.2, 1.2)
+        un = _clamp(u / L, -1.2, 1.2)
         if s.kind == "stick" and s.coeffs:
             v = v - s.coeffs[0] * L * (un**2 - 0.33)
         wprof = _profile_width(s, un) * W
         sdf = np.minimum(wprof - np.abs(v), L - np.abs(u))
-        height = np.sqrt(np.clip(wprof**2 - v**2, 0, None)) * (H / max(W * 2, 1e-6)) * 2 * _smooth(
+        height = np.sqrt(np.maximum(wprof**2 - v**2, 0)) * (H / max(W * 2, 1e-6)) * 2 * _smooth(
             -0.5 * gsd_m, 0.5 * gsd_m, L - np.abs(u)
         )
         if colour:
@@ -281,24 +286,45 @@ def shape_fields(
                 label = np.abs(un) < 0.8
                 lab_rgb = np.asarray(s.coeffs[1:4], np.float32)[:, None, None]
                 col_img = np.where(label[None], lab_rgb, col_img)
-    elif shape in ("stone", "clod", "plastic", "weed", "shadow"):
+    elif shape == "weed":
+        # a rosette of n elliptical leaves of different lengths, each with a midrib and lighter tip
+        n = int(s.coeffs[0]) if s.coeffs else 5
+        ph = s.coeffs[1] if len(s.coeffs) > 1 else 0.0
+        r = np.sqrt(u * u + v * v)
+        theta = np.arctan2(v, u) - ph
+        sector = 2 * np.pi / n
+        li = np.floor(theta / sector + 0.5)
+        sdf = np.full(u.shape, -1.0, np.float32)
+        height = np.zeros(u.shape, np.float32)
+        tipness = np.zeros(u.shape, np.float32)
+        rib = np.zeros(u.shape, np.float32)
+        for dl in (-1, 0, 1):
+            k = li + dl
+            lenf = 0.55 + 0.45 * (0.5 + 0.5 * np.sin(k * 12.9898 + (s.seed % 1000)))  # per-leaf length
+            delta = theta - k * sector
+            along = r * np.cos(delta) / (L * lenf)
+            across = r * np.sin(delta) / (L * 0.22)
+            e = np.sqrt(((along - 0.55) / 0.47) ** 2 + across**2)
+            leaf_sdf = (1.0 - e) * 0.22 * L
+            better = leaf_sdf > sdf
+            sdf = np.where(better, leaf_sdf, sdf)
+            height = np.where(better, H * _clamp(along, 0, 1) * _clamp(1 - e, 0, 1) ** 0.5, height)
+            tipness = np.where(better, _clamp(along, 0, 1), tipness)
+            rib = np.where(better, (np.abs(across) < 0.12).astype(np.float32), rib)
+        centre = 0.12 * L - r
+        sdf = np.maximum(sdf, centre)
+        if colour:
+            lum = 0.75 + 0.3 * tipness + 0.12 * rib
+    elif shape in ("stone", "clod", "plastic", "shadow"):
         rn = np.sqrt((u / L) ** 2 + (v / W) ** 2)
         theta = np.arctan2(v / W, u / L)
-        if shape == "weed":
-            n = s.coeffs[0] if s.coeffs else 5.0
-            ph = s.coeffs[1] if len(s.coeffs) > 1 else 0.0
-            bound = 0.3 + 0.7 * np.abs(np.cos(0.5 * n * theta + ph)) ** 1.5
-            height = H * np.clip(1 - rn / np.maximum(bound, 0.3), 0, 1)
-            if colour:
-                lum = 0.8 + 0.35 * np.clip(1 - rn, 0, 1) - 0.15 * (np.abs(np.sin(0.5 * n * theta + ph)) < 0.12)
-        else:
-            bound = _harmonic(theta, s.coeffs)
-            x = np.clip(rn / np.maximum(bound, 0.2), 0, 1.5)
-            height = H * np.sqrt(np.clip(1 - x * x, 0, 1))
+        bound = _harmonic(theta, s.coeffs)
+        x = _clamp(rn / np.maximum(bound, 0.2), 0, 1.5)
+        height = H * np.sqrt(_clamp(1 - x * x, 0, 1))
         sdf = (bound - rn) * min(L, W)
     elif shape == "leaf":
         un = u / L
-        hw = W * np.clip(1 - un**2, 0, 1) ** 0.8
+        hw = W * _clamp(1 - un**2, 0, 1) ** 0.8
         sdf = np.minimum(hw - np.abs(v), L - np.abs(u))
         height = H * _smooth(0, 0.5 * W, sdf) + 0.3 * H * un**2
         if colour:
@@ -378,7 +404,7 @@ def sprite_visibility(s: Sprite, gsd_m: float) -> tuple[int, int, np.ndarray, np
     ys = (np.arange(r0, r1) + 0.5) * gsd_m
     u, v = _local(s, xs, ys)
     sdf, _, _ = shape_fields(s, u, v, gsd_m, colour=False)
-    cov = np.clip(0.5 + sdf / gsd_m, 0.0, 1.0).astype(np.float32)
+    cov = _clamp(0.5 + sdf / gsd_m, 0.0, 1.0).astype(np.float32)
     vis = cov * (1.0 - _burial_mask(s, u, v, xs, ys, gsd_m)) * s.opacity
     return r0, c0, cov, vis.astype(np.float32)
 
@@ -439,7 +465,7 @@ def paint_sprites(canvas: Canvas, sprites: Sequence[Sprite], light: Light) -> No
             continue
         sdf, height, albedo = shape_fields(s, u, v, g, colour=True)
         assert albedo is not None
-        cov = np.clip(0.5 + sdf / g, 0.0, 1.0)
+        cov = _clamp(0.5 + sdf / g, 0.0, 1.0)
         if s.kind in ("stone", "clod") and s.length_m > 3 * g:
             # real rock/soil grain on the surface: the gravel photo, shifted per object
             tex = lookup(texture_at("gravel", g, 0.0008 if s.kind == "stone" else 0.0015),
@@ -454,18 +480,20 @@ def paint_sprites(canvas: Canvas, sprites: Sequence[Sprite], light: Light) -> No
             inv = 1.0 / (0.25 * s.height_m)
             for k in range(1, n_steps + 1):
                 t = d_max * k / n_steps
-                occ = cov * np.clip((height - t * tan_el) * inv + 0.5, 0.0, 1.0)
+                occ = cov * _clamp((height - t * tan_el) * inv + 0.5, 0.0, 1.0)
                 _shift_max(shadow, occ, int(round(t * step_r)), int(round(t * step_c)))
         # contact shadow (ambient occlusion) just around the object
-        contact = np.clip(1.0 + sdf / (0.12 * s.radius_m + g), 0.0, 1.0) * (1 - cov)
+        contact = _clamp(1.0 + sdf / (0.12 * s.radius_m + g), 0.0, 1.0) * (1 - cov)
         ground_dim = 1.0 - shadow_drop * s.opacity * shadow - 0.25 * light.ambient * contact
-        bur = _burial_mask(s, u, v, xs, ys, g)
-        vis = cov * (1.0 - bur) * s.opacity
+        bur = _burial_mask(s, u, v, xs, ys, g) if s.burial > 0 else None
+        vis = cov if bur is None else cov * (1.0 - bur)
+        if s.opacity < 1.0:
+            vis = vis * s.opacity
         # surface: wear (dust film, rust), shading from the height field, specular highlight
         if s.dust > 0 or s.rust > 0:
             wear = value_noise((s.seed >> 3) & 0x7FFFFFFF, xs, ys, max(0.15 * s.radius_m, g))
             if s.dust > 0:
-                dmix = np.clip(s.dust * (0.7 + 0.6 * wear), 0, 1)[None]
+                dmix = _clamp(s.dust * (0.7 + 0.6 * wear), 0, 1)[None]
                 albedo = albedo * (1 - dmix) + np.asarray(s.dust_rgb, np.float32)[:, None, None] * dmix
             if s.rust > 0:
                 rmix = _smooth(0.6 - s.rust, 0.9 - s.rust, -wear)[None] * 0.8
@@ -476,7 +504,7 @@ def paint_sprites(canvas: Canvas, sprites: Sequence[Sprite], light: Light) -> No
         amb, d = light.ambient, 1.0 - light.ambient
         irr = (amb * (0.5 + 0.5 * inv_norm) + d * np.maximum(ndots, 0.0)) * (1.0 / (amb + d * sz))
         if s.gloss > 0.02 and d > 0.05:
-            x = np.clip(2 * ndots * inv_norm - sz, 0, 1)
+            x = _clamp(2 * ndots * inv_norm - sz, 0, 1)
             x2 = x * x
             x8 = (x2 * x2) ** 2
             irr = irr[None] * albedo + (s.gloss * d) * (x8 * x8 * x8 * (ndots > 0))[None]
@@ -489,7 +517,7 @@ def paint_sprites(canvas: Canvas, sprites: Sequence[Sprite], light: Light) -> No
         img *= (ground_dim[crop] * (1 - vis_c))[None]
         img += col * vis_c[None]
         if canvas.temperature is not None:
-            tcov = (cov * (1.0 - 0.6 * bur))[crop]
+            tcov = (cov if bur is None else cov * (1.0 - 0.6 * bur))[crop]
             canvas.temperature[sl] += s.d_temp * tcov - 1.5 * (shadow * (1 - cov))[crop]
 
 
@@ -505,7 +533,7 @@ def _pick_colour(
     rgb = rgb * rng.uniform(0.85, 1.18) * (1 + rng.normal(0, hue, 3))
     grey = rgb.mean()
     rgb = grey + (rgb - grey) * rng.uniform(0.65, 1.1)
-    c = np.clip(rgb, 0.03, 0.95)
+    c = _clamp(rgb, 0.03, 0.95)
     return (float(c[0]), float(c[1]), float(c[2]))
 
 
@@ -589,7 +617,8 @@ def make_confuser(
         base = _pick_colour(rng, (((0.52, 0.50, 0.47), 3), ((0.60, 0.56, 0.49), 2), ((0.38, 0.37, 0.35), 2),
                                   ((0.70, 0.68, 0.64), 1), ((0.50, 0.42, 0.34), 1)), hue=0.01)
         mix = float(rng.uniform(0.0, 0.5))  # stones take on the soil's colour (dust, weathering)
-        rgb = tuple(float(b * (1 - mix) + c * mix) for b, c in zip(base, soil_rgb, strict=True))  # type: ignore[assignment]
+        rgb = (base[0] * (1 - mix) + soil_rgb[0] * mix, base[1] * (1 - mix) + soil_rgb[1] * mix,
+               base[2] * (1 - mix) + soil_rgb[2] * mix)
         coeffs = tuple(float(x) for k in range(6) for x in (rng.normal(0, 0.16 / (k + 1) ** 0.7), rng.uniform(0, 6.28)))
         gloss, d_temp = 0.08, float(rng.uniform(-0.5, 2.5))
     elif kind == "clod":
@@ -599,7 +628,7 @@ def make_confuser(
     elif kind == "plastic":
         rgb = _pick_colour(rng, (((0.85, 0.85, 0.83), 3), ((0.15, 0.15, 0.16), 2), ((0.25, 0.40, 0.65), 1),
                                  ((0.70, 0.20, 0.15), 1), ((0.30, 0.45, 0.25), 1), ((0.80, 0.70, 0.35), 1)))
-        coeffs = tuple(float(x) for k in range(5) for x in (rng.normal(0, 0.3 / (k + 1) ** 0.5), rng.uniform(0, 6.28)))
+        coeffs = tuple(float(x) for k in range(4) for x in (rng.normal(0, 0.22 / (k + 1)), rng.uniform(0, 6.28)))
         gloss, opacity = 0.5, float(rng.uniform(0.6, 1.0))
     elif kind == "lid":
         rgb = _pick_colour(rng, ((METAL, 3), ((0.70, 0.15, 0.12), 1), ((0.15, 0.30, 0.60), 1),
@@ -619,7 +648,7 @@ def make_confuser(
                                  ((0.55, 0.45, 0.30), 1)))
     elif kind == "weed":
         rgb = _pick_colour(rng, (((0.25, 0.40, 0.13), 3), ((0.33, 0.45, 0.18), 2), ((0.40, 0.45, 0.22), 1)))
-        coeffs = (float(rng.integers(3, 9)), float(rng.uniform(0, 6.28)))
+        coeffs = (float(rng.integers(4, 10)), float(rng.uniform(0, 6.28)))
         d_temp = float(rng.uniform(-3, -0.5))
     elif kind == "stick":
         rgb = _pick_colour(rng, (((0.42, 0.32, 0.22), 2), ((0.55, 0.50, 0.42), 2), ((0.30, 0.24, 0.18), 1)))

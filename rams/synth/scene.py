@@ -22,7 +22,6 @@ from typing import Literal
 import numpy as np
 from pydantic import Field, field_validator, model_validator
 
-from rams.classes import CLASS_NAMES
 from rams.config import StrictModel
 from rams.synth.camera import (
     CameraModel,
@@ -51,7 +50,6 @@ from rams.synth.objects import (
     Canvas as _Canvas,
 )
 from rams.synth.terrain import (
-    BASE_TERRAINS,
     TERRAINS,
     GroundParams,
     random_ground,
@@ -425,7 +423,7 @@ def build_scene(cfg: SynthConfig) -> Scene:
     ground = random_ground(rng, cfg.terrain, extent)
     camera = random_camera(rng, cfg.camera)
     spacing = gsd * float(rng.uniform(900, 1600))
-    spacing = min(spacing, min(extent[2], extent[3]) / 3.0)
+    spacing = min(spacing, min(extent[2], extent[3]) / 2.2)
     full = cfg.footprint == "full"
     layout = random_layout(rng, extent, spacing, ragged=not full)
     thermal = random_thermal(rng)
@@ -438,6 +436,9 @@ def build_scene(cfg: SynthConfig) -> Scene:
 
     area_ha = extent[2] * extent[3] / 1e4
     n_targets = int(round(cfg.density_per_ha * area_ha))
+    if n_targets == 0 and cfg.density_per_ha > 0 and TARGET_PRESETS[cfg.targets]:
+        log.warning("%.4f ha at %g targets/ha rounds to no target; raise --density for a small scene",
+                    area_ha, cfg.density_per_ha)
     targets = place_targets(rng, TARGET_PRESETS[cfg.targets], n_targets, extent, ok, ground.soil_rgb,
                             cfg.burial_prob)
     if len(targets) < n_targets:
@@ -571,10 +572,7 @@ def render_window(
     rows = np.arange(R0, R0 + H, dtype=np.int64)
     cols = np.arange(C0, C0 + W, dtype=np.int64)
     light = scene.light
-    if scene.plate is not None:
-        layers = scene.plate.crop(R0, C0, H, W)
-    else:
-        layers = ground_layers(scene, rows, cols)
+    layers = scene.plate.crop(R0, C0, H, W) if scene.plate is not None else ground_layers(scene, rows, cols)
     thermal = scene.bands == "thermal"
     canvas = _Canvas(layers.lit, layers.temperature, R0, C0, g)
     sprites = scene.index.query(R0, C0, H, W)
@@ -617,16 +615,6 @@ def render_window(
     valid = valid & ((cols[HALO_PX:HALO_PX + w] >= 0) & (cols[HALO_PX:HALO_PX + w] < scene.width_px))[None, :]
     img8 = np.where(valid[None], np.maximum(img8, 1), 0).astype(np.uint8)
     return Rendered(img8, valid, ca[HALO_PX:HALO_PX + h, HALO_PX:HALO_PX + w])
-
-
-def base_terrains() -> tuple[str, ...]:
-    """Terrains without 'mixed'."""
-    return BASE_TERRAINS
-
-
-def class_index(name: str) -> int:
-    """Label index of a class name in :data:`rams.classes.CLASS_NAMES`."""
-    return CLASS_NAMES.index(name)
 
 
 def without_targets(scene: Scene) -> Scene:

@@ -135,13 +135,13 @@ def random_ground(
     furrow_amp = {"ploughed": rng.uniform(0.02, 0.06), "crop": rng.uniform(0.005, 0.02)}.get(terrain, 0.0)
     cover = {
         "ploughed": rng.uniform(0.0, 0.12),
-        "dry_grass": rng.uniform(0.45, 0.95),
+        "dry_grass": rng.uniform(0.3, 0.85),
         "crop": rng.uniform(0.0, 0.15),
         "gravel": rng.uniform(0.0, 0.15),
         "sand": rng.uniform(0.0, 0.1),
     }[terrain]
     if terrain == "sand":
-        soil = _jitter(rng, (0.74, 0.66, 0.52), 0.05)
+        soil = _jitter(rng, (0.70, 0.63, 0.52) if rng.random() < 0.6 else (0.62, 0.58, 0.50), 0.05)
     elif terrain == "gravel":
         soil = _jitter(rng, (0.55, 0.52, 0.47) if rng.random() < 0.6 else (0.60, 0.54, 0.44), 0.05)
     if n_tracks is None:
@@ -168,7 +168,7 @@ def random_ground(
         moisture=float(rng.uniform(0.05, 0.25)),
         furrow_period_m=furrow_period if terrain != "sand" else float(rng.uniform(0.06, 0.14)),
         furrow_angle_deg=float(rng.uniform(0, 180)),
-        furrow_amp_m=float(furrow_amp) if terrain != "sand" else float(rng.uniform(0.004, 0.01)),
+        furrow_amp_m=float(furrow_amp) if terrain != "sand" else float(rng.uniform(0.0015, 0.007)),
         cover=float(cover),
         row_spacing_m=float(rng.uniform(0.35, 0.75)),
         plant_spacing_m=float(rng.uniform(0.08, 0.25)),
@@ -231,8 +231,8 @@ def render_ground(
     soil = np.asarray(p.soil_rgb, np.float32)[:, None, None]
     tint_c = soil * np.stack([1 + 0.05 * hue_c, 1 + 0.01 * hue_c, 1 - 0.05 * hue_c]) * (1.0 - 0.9 * moist_c)[None]
     smooth_h_c = 0.03 * cn("undul", 1.5, 2)
-    crumb = bombed("gravel", subseed(sd, "crumb"), rows, cols, gsd_m, texel_m=0.0012 * ts, mix_scale_m=1.2,
-                   coarse=cg)
+    crumb = bombed("gravel" if p.terrain == "gravel" else "gravel_soft", subseed(sd, "crumb"), rows, cols, gsd_m,
+                   texel_m=0.0012 * ts if p.terrain == "gravel" else 0.0007 * ts, mix_scale_m=1.2, coarse=cg)
     crumb_amp = {"ploughed": 0.07, "crop": 0.06, "gravel": 0.22, "sand": 0.03, "dry_grass": 0.06}[p.terrain]
     lum: np.ndarray = 1.0 + crumb_amp * crumb
     # --- relief
@@ -244,19 +244,20 @@ def render_ground(
         height = pc[2] + pc[1] * ridge * np.sqrt(ridge)
         # clods: the gravel photo at a larger scale used as a height map, shaded by the sun
         clod_scale = 4.5 if p.terrain == "ploughed" else 2.2
-        clod = bombed("gravel", subseed(sd, "clod"), rows, cols, gsd_m, texel_m=0.0012 * clod_scale * ts,
+        clod = bombed("gravel_soft", subseed(sd, "clod"), rows, cols, gsd_m, texel_m=0.0012 * clod_scale * ts,
                       mix_scale_m=2.0, coarse=cg)
-        clod_amp = (0.25 if p.terrain == "ploughed" else 0.12) * p.furrow_amp_m + 0.003
+        clod_amp = (0.45 if p.terrain == "ploughed" else 0.2) * p.furrow_amp_m + 0.004
         height += clod_amp * clod * (0.6 + 0.4 * ridge) + 0.0025 * crumb
         lum = lum * (1.0 + 0.10 * (ridge - 0.5) + 0.06 * clod)  # dry ridge and clod tops are lighter
     elif p.terrain == "sand":
         _, b = _rotated(xs, ys, p.furrow_angle_deg)
-        pc = cg.up(np.stack([cn("rwarp", 0.8) * 0.5 * p.furrow_period_m,
-                             p.furrow_amp_m * (0.5 + 0.5 * cn("ramp", 2.5)), smooth_h_c]))
+        pc = cg.up(np.stack([(cn("rwarp", 0.8) + 0.6 * cn("rwarp2", 0.25)) * 0.9 * p.furrow_period_m,
+                             p.furrow_amp_m * np.clip(0.4 + 0.8 * cn("ramp", 1.5, 2), 0, 1.2), smooth_h_c]))
         ph = (b + pc[0]) * (1.0 / p.furrow_period_m)
         saw = ph - np.floor(ph)
         ripple = np.where(saw < 0.7, saw * (1 / 0.7), (1.0 - saw) * (1 / 0.3))  # asymmetric wind ripples
-        height = pc[2] + pc[1] * ripple + 0.0015 * crumb
+        grains = bombed("gravel_soft", subseed(sd, "grains"), rows, cols, gsd_m, texel_m=0.0006 * ts, coarse=cg)
+        height = pc[2] + pc[1] * ripple + 0.0012 * grains
     elif p.terrain == "gravel":
         coarse_stones = bombed("gravel", subseed(sd, "cobble"), rows, cols, gsd_m, texel_m=0.0012 * 2.6 * ts,
                                coarse=cg)

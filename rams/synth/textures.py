@@ -17,7 +17,7 @@ import numpy as np
 from rams.synth.noise import Coarse, smooth_noise
 
 #: Physical size of one texel of each source photo, metres (gravel stones of ~2 cm; grass blades ~3 mm).
-SOURCE_TEXEL_M: dict[str, float] = {"grass": 0.0015, "gravel": 0.0012}
+SOURCE_TEXEL_M: dict[str, float] = {"grass": 0.0015, "gravel": 0.0012, "gravel_soft": 0.0012}
 
 
 @cache
@@ -25,9 +25,15 @@ def _seamless(name: str) -> np.ndarray:
     """Zero-mean, unit-std, tileable float32 version of a scikit-image texture."""
     from skimage import data
 
+    if name == "gravel_soft":
+        # rounded lumps (soil clods, sand) instead of sharp stones with dark gaps between them
+        from scipy.ndimage import gaussian_filter
+
+        soft = gaussian_filter(_seamless("gravel"), 3.0, mode="wrap")
+        return ((soft - soft.mean()) / (soft.std() + 1e-6)).astype(np.float32)
     loaders = {"grass": data.grass, "gravel": data.gravel}
     if name not in loaders:
-        raise KeyError(f"unknown texture {name!r}; known: {sorted(loaders)}")
+        raise KeyError(f"unknown texture {name!r}; known: {sorted(loaders)} and gravel_soft")
     t = loaders[name]().astype(np.float32)
     t = (t - t.mean()) / (t.std() + 1e-6)
     n0, n1 = t.shape

@@ -9,11 +9,11 @@ scene size: gigapixel mosaics are fine.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
-import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -86,11 +86,15 @@ def write_scene(
     out_dir: Path,
     overwrite: bool = False,
     progress: Callable[[int, int], None] | None = None,
+    workers: int = 1,
 ) -> SynthResult:
     """Build the scene of ``cfg`` and write ``out_dir/{ortho.tif, truth.gpkg, scene.json}`` atomically.
 
-    ``progress(done_rows, total_rows)`` is called after each row band.
+    ``progress(done_rows, total_rows)`` is called after each row band. ``workers`` > 1 renders blocks in
+    that many processes; the files are byte-identical whatever the number of workers.
     """
+    if workers < 1:
+        raise ConfigError(f"workers={workers} must be >= 1")
     t0 = time.perf_counter()
     crs = _crs(cfg)
     out_dir = Path(out_dir)
@@ -99,7 +103,7 @@ def write_scene(
     scene = build_scene(cfg)
     with atomic_path(out_dir, overwrite=overwrite) as tmp:
         tmp.mkdir(parents=True)
-        valid_px = write_ortho(scene, cfg, tmp / ORTHO_NAME, crs, progress)
+        valid_px = write_ortho(scene, cfg, tmp / ORTHO_NAME, crs, progress, workers)
         write_truth(scene, cfg, tmp / TRUTH_NAME, crs)
         (tmp / SCENE_NAME).write_text(json.dumps(scene_record(scene, cfg), indent=2, sort_keys=True) + "\n")
     dt = time.perf_counter() - t0
@@ -120,8 +124,12 @@ def write_ortho(
     path: Path,
     crs: Any,
     progress: Callable[[int, int], None] | None = None,
+    workers: int = 1,
 ) -> int:
-    """Render and write the mosaic one row band of blocks at a time; returns the number of valid pixels."""
+    """Render and write the mosaic one row band of blocks at a time; returns the number of valid pixels.
+
+    Blocks are rendered in order (in ``workers`` processes when > 1) and written row band by row band.
+    """
     import rasterio
     from rasterio.enums import ColorInterp
     from rasterio.windows import Window
@@ -162,20 +170,63 @@ def write_ortho(
             dst.update_tags(1, UNITS="uint8 DN; deg C = T_MIN_C + DN / 255 * (T_MAX_C - T_MIN_C); 0 = nodata",
                             T_MIN_C=f"{scene.thermal.t_min:.3f}", T_MAX_C=f"{scene.thermal.t_max:.3f}")
         dst.update_tags(RAMS_SYNTH_SEED=str(cfg.seed), RAMS_VERSION=__version__)
-        for r0 in range(0, scene.height_px, b):
-            h = min(b, scene.height_px - r0)
-            band = np.zeros((count, h, scene.width_px), np.uint8)
-            for c0 in range(0, scene.width_px, b):
-                w = min(b, scene.width_px - c0)
-                out = render_window(scene, r0, c0, h, w)
-                band[: out.image.shape[0], :, c0:c0 + w] = out.image
+        blocks = [
+            (r0, c0, min(b, scene.height_px - r0), min(b, scene.width_px - c0))
+            for r0 in range(0, scene.height_px, b)
+            for c0 in range(0, scene.width_px, b)
+        ]
+        with _block_renderer(scene, cfg, workers) as render:
+            band: np.ndarray | None = None
+            for (r0, c0, h, w), (image, valid) in zip(blocks, render(blocks), strict=True):
+                if c0 == 0:
+                    band = np.zeros((count, h, scene.width_px), np.uint8)
+                assert band is not None
+                band[: image.shape[0], :, c0:c0 + w] = image
                 if bands == "rgba":
-                    band[3, :, c0:c0 + w] = np.where(out.valid, 255, 0)
-                valid_total += int(out.valid.sum())
-            dst.write(band, window=Window(0, r0, scene.width_px, h))
-            if progress is not None:
-                progress(r0 + h, scene.height_px)
+                    band[3, :, c0:c0 + w] = np.where(valid, 255, 0)
+                valid_total += int(valid.sum())
+                if c0 + w == scene.width_px:
+                    dst.write(band, window=Window(0, r0, scene.width_px, h))
+                    if progress is not None:
+                        progress(r0 + h, scene.height_px)
     return valid_total
+
+
+_WORKER_SCENE: Scene | None = None
+
+
+def _init_worker(cfg_json: str | None) -> None:
+    global _WORKER_SCENE
+    if cfg_json is not None:  # spawned worker: rebuild the (deterministic) scene from its config
+        _WORKER_SCENE = build_scene(SynthConfig.model_validate_json(cfg_json))
+
+
+def _render_block(block: tuple[int, int, int, int]) -> tuple[np.ndarray, np.ndarray]:
+    assert _WORKER_SCENE is not None
+    out = render_window(_WORKER_SCENE, *block)
+    return out.image, out.valid
+
+
+@contextlib.contextmanager
+def _block_renderer(
+    scene: Scene, cfg: SynthConfig, workers: int
+) -> Iterator[Callable[[list[tuple[int, int, int, int]]], Iterator[tuple[np.ndarray, np.ndarray]]]]:
+    """A function mapping blocks to rendered (image, valid), in order, in this process or in a pool."""
+    global _WORKER_SCENE
+    if workers <= 1:
+        yield lambda blocks: ((o.image, o.valid) for o in (render_window(scene, *bl) for bl in blocks))
+        return
+    import multiprocessing as mp
+
+    methods = mp.get_all_start_methods()
+    ctx = mp.get_context("fork" if "fork" in methods else "spawn")
+    _WORKER_SCENE = scene  # inherited by forked workers
+    cfg_json = None if ctx.get_start_method() == "fork" else cfg.model_dump_json()
+    try:
+        with ctx.Pool(workers, initializer=_init_worker, initargs=(cfg_json,)) as pool:
+            yield lambda blocks: pool.imap(_render_block, blocks, chunksize=1)
+    finally:
+        _WORKER_SCENE = None
 
 
 def _polygon_map(s: Sprite, cfg: SynthConfig) -> Any:
@@ -266,8 +317,3 @@ def _count(names: list[str]) -> dict[str, int]:
         out[n] = out.get(n, 0) + 1
     return dict(sorted(out.items()))
 
-
-def estimate_bytes(cfg: SynthConfig) -> int:
-    """Uncompressed size of the mosaic in bytes."""
-    count = {"rgb": 3, "rgba": 4, "thermal": 1}[cfg.bands]
-    return int(math.prod((cfg.width_px, cfg.height_px, count)))
