@@ -37,7 +37,6 @@ from rams.outputs import check_output
 from rams.raster import (
     Grid,
     OrthoReader,
-    check_gsd,
     coarse_valid_mask,
     describe,
     open_raster,
@@ -435,24 +434,33 @@ def _tile_result(tile: Tile, p: Any, valid: np.ndarray, grid: Grid, aoi_prep: An
 
 
 def _check_model_gsd(gsd_m: float, card: Any, cfg: DetectConfig, warnings: list[str]) -> str:
-    from rams.classes import smallest_length_m
+    """Refuse imagery coarser than the model serves (unless ``--force``); name the classes too small to see.
+
+    Within the model's range, classes whose smallest item spans fewer than ``min_target_px`` pixels at the
+    analysis GSD are named in a warning that is recorded in the output: detections of them are unreliable and
+    their absence supports nothing. The coverage-quality step judges adequacy per threat for land release.
+    """
+    from rams.classes import get_class
 
     lo, hi = card.gsd_range_m
-    smallest = smallest_length_m(list(card.classes))
-    try:
-        text = check_gsd(gsd_m, smallest, cfg.min_target_px, force=cfg.force)
-    except GSDError:
-        raise
+    analysis = max(gsd_m, card.gsd_m)
     if gsd_m > hi * 1.05:
-        msg = (f"imagery GSD {gsd_m * 100:.2f} cm is coarser than model {card.name} serves "
-               f"({lo * 100:.2f}-{hi * 100:.2f} cm)")
+        msg = (f"{gsd_m * 100:.2f} cm/px is too coarse for model {card.name}, which serves "
+               f"{lo * 100:.2f}-{hi * 100:.2f} cm/px imagery")
         if not cfg.force:
-            raise GSDError(msg + "; use imagery within the model's range or pass --force")
+            raise GSDError(msg + "; fly lower or use a model trained for this GSD, or pass --force "
+                           "(absence of detections then supports nothing)")
         warnings.append(msg + " (--force)")
         log.warning(msg)
-    if "too coarse" in text:
-        warnings.append(text + " (--force)")
-    return text
+    small = [c for c in card.classes if get_class(c).min_length_m / analysis < cfg.min_target_px]
+    text = f"{gsd_m * 100:.2f} cm/px imagery analysed at {analysis * 100:.2f} cm/px"
+    if small:
+        note = (f"{', '.join(small)} span under {cfg.min_target_px:g} px at {analysis * 100:.2f} cm/px: "
+                "their detections are unreliable and their absence supports nothing")
+        warnings.append(note)
+        log.warning(note)
+        return f"{text}; {note}"
+    return f"{text}; every model class spans >= {cfg.min_target_px:g} px"
 
 
 def _card_value_range(card: Any, dtype: str) -> tuple[float, float] | None:

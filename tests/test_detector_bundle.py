@@ -160,3 +160,20 @@ def test_cli_models_errors(bundle_dir: Path, monkeypatch: pytest.MonkeyPatch) ->
     assert res.exit_code == 11 and "fails its SHA-256 check" in res.output
     res = runner.invoke(app, ["models", "list"])
     assert res.exit_code == 0 and "broken" in res.output and "SHA-256" in res.output
+
+
+def test_the_shipped_default_model_loads_and_runs(monkeypatch: pytest.MonkeyPatch) -> None:
+    from rams.classes import CLASS_NAMES
+    from rams.detector.bundle import DEFAULT_MODEL, models_dir
+
+    monkeypatch.delenv(MODELS_DIR_ENV, raising=False)
+    if not (models_dir() / DEFAULT_MODEL / CARD_FILE).is_file():
+        pytest.skip("no shipped default model in models/")
+    b = load_bundle(DEFAULT_MODEL)  # hash verified
+    card = b.card
+    assert card.classes == list(CLASS_NAMES) and card.bands == ["red", "green", "blue"]
+    assert card.gsd_m == 0.01 and card.gsd_range_m[0] <= 0.005 and card.gsd_range_m[1] >= 0.01
+    assert card.training.command and card.training.config and card.metrics
+    pred = Predictor(b, threads=1)
+    blank = pred.predict(np.full((1, 3, 256, 256), 0.4, np.float32), None)[0]
+    assert len(blank) == 0  # nothing on featureless ground at the default operating point

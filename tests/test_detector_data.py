@@ -241,3 +241,26 @@ print("ok")
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert res.returncode == 0, res.stderr[-2000:]
     assert res.stdout.strip().endswith("ok")
+
+
+THERMAL = Path(__file__).resolve().parents[2] / "shared" / "data" / "thermal-landmines"
+
+
+@pytest.mark.skipif(not THERMAL.is_dir(), reason="../shared/data/thermal-landmines not present")
+def test_thermal_config_splits_the_real_frames_by_zone() -> None:
+    from rams.detector.train import load_train_config
+
+    cfg = load_train_config(Path(__file__).resolve().parents[1] / "configs" / "train-thermal.yaml")
+    ctx = SourceContext(cfg.class_names, tuple(cfg.bands), cfg.gsd_m, cfg.chip_size_px)
+    tr, va = cfg.sources[0], cfg.validation.sources[0]
+    assert isinstance(tr, YoloSourceConfig) and isinstance(va, YoloSourceConfig)
+    train_src = ChipDatasetSource(tr.model_copy(update={"path": str(THERMAL)}), ctx)
+    val_src = ChipDatasetSource(va.model_copy(update={"path": str(THERMAL)}), ctx)
+    train_files = {it.path.name for it in train_src.items}
+    val_files = {it.path.name for it in val_src.items}
+    assert len(train_files) == 542 and len(val_files) == 157  # zones 1+2+4+7 and 9+6 of the 699 frames
+    assert not train_files & val_files
+    s = train_src.sample(np.random.default_rng(0), 0)
+    assert s.image.shape == (1, 256, 256) and len(s.boxes_xyxy_px) >= 1
+    sides = np.maximum(s.boxes_xyxy_px[:, 2] - s.boxes_xyxy_px[:, 0], s.boxes_xyxy_px[:, 3] - s.boxes_xyxy_px[:, 1])
+    assert 5 <= float(np.median(sides)) <= 60

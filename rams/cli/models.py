@@ -89,5 +89,35 @@ def show(
     for note in t.notes:
         lines.append(f"note          {note}")
     for key, value in card.metrics.items():
-        lines.append(f"metric        {key}: {json.dumps(value)}")
+        lines.extend(_metric_lines(key, value))
     typer.echo("\n".join(lines))
+
+
+def _fmt(v: Any, spec: str = ".3f") -> str:
+    return "-" if v is None else format(v, spec)
+
+
+def _metric_lines(key: str, value: Any) -> list[str]:
+    """A metrics entry in a few readable lines (``--json`` shows everything)."""
+    if not isinstance(value, dict):
+        return [f"metric        {key}: {json.dumps(value)}"]
+    out = [f"metric        {key}: {value.get('what', '')}".rstrip()]
+    for agg in ("class_aware", "any_ordnance"):
+        a = value.get(agg)
+        if isinstance(a, dict):
+            fp = a.get("fp_per_ha")
+            out.append(
+                f"                {agg}: recall {_fmt(a.get('recall'))} at {_fmt(fp, '.1f')} FP/ha"
+                + (f" (threshold {_fmt(a.get('score_threshold'))})" if a.get("score_threshold") is not None else "")
+            )
+    per_class = value.get("per_class")
+    if isinstance(per_class, dict):
+        for name, r in per_class.items():
+            if isinstance(r, dict):
+                found = r.get("found", r.get("tp"))
+                items = r.get("items", r.get("n_items"))
+                out.append(
+                    f"                {name:<12} recall {_fmt(r.get('recall'))} ({found}/{items}), "
+                    f"{_fmt(r.get('fp_per_ha'), '.1f')} FP/ha"
+                )
+    return out

@@ -288,6 +288,18 @@ def resolve_bundle_path(name_or_path: str | Path) -> Path:
     )
 
 
+def rams_version() -> str:
+    """The installed rams version, or the source tree's (pyproject.toml) when rams runs uninstalled (GPU boxes)."""
+    if "+unknown" not in __version__:
+        return __version__
+    try:
+        import tomllib
+
+        return str(tomllib.loads((repo_root() / "pyproject.toml").read_text())["project"]["version"]) + "+src"
+    except (OSError, KeyError, ValueError):
+        return __version__
+
+
 def sha256_bytes(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
@@ -354,11 +366,13 @@ def save_bundle(
     from safetensors.torch import save as st_save
 
     tensors = {k: v.detach().to("cpu").contiguous() for k, v in state_dict.items()}
-    data = st_save(tensors, metadata={"format": "pt", "producer": f"rams {__version__}"})
+    # one metadata entry only: safetensors writes a multi-key metadata map in varying order (bytes, hence
+    # the SHA-256, would differ between saves of the same weights)
+    data = st_save(tensors, metadata={"format": "pt"})
     fields = dict(card_fields)
     fields["weights_sha256"] = sha256_bytes(data)
     fields.setdefault("created", dt.datetime.now(dt.UTC).isoformat(timespec="seconds"))
-    fields.setdefault("rams_version", __version__)
+    fields.setdefault("rams_version", rams_version())
     if not fields.get("class_sizes_m"):
         fields["class_sizes_m"] = class_sizes(fields.get("classes", []))
     try:
@@ -370,6 +384,25 @@ def save_bundle(
         (tmp / WEIGHTS_FILE).write_bytes(data)
         (tmp / CARD_FILE).write_text(json.dumps(card.model_dump(mode="json"), indent=2) + "\n")
     return ModelBundle(card=card, state_dict=tensors, path=Path(dest))
+
+
+def update_card_metrics(folder: Path, key: str, value: dict[str, Any]) -> ModelCard:
+    """Set ``metrics[key]`` in a bundle's card (atomically; the weights and their hash are untouched).
+
+    Used to record held-out evaluations made after training (e.g. ``scripts/eval_model.py``).
+    """
+    folder = Path(folder)
+    card = read_card(folder)
+    metrics = dict(card.metrics)
+    metrics[key] = value
+    try:
+        new = ModelCard.model_validate({**card.model_dump(mode="json"), "metrics": metrics})
+    except ValidationError as err:
+        raise ModelError(f"cannot update {folder / CARD_FILE}: {_one_line(err)}") from err
+    tmp = folder / f".{CARD_FILE}.tmp"
+    tmp.write_text(json.dumps(new.model_dump(mode="json"), indent=2) + "\n")
+    os.replace(tmp, folder / CARD_FILE)
+    return new
 
 
 def make_test_bundle(

@@ -85,14 +85,24 @@ def resolve_device(device: str) -> torch.device:
     return torch.device("cpu")
 
 
-def normalise(images: torch.Tensor, valid: torch.Tensor | None, mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
+def normalise(
+    images: torch.Tensor,
+    valid: torch.Tensor | None,
+    mean: torch.Tensor,
+    std: torch.Tensor,
+    channels_last: bool = False,
+) -> torch.Tensor:
     """``(x - mean) / std`` per band, with invalid pixels set to the mean (so they enter as 0).
 
-    Shared by training and inference so that both see identical inputs.
+    Shared by training and inference so that both see identical inputs. The result is a new tensor (the
+    caller's images are never modified), written directly in ``channels_last`` layout when asked.
     """
-    x = (images - mean.view(1, -1, 1, 1)) / std.view(1, -1, 1, 1)
+    inv = (1.0 / std).view(1, -1, 1, 1)
+    fmt = torch.channels_last if channels_last and images.ndim == 4 else torch.contiguous_format
+    x = torch.empty_like(images, memory_format=fmt)
+    torch.addcmul(-mean.view(1, -1, 1, 1) * inv, images, inv, out=x)  # one pass: x * inv - mean * inv
     if valid is not None:
-        x = x * valid.unsqueeze(1).to(x.dtype)
+        x.mul_(valid.unsqueeze(1))
     return x
 
 
@@ -103,26 +113,31 @@ def decode(
     max_per_tile: int,
     peak_kernel: int = 3,
 ) -> list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
-    """Heatmap peaks -> per-image (boxes_xyxy_px, scores, labels) before validity filtering and NMS."""
-    hm = torch.sigmoid(outputs["heatmap"].float())
-    n, k, h, w = hm.shape
+    """Heatmap peaks -> per-image (boxes_xyxy_px, scores, labels) before validity filtering and NMS.
+
+    Peaks are found on the logits (the sigmoid is monotonic, so they are the same cells) and only the top
+    ``max_per_tile`` of them are passed through the sigmoid.
+    """
+    logits = outputs["heatmap"].float()
+    n, k, h, w = logits.shape
     pad = peak_kernel // 2
-    pooled = F.max_pool2d(hm, peak_kernel, stride=1, padding=pad)
-    peaks = torch.where(hm == pooled, hm, torch.zeros_like(hm)).reshape(n, -1)
+    pooled = F.max_pool2d(logits, peak_kernel, stride=1, padding=pad)
+    peaks = logits.masked_fill(logits < pooled, float("-inf")).reshape(n, -1)
     top = min(max_per_tile, peaks.shape[1])
-    scores, idx = torch.topk(peaks, top, dim=1, sorted=True)
-    size = outputs["size"].float().clamp(0.0, math.log(MAX_BOX_PX))
-    offset = outputs["offset"].float()
+    top_logits, idx = torch.topk(peaks, top, dim=1, sorted=True)
+    scores = torch.sigmoid(top_logits)
+    size, offset = outputs["size"], outputs["offset"]
     out = []
     for i in range(n):
-        keep = scores[i] >= score_threshold
+        keep = (scores[i] >= score_threshold) & torch.isfinite(top_logits[i])
         s = scores[i][keep]
         ids = idx[i][keep]
         labels = ids // (h * w)
         cell = ids % (h * w)
         cy, cx = cell // w, cell % w
-        ox, oy = offset[i, 0, cy, cx], offset[i, 1, cy, cx]
-        bw, bh = torch.exp(size[i, 0, cy, cx]), torch.exp(size[i, 1, cy, cx])
+        ox, oy = offset[i, 0, cy, cx].float(), offset[i, 1, cy, cx].float()
+        log_wh = size[i, :, cy, cx].float().clamp(0.0, math.log(MAX_BOX_PX))
+        bw, bh = torch.exp(log_wh[0]), torch.exp(log_wh[1])
         col = (cx.float() + ox) * stride
         row = (cy.float() + oy) * stride
         boxes = torch.stack([col - bw / 2, row - bh / 2, col + bw / 2, row + bh / 2], dim=1)
@@ -217,10 +232,7 @@ class Predictor:
                 v if v is not None else torch.ones((n, h, w), dtype=torch.bool, device=self.device), (0, pw, 0, ph)
             )
         with torch.inference_mode():
-            xn = normalise(x, v, self.mean, self.std)
-            if self.channels_last:
-                xn = xn.contiguous(memory_format=torch.channels_last)
-            outputs = self.model(xn)
+            outputs = self.model(normalise(x, v, self.mean, self.std, self.channels_last))
             decoded = decode(outputs, thr, self.stride, self.card.decoding.max_per_tile, self.card.decoding.peak_kernel)
             d = self.card.decoding
             return [

@@ -1,0 +1,194 @@
+#!/usr/bin/env python
+"""Evaluate a model bundle on synthetic scenes never used in training: ``rams synth`` -> ``rams detect`` -> match.
+
+For each scene (seed, terrain, GSD), ``rams synth`` writes ``ortho.tif`` + ``truth.gpkg`` (kept and reused when
+present), ``rams detect`` writes detections down to a low score (so every operating point can be read off), and
+detections are matched to the truth items with :func:`rams.evaluate.match_points` in metres, with each class's
+default radius: the matching ``rams evaluate`` uses. All scenes are pooled (each keeps its own map frame).
+
+Items shorter than ``--min-px`` pixels *at the model's working GSD* are left out (detections on them count
+neither as hits nor as false alarms). Reported, at the card's default operating point: per class, items, found,
+recall (Wilson 95 %), false positives and FP/ha; pooled class-aware and any-ordnance recall; the best recall at
+``--fp-per-ha``; and the same for items at least half visible. ``--update-card`` writes the result into the
+card's ``metrics`` (the weights and their hash are untouched).
+
+    .venv/bin/python scripts/eval_model.py --model default --update-card
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+TERRAINS = ("ploughed", "dry_grass", "crop", "gravel", "sand", "mixed")
+
+
+def _run(cmd: list[str]) -> None:
+    res = subprocess.run(cmd, capture_output=True, text=True)
+    if res.returncode != 0:
+        sys.exit(f"failed ({res.returncode}): {' '.join(cmd)}\n{res.stderr[-2000:]}")
+
+
+def scene_specs(args: argparse.Namespace) -> list[dict[str, Any]]:
+    seeds = [int(s) for s in args.seeds.split(",")]
+    terrains = args.terrains.split(",")
+    gsds = [float(g) for g in args.gsds.split(",")]
+    return [
+        {"seed": s, "terrain": terrains[i % len(terrains)], "gsd_m": gsds[i % len(gsds)]} for i, s in enumerate(seeds)
+    ]
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--model", default="default")
+    ap.add_argument("--scenes-dir", default="runs/eval-scenes")
+    ap.add_argument("--seeds", default="9001,9002,9003,9004,9005,9006")
+    ap.add_argument("--terrains", default=",".join(TERRAINS))
+    ap.add_argument("--gsds", default="0.01,0.0075", help="scene GSDs in metres, used in turn")
+    ap.add_argument("--size", default="40x40", help="scene extent in metres (WIDTHxHEIGHT)")
+    ap.add_argument("--density", type=float, default=600.0, help="targets per hectare")
+    ap.add_argument("--min-px", type=float, default=8.0)
+    ap.add_argument("--fp-per-ha", type=float, default=10.0)
+    ap.add_argument("--score-floor", type=float, default=0.05)
+    ap.add_argument("--rams", default=str(Path(sys.executable).with_name("rams")))
+    ap.add_argument("--json", default=None, help="also write the result to this JSON file")
+    ap.add_argument("--update-card", action="store_true", help="record the result in the bundle's card")
+    args = ap.parse_args()
+
+    import geopandas as gpd
+
+    from rams.detector.bundle import load_bundle, resolve_bundle_path, update_card_metrics
+    from rams.evaluate import default_radius_m, match_points, wilson_interval
+
+    bundle = load_bundle(args.model)
+    card = bundle.card
+    t0 = card.default_threshold
+    scenes = scene_specs(args)
+    root = Path(args.scenes_dir)
+    px_xy, px_s, px_l, tx_xy, tx_c, tx_len, tx_vis = [], [], [], [], [], [], []
+    area_m2 = 0.0
+    t_start = time.time()
+    for i, sc in enumerate(scenes):
+        d = root / f"s{sc['seed']}-{sc['terrain']}-{sc['gsd_m']:g}"
+        if not (d / "truth.gpkg").exists():
+            _run([args.rams, "-q", "synth", str(d), "--seed", str(sc["seed"]), "--size", args.size,
+                  "--gsd", str(sc["gsd_m"]), "--terrain", sc["terrain"], "--density", str(args.density),
+                  "--overwrite"])  # fmt: skip
+        det = d / f"det-{card.name}-{card.weights_sha256[:8]}.gpkg"
+        if not det.exists():
+            _run([args.rams, "-q", "detect", str(d / "ortho.tif"), "--model", str(resolve_bundle_path(args.model)),
+                  "--out", str(det), "--threshold", str(args.score_floor), "--force", "--overwrite"])  # fmt: skip
+        truth = gpd.read_file(d / "truth.gpkg", layer="truth")
+        dets = gpd.read_file(det, layer="detections")
+        cov = gpd.read_file(det, layer="coverage")
+        area_m2 += float(cov.to_crs(truth.crs).area.sum())
+        off = i * 1e6  # scenes side by side in one frame
+        if len(dets):
+            dets = dets.to_crs(truth.crs)
+            c = dets.geometry.centroid
+            px_xy.append(np.stack([c.x.to_numpy() + off, c.y.to_numpy()], axis=1))
+            px_s.append(dets["score"].to_numpy(float))
+            px_l.append(dets["label"].astype(str).to_numpy())
+        c = truth.geometry.centroid
+        tx_xy.append(np.stack([c.x.to_numpy() + off, c.y.to_numpy()], axis=1))
+        tx_c.append(truth["class"].astype(str).to_numpy())
+        tx_len.append(truth["length_m"].to_numpy(float))
+        tx_vis.append(truth["visible_fraction"].to_numpy(float))
+        print(f"scene {d.name}: {len(truth)} items, {len(dets)} detections >= {args.score_floor}", flush=True)
+
+    pxy = np.concatenate(px_xy) if px_xy else np.zeros((0, 2))
+    ps = np.concatenate(px_s) if px_s else np.zeros(0)
+    pl = np.concatenate(px_l) if px_l else np.zeros(0, dtype=object)
+    txy, tc = np.concatenate(tx_xy), np.concatenate(tx_c)
+    tlen, tvis = np.concatenate(tx_len), np.concatenate(tx_vis)
+    radius = np.array([default_radius_m(c) for c in tc])
+    keep = (tlen / card.gsd_m >= args.min_px) & np.isin(tc, list(card.classes))  # other classes: left out
+    area_ha = area_m2 / 1e4
+
+    def counts(class_aware: bool, items: np.ndarray, thr: float, cls: str | None = None) -> dict[str, Any]:
+        """TP / FP / recall at score >= thr; ``items`` marks the items that count (others are left out)."""
+        pm = ps >= thr
+        if cls is not None:
+            pm &= pl == cls
+        tm = np.ones(len(tc), bool) if cls is None else tc == cls
+        m = match_points(pxy[pm], ps[pm], txy[tm], radius[tm], pred_labels=pl[pm] if class_aware else None,
+                         truth_labels=tc[tm] if class_aware else None)  # fmt: skip
+        counted = items[tm]
+        hit = m.pred_match >= 0
+        left_out = hit & ~counted[np.maximum(m.pred_match, 0)]
+        tp = int((hit & ~left_out).sum())
+        fp = int((~hit).sum())
+        n = int(counted.sum())
+        ci = wilson_interval(tp, n)
+        return {"items": n, "found": tp, "recall": tp / n if n else None,
+                "recall_ci95": list(ci) if ci else None, "fp": fp, "fp_per_ha": fp / area_ha}  # fmt: skip
+
+    def best_at_rate(class_aware: bool, items: np.ndarray) -> dict[str, Any]:
+        best: dict[str, Any] = {"score_threshold": None, "recall": 0.0}
+        for thr in np.unique(ps)[::-1]:
+            r = counts(class_aware, items, float(thr))
+            if r["fp_per_ha"] > args.fp_per_ha:
+                break
+            if r["recall"] is not None and r["recall"] > best["recall"]:
+                best = {"score_threshold": float(thr), **r}
+        return best
+
+    visible = keep & (tvis >= 0.5)
+    result: dict[str, Any] = {
+        "what": (
+            f"{len(scenes)} rams synth scenes never used in training (seeds {args.seeds}; terrains "
+            f"{args.terrains}; scene GSDs {args.gsds} m resampled to the model's {card.gsd_m} m; {args.size} m, "
+            f"{args.density:g} targets/ha); items >= {args.min_px:g} px long at {card.gsd_m} m; matching "
+            "rams.evaluate.match_points with default class radii"
+        ),
+        "area_ha": round(area_ha, 4),
+        "default_operating_point": card.default_operating_point,
+        "score_threshold": t0,
+        "per_class": {c: counts(True, keep, t0, c) for c in card.classes},
+        "class_aware": counts(True, keep, t0),
+        "any_ordnance": counts(False, keep, t0),
+        "visible_at_least_half": {
+            "class_aware": counts(True, visible, t0),
+            "per_class": {c: counts(True, visible, t0, c) for c in card.classes},
+        },
+        f"best_recall_at_{args.fp_per_ha:g}_fp_per_ha": {
+            "class_aware": best_at_rate(True, keep),
+            "any_ordnance": best_at_rate(False, keep),
+        },
+        "evaluated": time.strftime("%Y-%m-%d"),
+        "duration_s": round(time.time() - t_start, 1),
+    }
+    print(f"\n{result['what']}\narea {area_ha:.3f} ha; default operating point "
+          f"{card.default_operating_point} (score >= {t0})")  # fmt: skip
+    print(f"| {'class':<12} | items | found | recall | 95 % CI     | FP  | FP/ha | recall (visible >= 0.5) |")
+    print(f"|{'-' * 14}|------:|------:|-------:|-------------|----:|------:|------------------------:|")
+    rows = [*card.classes, "class_aware", "any_ordnance"]
+    for c in rows:
+        r = result["per_class"][c] if c in card.classes else result[c]
+        v = (result["visible_at_least_half"]["per_class"].get(c) if c in card.classes
+             else result["visible_at_least_half"]["class_aware"] if c == "class_aware" else None)  # fmt: skip
+        rec = "-" if r["recall"] is None else f"{r['recall']:.3f}"
+        ci = "-" if not r["recall_ci95"] else f"{r['recall_ci95'][0]:.2f}-{r['recall_ci95'][1]:.2f}"
+        vis = "-" if not v or v["recall"] is None else f"{v['recall']:.3f} ({v['items']})"
+        print(f"| {c:<12} | {r['items']:5d} | {r['found']:5d} | {rec:>6} | {ci:<11} | {r['fp']:3d} | "
+              f"{r['fp_per_ha']:5.1f} | {vis:>23} |")  # fmt: skip
+    b = result[f"best_recall_at_{args.fp_per_ha:g}_fp_per_ha"]
+    for k in ("class_aware", "any_ordnance"):
+        rb, tb = b[k].get("recall"), b[k].get("score_threshold")
+        print(f"best {k} recall at <= {args.fp_per_ha:g} FP/ha: {rb} (threshold {tb})")
+    if args.json:
+        Path(args.json).write_text(json.dumps(result, indent=2))
+    if args.update_card:
+        update_card_metrics(resolve_bundle_path(args.model), "synthetic_scenes", result)
+        print(f"recorded in {resolve_bundle_path(args.model) / 'model.json'} (metrics.synthetic_scenes)")
+
+
+if __name__ == "__main__":
+    main()
