@@ -89,7 +89,7 @@ class QualityConfig(StrictModel):
     """Highest re-blur index still adequate (sharp ground textures measure 0.23-0.33; see the sweep)."""
     blur_filter_px: int = 11
     """Box-filter length of the re-blur (pixels); 11 as in Crete et al. and scikit-image."""
-    dark_level: float = 0.02
+    dark_level: float = 0.06
     """Grey value (0-1) at or below which a pixel counts as black (5/255 in 8-bit)."""
     saturated_level: float = 0.99
     """Value (0-1) at or above which a band counts as saturated (253/255 in 8-bit)."""
