@@ -166,6 +166,7 @@ def open_raster(path: str | os.PathLike[str]) -> DatasetReader:
         raise CorruptRasterError(
             f"{p} cannot be opened ({msg.splitlines()[0]}); the file may be truncated or damaged, re-export it"
         ) from err
+    _ensure_gdal_cache()
     try:
         check_georeference(src)
         _probe_blocks(src)
@@ -298,8 +299,7 @@ def valid_footprint(src: DatasetReader, max_px: int = 1024) -> tuple[Any, float]
 
     scale = max(1.0, max(src.width, src.height) / max_px)
     h, w = max(1, round(src.height / scale)), max(1, round(src.width / scale))
-    with rasterio.Env(GDAL_CACHEMAX=256):
-        mask = src.dataset_mask(out_shape=(h, w), resampling=Resampling.average)
+    mask = src.dataset_mask(out_shape=(h, w), resampling=Resampling.average)
     valid = (mask > 0).astype(np.uint8)
     t = src.transform @ Affine.scale(src.width / w, src.height / h)
     polys = [shape(g) for g, v in features.shapes(valid, mask=valid.astype(bool), transform=t) if v == 1]
@@ -317,16 +317,15 @@ def coarse_valid_mask(src: DatasetReader, grid: Grid, max_px: int = 2048) -> tup
     scale = max(1.0, max(grid.width, grid.height) / max_px)
     h, w = max(1, math.ceil(grid.height / scale)), max(1, math.ceil(grid.width / scale))
     t = grid.transform @ Affine.scale(grid.width / w, grid.height / h)
-    with rasterio.Env(GDAL_CACHEMAX=256):
-        if needs_warp(src):
-            with WarpedVRT(
-                src, crs=grid.crs, transform=t, width=w, height=h, resampling=Resampling.nearest,
-                add_alpha=_mask_kind(src)[0] == "none",
-            ) as vrt:
-                m = vrt.dataset_mask()
-        else:
-            m = src.dataset_mask(out_shape=(h, w), resampling=Resampling.average)
-            t = src.transform @ Affine.scale(src.width / w, src.height / h)
+    if needs_warp(src):
+        with WarpedVRT(
+            src, crs=grid.crs, transform=t, width=w, height=h, resampling=Resampling.nearest,
+            add_alpha=_mask_kind(src)[0] == "none",
+        ) as vrt:
+            m = vrt.dataset_mask()
+    else:
+        m = src.dataset_mask(out_shape=(h, w), resampling=Resampling.average)
+        t = src.transform @ Affine.scale(src.width / w, src.height / h)
     return m > 0, t
 
 
@@ -618,14 +617,18 @@ class OrthoReader:
 
 #: Upper bound for the GDAL block cache when reading strip GeoTIFFs (keeps peak RSS under ~1 GB).
 STRIP_CACHE_CAP_MB = 640
+#: GDAL block cache used unless a read config asks otherwise. GDAL's own default is 5 % of RAM (1.2 GB on a
+#: 24 GB laptop), which a long run over a big mosaic fills completely.
+DEFAULT_CACHE_MB = 256
 _cache_now = {"mb": 0}
 
 
-def _ensure_gdal_cache(mb: int) -> None:
-    """Set GDAL's process-wide block cache to ``mb`` (only ever raised by rams, not lowered mid-run)."""
-    if _cache_now["mb"] != mb:
-        rasterio.env.set_gdal_config("GDAL_CACHEMAX", int(mb))
-        _cache_now["mb"] = mb
+def _ensure_gdal_cache(mb: int | None = None) -> None:
+    """Set GDAL's process-wide block cache (MB). Set as a global GDAL option, never inside a ``rasterio.Env``
+    block: leaving such a block deletes the option and GDAL falls back to its 5 %-of-RAM default."""
+    mb = int(mb if mb is not None else (_cache_now["mb"] or DEFAULT_CACHE_MB))
+    rasterio.env.set_gdal_config("GDAL_CACHEMAX", mb)
+    _cache_now["mb"] = mb
 
 
 def check_gsd(gsd_m: float, min_target_length_m: float, min_pixels: float, force: bool = False) -> str:

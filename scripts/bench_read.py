@@ -107,6 +107,7 @@ def main() -> None:
     ap.add_argument("--overlap", type=int, default=96)
     ap.add_argument("--workdir", type=Path, default=Path("/tmp/rams-bench-read"))
     ap.add_argument("--variants", default="tiled,untiled")
+    ap.add_argument("--big-variants", default=None, help="variants for the scaled mosaic (default: --variants)")
     ap.add_argument("--keep", action="store_true", help="keep the mosaics")
     ap.add_argument("--_stream", help=argparse.SUPPRESS)
     a = ap.parse_args()
@@ -115,9 +116,9 @@ def main() -> None:
         return
     a.workdir.mkdir(parents=True, exist_ok=True)
     rows = []
-    for gpx in (a.gpx, a.gpx * a.scale):
+    for gpx, variants in ((a.gpx, a.variants), (a.gpx * a.scale, a.big_variants or a.variants)):
         side = int(math.sqrt(gpx * 1e9))
-        for variant in a.variants.split(","):
+        for variant in variants.split(","):
             path = a.workdir / f"bench_{side}_{variant}.tif"
             wt = float("nan")
             if not path.exists():
