@@ -5,7 +5,8 @@ The flow (see ``docs/architecture.md``):
 1. open and check the mosaic (:mod:`rams.raster`), load the model bundle (hash checked), check the GSD;
 2. grid at the model GSD, coarse validity mask, optional AOI, tiles with cores (:mod:`rams.tiling`);
 3. reader threads read batches of tiles ahead (one dataset handle per thread; bounded queue, so memory is
-   bounded by ``batch_size x (workers + 1)`` tiles) while the main thread runs the model;
+   bounded by ``batch_size x (workers + 1)`` tiles) while the main thread runs the model (on 2 cores reads
+   run between batches instead: a reader thread beside torch's threads slows both);
 4. each tile keeps the detections whose centre lies in its core and inside the AOI (:mod:`rams.merge`),
    and contributes its valid core pixels to the coverage layer (:mod:`rams.coverage`);
 5. after every batch the tile results are appended to a checkpoint (``OUT.partial/``), so that an
@@ -64,8 +65,10 @@ class DetectConfig(StrictModel):
     threshold: float | None = Field(default=None, ge=0.0, le=1.0)
     """Explicit score threshold; overrides the operating point."""
     batch_size: int = Field(default=4, ge=1)
-    workers: int = Field(default=1, ge=1, le=16)
-    """Reader threads that read and decode tiles ahead of the model."""
+    workers: int | None = Field(default=None, ge=0, le=16)
+    """Reader threads that decode tiles ahead of the model; 0 reads in the model's thread between batches.
+    Default (None): 0 on a CPU with <= 2 cores, where a reader thread beside torch's threads oversubscribes
+    the cores and slows both (measured: docs/benchmarks.md); else 1 (CPU) or 2 (CUDA)."""
     device: str = "cpu"
     threads: int | None = Field(default=None, ge=1)
     """Torch intra-op threads (default: all cores)."""
@@ -226,6 +229,20 @@ def plan_detect(
 BatchDoneFn = Callable[[int, list[TileResult]], None]
 
 
+def resolve_parallelism(cfg: DetectConfig) -> tuple[int, int]:
+    """(torch threads, reader threads) for this machine: the cores are shared, never oversubscribed."""
+    n_cpu = os.cpu_count() or 1
+    cuda = cfg.device.startswith("cuda")
+    if cfg.workers is not None:
+        workers = cfg.workers
+    elif cuda:
+        workers = 2
+    else:
+        workers = 0 if n_cpu <= 2 else 1
+    threads = cfg.threads if cfg.threads is not None else max(1, n_cpu - (0 if cuda else workers))
+    return threads, workers
+
+
 def process_batches(
     plan: DetectPlan,
     batch_indexes: list[int],
@@ -241,6 +258,7 @@ def process_batches(
     if predictor is None:
         predictor = make_predictor(plan)
     cfg = plan.cfg
+    _, n_workers = resolve_parallelism(cfg)
     batches = plan.batches
     aoi_prep = prepared.prep(plan.aoi_geom) if plan.aoi_geom is not None else None
     local = threading.local()
@@ -260,22 +278,31 @@ def process_batches(
 
     out: dict[int, list[TileResult]] = {}
     try:
-        with ThreadPoolExecutor(max_workers=cfg.workers, thread_name_prefix="rams-read") as pool:
+        with ThreadPoolExecutor(max_workers=max(1, n_workers), thread_name_prefix="rams-read") as pool:
             pending: deque[tuple[int, list[Tile], Future[tuple[np.ndarray, np.ndarray]]]] = deque()
             it = iter(batch_indexes)
 
             def fill() -> None:
-                while len(pending) < cfg.workers + 1:
+                while n_workers > 0 and len(pending) < n_workers + 1:
                     bi = next(it, None)
                     if bi is None:
                         return
                     pending.append((bi, batches[bi], pool.submit(read_batch, batches[bi])))
 
-            fill()
-            while pending:
+            def next_batch() -> tuple[int, list[Tile], tuple[np.ndarray, np.ndarray]] | None:
+                if n_workers == 0:  # read in this thread: no oversubscription of the cores torch uses
+                    bi = next(it, None)
+                    return None if bi is None else (bi, batches[bi], read_batch(batches[bi]))
+                if not pending:
+                    return None
                 bi, batch, fut = pending.popleft()
-                images, valid = fut.result()
+                data = fut.result()
                 fill()
+                return bi, batch, data
+
+            fill()
+            while (item := next_batch()) is not None:
+                bi, batch, (images, valid) = item
                 has: np.ndarray = np.asarray(valid.reshape(len(batch), -1).any(axis=1))
                 preds = predictor.predict(images[has], valid[has], plan.threshold) if has.any() else []
                 results: list[TileResult] = []
@@ -301,7 +328,8 @@ def make_predictor(plan: DetectPlan) -> Any:
     from rams.detector.bundle import load_bundle
     from rams.detector.predict import Predictor
 
-    return Predictor(load_bundle(plan.model_ref), device=plan.cfg.device, threads=plan.cfg.threads)
+    threads, _ = resolve_parallelism(plan.cfg)
+    return Predictor(load_bundle(plan.model_ref), device=plan.cfg.device, threads=threads)
 
 
 def run_detect(

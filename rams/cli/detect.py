@@ -21,7 +21,9 @@ def detect(
         None, "--threshold", help="Score threshold (overrides the operating point)."
     ),
     batch_size: int | None = typer.Option(None, "--batch-size", help="Tiles per model batch."),
-    workers: int | None = typer.Option(None, "--workers", help="Reader threads decoding tiles ahead."),
+    workers: int | None = typer.Option(
+        None, "--workers", help="Reader threads decoding tiles ahead (0: none; default: by core count)."
+    ),
     device: str | None = typer.Option(None, "--device", help="cpu or cuda."),
     bands: str | None = typer.Option(None, "--bands", help="1-based band indices to use, e.g. 3,2,1 for BGR."),
     config: Path | None = typer.Option(None, "--config", "-c", help="YAML preset (see configs/)."),
