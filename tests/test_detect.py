@@ -124,7 +124,8 @@ def test_interrupted_run_resumes_to_same_result(make_geotiff, bundle_dir: Path, 
 def test_kill_9_then_resume(make_geotiff, bundle_dir: Path, tmp_path: Path) -> None:
     ortho = _rgba(make_geotiff, h=1600, w=1600, valid_cols=1600)
     ref = tmp_path / "ref.gpkg"
-    run_detect(ortho, ref, _cfg(bundle_dir, batch_size=1))
+    # same resolved config as the CLI runs below (threads by core count: float sums depend on thread count)
+    run_detect(ortho, ref, DetectConfig(model=str(bundle_dir), batch_size=1))
     out = tmp_path / "k.gpkg"
     cmd = [sys.executable, "-m", "rams.cli.main", "detect", str(ortho), "--out", str(out), "--model",
            str(bundle_dir), "--batch-size", "1"]
