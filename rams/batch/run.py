@@ -312,7 +312,7 @@ def _load_sha(sha: Path | None, sha_layer: str | None) -> tuple[gpd.GeoDataFrame
 
 
 def _remove_stale_temporaries(out_dir: Path) -> None:
-    """Temporary files of a killed run (``.NAME.tmp-XXXX``): never valid outputs, safe to delete."""
+    """Temporary files of a killed run (``.NAME.tmp-<8 hex digits>``): never valid outputs, safe to delete."""
     for folder in (out_dir, out_dir / FLIGHTS_DIR):
         for p in folder.glob(".*.tmp-*"):
             if p.is_dir():
