@@ -18,7 +18,6 @@ import argparse
 import json
 import math
 import os
-import resource
 import subprocess
 import sys
 import time
@@ -28,7 +27,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 
 def _rss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    from bench_read import peak_rss_mb
+
+    return peak_rss_mb()
 
 
 def bare(model: str, threads: int, batch: int, repeats: int) -> dict[str, float]:

@@ -22,6 +22,19 @@ from pathlib import Path
 import numpy as np
 
 
+def peak_rss_mb() -> float:
+    """Peak RSS of this process. VmHWM, not ru_maxrss: Linux carries ru_maxrss across fork/exec, so a child
+    would report its parent's peak (here: the mosaic writer's) if that was higher."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
 def write_mosaic(path: Path, side: int, tiled: bool, gsd: float) -> float:
     """Write a side x side RGBA uint8 GeoTIFF block by block; returns seconds taken."""
     import rasterio
@@ -85,7 +98,7 @@ def stream(path: str, target_gsd: float, tile: int, overlap: int) -> dict[str, f
         reader.close()
         grid_px = reader.grid.width * reader.grid.height
     dt = time.perf_counter() - t0
-    rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    rss_mb = peak_rss_mb()
     return {
         "tiles": len(tiles),
         "seconds": dt,
