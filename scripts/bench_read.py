@@ -130,6 +130,8 @@ def main() -> None:
     a.workdir.mkdir(parents=True, exist_ok=True)
     rows = []
     for gpx, variants in ((a.gpx, a.variants), (a.gpx * a.scale, a.big_variants or a.variants)):
+        if gpx <= 0:  # --scale 0: only the base size
+            continue
         side = int(math.sqrt(gpx * 1e9))
         for variant in variants.split(","):
             path = a.workdir / f"bench_{side}_{variant}.tif"
