@@ -2,6 +2,10 @@
 # Train the default RGB detector on a CUDA machine with ~16 CPU cores in about 8 minutes.
 #
 #   bash scripts/gpu_train.sh [MINUTES] [RUN_DIR]        # defaults: 8, runs/gpu-default
+#   CONFIG=configs/train-default-stage1.yaml bash scripts/gpu_train.sh 5.2 runs/default-stage1   # stage 1
+#
+# The default config (stage 2) starts from runs/default-stage1/bundle: train stage 1 first, or copy the shipped
+# v1.0.0 bundle there. CONFIG picks another config (default configs/train-default.yaml).
 #
 # Needs only: python3 with torch (CUDA), numpy, scipy, scikit-image, pillow, imageio, pyyaml, safetensors, pydantic
 # (no GDAL: the synthetic training path never imports rasterio/geopandas). Runs from the repository root without
@@ -12,6 +16,7 @@ cd "$(dirname "$0")/.."
 export DEVICE="${DEVICE:-cuda}"
 MINUTES="${1:-8}"
 RUN_DIR="${2:-runs/gpu-default}"
+CONFIG="${CONFIG:-configs/train-default.yaml}"
 PY="${PYTHON:-python3}"
 DEVICE="${DEVICE:-cuda}"   # DEVICE=cpu for a local smoke run of this script
 WORKERS="${WORKERS:-$(( $(nproc) > 2 ? $(nproc) - 1 : 1 ))}"
@@ -33,10 +38,10 @@ print(f"python {sys.version.split()[0]}, torch {torch.__version__}, GPU {gpu}")
 PYCHECK
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader || true
 mkdir -p "$(dirname "$RUN_DIR")"
-echo "training for ${MINUTES} min with ${WORKERS} workers into ${RUN_DIR}"
+echo "training ${CONFIG} for ${MINUTES} min with ${WORKERS} workers into ${RUN_DIR}"
 
 set +e
-"$PY" -m rams.detector.train --config configs/train-default.yaml --device "$DEVICE" --workers "$WORKERS" \
+"$PY" -m rams.detector.train --config "$CONFIG" --device "$DEVICE" --workers "$WORKERS" \
     --threads 4 --max-minutes "$MINUTES" --out "$RUN_DIR" --overwrite 2>&1 | tee "$RUN_DIR.log"
 status=${PIPESTATUS[0]}
 set -e
@@ -55,7 +60,7 @@ PYCHECK
 if [ -n "${OUT:-}" ] && [ -d "${OUT}" ]; then
     mkdir -p "$OUT/bundle"
     cp "$RUN_DIR/bundle/model.json" "$RUN_DIR/bundle/weights.safetensors" "$OUT/bundle/" 2>/dev/null || true
-    cp "$RUN_DIR/log.csv" "$RUN_DIR/config.yaml" "$RUN_DIR.log" "$OUT/" 2>/dev/null || true
+    cp "$RUN_DIR/log.csv" "$RUN_DIR/steps.csv" "$RUN_DIR/config.yaml" "$RUN_DIR.log" "$OUT/" 2>/dev/null || true
     echo "copied bundle and logs to $OUT"
 fi
 exit "$status"

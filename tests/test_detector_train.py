@@ -168,3 +168,32 @@ def test_cli_train_and_its_errors(yolo: Path, tmp_path: Path) -> None:
 def test_tiny_model_constant_matches_the_helper() -> None:
     # the helper's architecture is what make_test_bundle-sized tests assume: keep them small
     assert sum(p.numel() for p in build_model(3, 2, TINY_MODEL).parameters()) < 50_000
+
+
+def test_init_weights_starts_from_a_bundle_and_is_recorded(yolo: Path, tmp_path: Path) -> None:
+    first = train(tiny_config(yolo, steps_per_epoch=4, max_epochs=1), tmp_path / "s1", progress=False)
+    assert first.bundle_dir is not None
+    stage1 = load_bundle(first.bundle_dir)
+    cfg = tiny_config(yolo, steps_per_epoch=1, max_epochs=1, init_weights=str(first.bundle_dir))
+    # (almost) zero learning rate: the stage-2 weights are the stage-1 bundle's (model and EMA both loaded);
+    # BatchNorm running statistics still move in the training step, so only learned parameters are compared
+    cfg = cfg.model_copy(update={"optim": cfg.optim.model_copy(update={"lr": 1e-12, "warmup_steps": 0})})
+    res = train(cfg, tmp_path / "s2", progress=False)
+    assert res.bundle_dir is not None
+    stage2 = load_bundle(res.bundle_dir)
+    for k, v in stage1.state_dict.items():
+        if "running_" in k or k.endswith("num_batches_tracked"):
+            continue
+        assert torch.allclose(stage2.state_dict[k], v, atol=1e-6), k
+    init = stage2.card.training.init_weights
+    assert init is not None and init["weights_sha256"] == stage1.card.weights_sha256
+    # a random start differs
+    fresh = train(tiny_config(yolo, steps_per_epoch=1, max_epochs=1), tmp_path / "s3", progress=False)
+    assert fresh.bundle_dir is not None
+    assert load_bundle(fresh.bundle_dir).card.training.init_weights is None
+    # another architecture or class list is refused before training
+    other = tiny_config(yolo, classes=["pmn"], init_weights=str(first.bundle_dir))
+    with pytest.raises(ConfigError, match="differs from this config in classes"):
+        train(other, tmp_path / "s4", progress=False)
+    with pytest.raises(ModelError):
+        train(tiny_config(yolo, init_weights=str(tmp_path / "nope")), tmp_path / "s5", progress=False)

@@ -98,6 +98,8 @@ class TrainingInfo(_Strict):
     steps: int = 0
     notes: list[str] = Field(default_factory=list)
     """Attributions and caveats (data licences, known weaknesses)."""
+    init_weights: dict[str, str] | None = None
+    """The bundle training started from (path, name, version, weights_sha256); None: random initialisation."""
 
 
 class ModelCard(_Strict):

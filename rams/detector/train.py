@@ -153,6 +153,10 @@ class TrainConfig(_Strict):
     default_operating_point: str = "balanced"
     notes: list[str] = Field(default_factory=list)
     """Copied into the card (attributions, caveats)."""
+    init_weights: str | None = None
+    """Start from this model bundle's weights (a name in ``models/`` or a bundle folder) instead of random ones:
+    fine-tuning on local data, or a second training stage. The bundle's SHA-256 is checked and its architecture,
+    classes, bands and normalisation must equal this config's; its name, version and hash go into the card."""
 
     @model_validator(mode="after")
     def _check(self) -> TrainConfig:
@@ -385,7 +389,9 @@ def validate(
         matched = m.pred_match
         keep_t = tk[tm]
         # detections of left-out items count neither way
-        drop = (matched >= 0) & ~keep_t[np.maximum(matched, 0)]
+        drop = np.zeros(len(matched), bool)
+        if len(keep_t):  # (no items of this class: nothing can match)
+            drop = (matched >= 0) & ~keep_t[np.maximum(matched, 0)]
         is_tp = (matched >= 0) & ~drop
         return score_detections(ps[pm][~drop], is_tp[~drop], int(keep_t.sum()), area_m2, fp_rates_per_ha=rates)
 
@@ -667,6 +673,8 @@ def train(
         lr=cfg.optim.lr,
     )
     state = TrainState()
+    if resume is None and cfg.init_weights:
+        _init_from_bundle(cfg, model, ema)
     if resume is not None:
         meta, tensors = read_checkpoint(resume)
         saved = TrainConfig.model_validate(meta["config"])
@@ -893,6 +901,43 @@ def _threshold(value: Any, fallback: float) -> float:
     return float(value)
 
 
+def _init_from_bundle(cfg: TrainConfig, model: torch.nn.Module, ema: torch.nn.Module | None) -> None:
+    """Load ``cfg.init_weights`` (hash-checked, never unpickled) into the model and its EMA copy."""
+    from rams.detector.bundle import load_bundle
+
+    assert cfg.init_weights is not None
+    bundle = load_bundle(cfg.init_weights)
+    card = bundle.card
+    wanted = {
+        "architecture params": (cfg.model, ArchParams.model_validate(card.params)),
+        "classes": (list(cfg.class_names), list(card.classes)),
+        "bands": (list(cfg.bands), list(card.bands)),
+        "normalisation mean": ([float(v) for v in cfg.norm_mean], [float(v) for v in card.normalisation.mean]),
+        "normalisation std": ([float(v) for v in cfg.norm_std], [float(v) for v in card.normalisation.std]),
+    }
+    differ = [k for k, (mine, theirs) in wanted.items() if mine != theirs]
+    if differ:
+        raise ConfigError(
+            f"init_weights {cfg.init_weights}: the bundle differs from this config in {', '.join(differ)}; "
+            "start from a bundle with the same architecture, classes, bands and normalisation, or drop init_weights"
+        )
+    with torch.no_grad():
+        model.load_state_dict(bundle.state_dict, strict=True)
+        if ema is not None:
+            ema.load_state_dict(bundle.state_dict, strict=True)
+    log.info("initialised from %s %s (sha256 %s)", card.name, card.version, card.weights_sha256[:12])
+
+
+def _init_record(cfg: TrainConfig) -> dict[str, str] | None:
+    """Name, version and weights hash of the ``init_weights`` bundle, for the card."""
+    if not cfg.init_weights:
+        return None
+    from rams.detector.bundle import read_card, resolve_bundle_path
+
+    card = read_card(resolve_bundle_path(cfg.init_weights))
+    return {"path": cfg.init_weights, "name": card.name, "version": card.version, "weights_sha256": card.weights_sha256}
+
+
 def export_bundle(
     cfg: TrainConfig,
     out_dir: Path,
@@ -938,6 +983,7 @@ def export_bundle(
             "device": device,
             "steps": state.step,
             "notes": list(cfg.notes),
+            "init_weights": _init_record(cfg),
         },
         "metrics": {
             "held_out_chips": {
