@@ -12,6 +12,15 @@ recall (Wilson 95 %), false positives and FP/ha; pooled class-aware and any-ordn
 ``--fp-per-ha``; and the same for items at least half visible. ``--update-card`` writes the result into the
 card's ``metrics`` (the weights and their hash are untouched).
 
+``--calibrate precise=2,balanced=10,high_recall=30`` instead sets operating points: for each named false-alarm
+rate, the lowest score threshold whose class-aware false positives per hectare on these scenes stay within it
+(the threshold that gives the most recall for that budget). The training run sets thresholds on its held-out
+*chips* (0.4 ha, cut around targets and crowded with look-alike confusers); whole scenes with a field's density of
+targets and clutter, over a larger area, measure false alarms per hectare the way a survey meets them. Calibration
+scenes must never be the evaluation scenes (seeds 9001-9006 are refused): calibrate on 8001-8012, then evaluate.
+
+    .venv/bin/python scripts/eval_model.py --model default --seeds 8001-8012 \\
+        --calibrate precise=2,balanced=10,high_recall=30 --update-card
     .venv/bin/python scripts/eval_model.py --model default --update-card
 """
 
@@ -28,6 +37,7 @@ from typing import Any
 import numpy as np
 
 TERRAINS = ("ploughed", "dry_grass", "crop", "gravel", "sand", "mixed")
+TEST_SEEDS = (9001, 9002, 9003, 9004, 9005, 9006)  # the evaluation scenes: never used to calibrate
 
 
 def _run(cmd: list[str]) -> None:
@@ -36,8 +46,17 @@ def _run(cmd: list[str]) -> None:
         sys.exit(f"failed ({res.returncode}): {' '.join(cmd)}\n{res.stderr[-2000:]}")
 
 
+def parse_seeds(text: str) -> list[int]:
+    """'9001,9002' or '8001-8012' (inclusive ranges) or a mix."""
+    out: list[int] = []
+    for part in text.split(","):
+        lo, _, hi = part.partition("-")
+        out.extend(range(int(lo), int(hi or lo) + 1))
+    return out
+
+
 def scene_specs(args: argparse.Namespace) -> list[dict[str, Any]]:
-    seeds = [int(s) for s in args.seeds.split(",")]
+    seeds = parse_seeds(args.seeds)
     terrains = args.terrains.split(",")
     gsds = [float(g) for g in args.gsds.split(",")]
     return [
@@ -60,7 +79,20 @@ def main() -> None:
     ap.add_argument("--rams", default=str(Path(sys.executable).with_name("rams")))
     ap.add_argument("--json", default=None, help="also write the result to this JSON file")
     ap.add_argument("--update-card", action="store_true", help="record the result in the bundle's card")
+    ap.add_argument("--calibrate", default=None, metavar="NAME=FP_PER_HA,...",
+                    help="set these operating points from these scenes (with --update-card: write them to the card)")
     args = ap.parse_args()
+    rates: dict[str, float] = {}
+    if args.calibrate:
+        for part in args.calibrate.split(","):
+            name, _, val = part.partition("=")
+            try:
+                rates[name.strip()] = float(val)
+            except ValueError:
+                sys.exit(f"--calibrate {args.calibrate!r}: give NAME=FP_PER_HA pairs, e.g. balanced=10")
+        overlap = sorted(set(parse_seeds(args.seeds)) & set(TEST_SEEDS))
+        if overlap:
+            sys.exit(f"--calibrate on evaluation seeds {overlap}: calibrate on other seeds (e.g. 8001-8012)")
 
     import geopandas as gpd
 
@@ -140,6 +172,10 @@ def main() -> None:
                 best = {"score_threshold": float(thr), **r}
         return best
 
+    if rates:
+        calibrate(args, rates, counts, ps, keep, area_ha, scenes)
+        return
+
     visible = keep & (tvis >= 0.5)
     result: dict[str, Any] = {
         "what": (
@@ -188,6 +224,52 @@ def main() -> None:
     if args.update_card:
         update_card_metrics(resolve_bundle_path(args.model), "synthetic_scenes", result)
         print(f"recorded in {resolve_bundle_path(args.model) / 'model.json'} (metrics.synthetic_scenes)")
+
+
+def calibrate(
+    args: argparse.Namespace, rates: dict[str, float], counts: Any, ps: np.ndarray, keep: np.ndarray,
+    area_ha: float, scenes: list[dict[str, Any]],
+) -> None:  # fmt: skip
+    """Print (and with ``--update-card`` write) the lowest threshold within each false-alarm rate."""
+    from rams.detector.bundle import read_card, resolve_bundle_path, update_card_metrics
+
+    folder = resolve_bundle_path(args.model)
+    card = read_card(folder)
+    scores = np.unique(ps)[::-1]
+    points: dict[str, dict[str, Any]] = {}
+    for name, rate in sorted(rates.items(), key=lambda kv: kv[1]):
+        best: dict[str, Any] | None = None
+        for thr in scores:  # falling thresholds: false positives only grow
+            r = counts(True, keep, float(thr))
+            if r["fp_per_ha"] > rate:
+                break
+            best = {"score_threshold": round(float(thr), 6), "fp_per_ha_limit": rate, **r}
+        if best is None:
+            sys.exit(f"no threshold keeps {name} within {rate} FP/ha on these scenes; use more scenes")
+        points[name] = best
+    ops = {k: v["score_threshold"] for k, v in points.items()}
+    record = {
+        "what": (
+            f"operating points set on {len(scenes)} rams synth calibration scenes (seeds {args.seeds}; terrains "
+            f"{args.terrains}; GSDs {args.gsds} m; {args.size} m, {args.density:g} targets/ha; {area_ha:.3f} ha): "
+            "lowest score threshold whose class-aware false positives per hectare stay within each rate; items >= "
+            f"{args.min_px:g} px; replaces the thresholds set on the training run's held-out chips"
+        ),
+        "previous_operating_points": dict(card.operating_points),
+        "points": points,
+        "calibrated": time.strftime("%Y-%m-%d"),
+    }
+    print(f"calibration on {area_ha:.3f} ha ({len(scenes)} scenes):")
+    print("| operating point | FP/ha limit | threshold (was) | FP/ha | recall (class-aware) |")
+    print("|---|---:|---:|---:|---:|")
+    for name, p in points.items():
+        print(f"| {name} | {p['fp_per_ha_limit']:g} | {p['score_threshold']:.4f} ({card.operating_points.get(name)}) "
+              f"| {p['fp_per_ha']:.1f} | {p['recall']:.3f} |")  # fmt: skip
+    if args.json:
+        Path(args.json).write_text(json.dumps(record, indent=2))
+    if args.update_card:
+        update_card_metrics(folder, "operating_point_calibration", record, operating_points=ops)
+        print(f"operating points {ops} written to {folder / 'model.json'}")
 
 
 if __name__ == "__main__":

@@ -177,3 +177,19 @@ def test_the_shipped_default_model_loads_and_runs(monkeypatch: pytest.MonkeyPatc
     pred = Predictor(b, threads=1)
     blank = pred.predict(np.full((1, 3, 256, 256), 0.4, np.float32), None)[0]
     assert len(blank) == 0  # nothing on featureless ground at the default operating point
+
+
+def test_update_card_metrics_and_operating_points(tmp_path: Path) -> None:
+    from rams.detector.bundle import update_card_metrics
+
+    folder = tmp_path / "b"
+    make_test_bundle(folder)
+    before = load_bundle(folder)
+    card = update_card_metrics(folder, "calib", {"what": "test"}, operating_points={"balanced": 0.42})
+    after = load_bundle(folder)  # still loads: the weights and their hash are untouched
+    assert after.card.operating_points["balanced"] == 0.42 == card.default_threshold
+    assert after.card.metrics["calib"] == {"what": "test"}
+    assert after.card.weights_sha256 == before.card.weights_sha256
+    with pytest.raises(ModelError, match="threshold 1.5 must be in"):
+        update_card_metrics(folder, "calib", {}, operating_points={"balanced": 1.5})
+    assert load_bundle(folder).card.operating_points["balanced"] == 0.42  # a refused update changes nothing

@@ -388,17 +388,23 @@ def save_bundle(
     return ModelBundle(card=card, state_dict=tensors, path=Path(dest))
 
 
-def update_card_metrics(folder: Path, key: str, value: dict[str, Any]) -> ModelCard:
+def update_card_metrics(
+    folder: Path, key: str, value: dict[str, Any], operating_points: dict[str, float] | None = None
+) -> ModelCard:
     """Set ``metrics[key]`` in a bundle's card (atomically; the weights and their hash are untouched).
 
-    Used to record held-out evaluations made after training (e.g. ``scripts/eval_model.py``).
+    Used to record held-out evaluations made after training (e.g. ``scripts/eval_model.py``), and, with
+    ``operating_points``, thresholds re-calibrated on held-out data (the record of how goes in ``metrics[key]``).
     """
     folder = Path(folder)
     card = read_card(folder)
     metrics = dict(card.metrics)
     metrics[key] = value
+    changes: dict[str, Any] = {"metrics": metrics}
+    if operating_points is not None:
+        changes["operating_points"] = {**card.operating_points, **operating_points}
     try:
-        new = ModelCard.model_validate({**card.model_dump(mode="json"), "metrics": metrics})
+        new = ModelCard.model_validate({**card.model_dump(mode="json"), **changes})
     except ValidationError as err:
         raise ModelError(f"cannot update {folder / CARD_FILE}: {_one_line(err)}") from err
     tmp = folder / f".{CARD_FILE}.tmp"
