@@ -7,7 +7,7 @@ the same image (median re-blur index and dark fraction over cells, and the share
 adequate). The table shows where recall drops and what the quality metric reads there, which is where
 ``blur_max`` / ``exposure_max_fraction`` belong (``configs/decisions-default.yaml``).
 
-The scene is anti-tank mines on ploughed ground (the classes the v1.0.0 model finds reliably; a model that
+The scene is anti-tank mines on ploughed ground (the classes the default model finds reliably; a model that
 misses small AP mines on sharp imagery cannot show where blur starts to hide them).
 
     .venv/bin/python scripts/sweep_quality_recall.py --workdir /tmp/rams-sweep
