@@ -96,3 +96,18 @@ def test_usage_error_exit_code_2() -> None:
     r = runner.invoke(app, ["info"])
     assert r.exit_code == 2
     assert "Missing argument" in r.output
+
+
+def test_help_into_a_pipe_closed_early_exits_0(tmp_path: Path) -> None:
+    # `rams evaluate --help | head -1`: the reader leaves while rich still writes the help
+    import subprocess
+    import sys
+
+    code = "import sys; from rams.cli.main import main; sys.argv = ['rams', 'evaluate', '--help']; main()"
+    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert proc.stdout is not None and proc.stderr is not None
+    proc.stdout.read(10)
+    proc.stdout.close()
+    err = proc.stderr.read().decode()
+    assert proc.wait(timeout=60) == 0, err
+    assert "Traceback" not in err and "BrokenPipe" not in err

@@ -139,8 +139,24 @@ def _register() -> None:
 _register()
 
 
+def _quiet_broken_pipe(console: Any) -> None:
+    """Rich's ``Console.on_broken_pipe`` with exit status 0: ``rams ... --help | head`` is not a failure."""
+    import os
+    import sys
+
+    if console.quiet:
+        return
+    os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error when Python flushes
+    raise SystemExit(0)
+
+
 def main() -> None:
     """Console-script entry point."""
+    import rich.console
+
+    # Typer prints help through its own rich Console, outside the commands' error handling; rich's hook (made to
+    # be overridden) would exit 1 when the reader of a pipe leaves early
+    rich.console.Console.on_broken_pipe = _quiet_broken_pipe  # type: ignore[method-assign,assignment]
     app()
 
 
