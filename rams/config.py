@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import yaml
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from rams.errors import ConfigError, InputNotFoundError
 
@@ -32,8 +32,11 @@ class ReadConfig(StrictModel):
     """Fixed (min, max) mapped to [0, 1]. Default by dtype: uint8 0-255, uint16 0-65535, float 0-1."""
     resampling: str = "average"
     """GDAL resampling used when the mosaic GSD differs from the model GSD."""
-    gdal_cache_mb: int = 256
-    """GDAL block cache cap: bounds memory on untiled (strip) GeoTIFFs."""
+    gdal_cache_mb: int = Field(default=256, ge=1)
+    """Upper bound of the GDAL block cache (MB) when set explicitly. Readers size the cache to the source blocks
+    one row of tiles touches, so that every block is decoded once (1024 px tiles of a mosaic 31 600 px wide at
+    1 cm need about 200 MB); left unset, that may go up to ``rams.raster.STRIP_CACHE_CAP_MB`` (640 MB), set,
+    never above it (a low bound trades speed for memory). See ``rams.raster.cache_cap_mb``."""
 
 
 class TilingConfig(StrictModel):

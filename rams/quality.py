@@ -54,7 +54,7 @@ from rams.classes import CLASS_NAMES, smallest_length_m
 from rams.config import ReadConfig, StrictModel
 from rams.errors import AOIError, BandError
 from rams.ingest import MIN_TARGET_PX
-from rams.raster import Grid, OrthoReader, gsd_of, open_raster, target_grid, value_range_for
+from rams.raster import Grid, OrthoReader, cache_cap_mb, gsd_of, open_raster, target_grid, value_range_for
 from rams.tiling import make_tiles
 
 if TYPE_CHECKING:
@@ -595,7 +595,7 @@ def assess_dataset(
         "coverage quality: %d tiles, cells of %d px (%.2f m) at %.2f cm/px (native %.2f cm/px)",
         len(tiles), cell_px, cell_px * grid.gsd_m, grid.gsd_m * 100, native * 100,
     )
-    with OrthoReader(src, grid, bands, vr, cfg.read.resampling, cfg.read.gdal_cache_mb) as reader:
+    with OrthoReader(src, grid, bands, vr, cfg.read.resampling, cache_cap_mb(cfg.read)) as reader:
         for n_done, tile in enumerate(tiles, start=1):
             data = reader.read(tile.window)
             cells = _core_cells(tile.core, tile.window, cell_px)

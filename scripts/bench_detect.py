@@ -2,14 +2,20 @@
 
 Prints one table. Every row runs in a fresh subprocess, so that its peak RSS is its own:
 
-* ``bare``: :class:`rams.detector.predict.Predictor` on in-memory batches of tiles (the ceiling);
+* ``bare``: :class:`rams.detector.predict.Predictor` on in-memory batches of random tiles of the size and
+  batch ``rams detect`` uses (the ceiling, in model input pixels per second);
 * ``rams detect``: the whole pipeline (reading, resampling, masks, inference, seams, coverage, GeoPackage)
   on synthetic RGBA mosaics at the model GSD: a small one (the SAHI comparison), ``--gpx`` gigapixels and
   ``--scale`` times that (peak RSS must not grow with the mosaic);
-* ``sahi``: SAHI's ``get_sliced_prediction`` slicing the small mosaic with the same model and tile size
-  (installed with ``pip install -e '.[bench]'``).
+* ``sahi``: SAHI's ``get_sliced_prediction`` slicing the small mosaic with the same model, tile size and
+  overlap (installed with ``pip install -e '.[bench]'``).
 
-    python scripts/bench_detect.py --threads 2 --gpx 1 --scale 4 --sahi-mpx 100
+Units. *Mosaic Mpx* is the orthomosaic's area at the model GSD (width x height of the analysis grid, what a
+user waits for); *tile Mpx* is what the model was fed (overlap counted again, empty tiles skipped); *imaged
+Mpx* is the analysed (valid) part of the mosaic. "% of bare" is mosaic Mpx/s end to end over bare tile Mpx/s.
+Library imports (torch, torchvision, geopandas, SAHI) happen before the clock starts in every row.
+
+    python scripts/bench_detect.py --threads 2 --gpx 1 --scale 4 --sahi-mpx 50
 """
 
 from __future__ import annotations
@@ -32,7 +38,7 @@ def _rss_mb() -> float:
     return peak_rss_mb()
 
 
-def bare(model: str, threads: int, batch: int, repeats: int) -> dict[str, float]:
+def bare(model: str, threads: int, batch: int, repeats: int, tile: int) -> dict[str, float]:
     import numpy as np
     import torch
 
@@ -43,7 +49,7 @@ def bare(model: str, threads: int, batch: int, repeats: int) -> dict[str, float]
     bundle = load_bundle(model)
     card = bundle.card
     pred = Predictor(bundle, device="cpu", threads=threads)
-    t = card.tile_size_px
+    t = tile
     rng = np.random.default_rng(0)
     x = rng.random((batch, len(card.bands), t, t), dtype=np.float32)
     valid = np.ones((batch, t, t), bool)
@@ -57,30 +63,47 @@ def bare(model: str, threads: int, batch: int, repeats: int) -> dict[str, float]
     return {"seconds": dt, "mpx": mpx, "mpx_s": mpx / dt, "rss_mb": _rss_mb()}
 
 
-def rams_detect(model: str, ortho: str, threads: int, batch: int, workers: int) -> dict[str, float]:
+def _grid_mpx(ortho: str, gsd: float) -> float:
+    from rams.raster import open_raster, target_grid
+
+    with open_raster(ortho) as src:
+        g = target_grid(src, gsd)
+    return g.width * g.height / 1e6
+
+
+def rams_detect(model: str, ortho: str, threads: int, batch: int | None, workers: int | None, tile: int | None
+                ) -> dict[str, float]:
     import tempfile
 
+    import geopandas  # noqa: F401  (imports outside the clock, as in the SAHI row)
     import torch
 
+    import rams.detector.predict  # noqa: F401
     from rams.detect import DetectConfig, run_detect
+    from rams.detector.bundle import load_bundle
+    from rams.layers import read_metadata
 
     torch.set_num_threads(threads)
-    cfg = DetectConfig(model=model, threads=threads, batch_size=batch, workers=workers)
+    gsd = load_bundle(model).card.gsd_m
+    cfg = DetectConfig(model=model, threads=threads, batch_size=batch, workers=workers, tile_size_px=tile)
     with tempfile.TemporaryDirectory() as d:
         t0 = time.perf_counter()
         s = run_detect(Path(ortho), Path(d) / "r.gpkg", cfg)
         dt = time.perf_counter() - t0
-    return {"seconds": dt, "mpx": s.mpx, "mpx_s": s.mpx / dt, "rss_mb": _rss_mb(), "detections": s.detections,
+        tile_px = int(read_metadata(Path(d) / "r.gpkg")["tile_size_px"])
+    return {"seconds": dt, "tile_px": tile_px, "tile_mpx": s.mpx, "mosaic_mpx": _grid_mpx(ortho, gsd),
+            "imaged_mpx": s.analysed_ha * 1e4 / gsd**2 / 1e6, "rss_mb": _rss_mb(), "detections": s.detections,
             "tiles": s.tiles_total}
 
 
-def sahi_run(model: str, ortho: str, threads: int) -> dict[str, float]:
+def sahi_run(model: str, ortho: str, threads: int, tile: int) -> dict[str, float]:
     import numpy as np
     import rasterio
     import torch
     from sahi.models.base import DetectionModel
     from sahi.predict import get_sliced_prediction
     from sahi.prediction import ObjectPrediction
+    from sahi.slicing import get_slice_bboxes
 
     from rams.detector.bundle import load_bundle
     from rams.detector.predict import Predictor
@@ -123,29 +146,34 @@ def sahi_run(model: str, ortho: str, threads: int) -> dict[str, float]:
     with rasterio.open(ortho) as src:  # SAHI works on a whole in-memory image
         img = np.ascontiguousarray(src.read([1, 2, 3]).transpose(1, 2, 0))
     m = RamsForSahi(confidence_threshold=thr, device="cpu", load_at_init=True)
-    t = card.tile_size_px
+    t = tile
     ov = card.overlap_px / t
     res = get_sliced_prediction(img, m, slice_height=t, slice_width=t, overlap_height_ratio=ov,
                                 overlap_width_ratio=ov, perform_standard_pred=False, verbose=0)
     dt = time.perf_counter() - t0
+    n_slices = len(get_slice_bboxes(img.shape[0], img.shape[1], t, t, False, ov, ov))
     mpx = img.shape[0] * img.shape[1] / 1e6
-    return {"seconds": dt, "mpx": mpx, "mpx_s": mpx / dt, "rss_mb": _rss_mb(),
-            "detections": len(res.object_prediction_list)}
+    return {"seconds": dt, "tile_mpx": n_slices * t * t / 1e6, "mosaic_mpx": mpx, "imaged_mpx": float("nan"),
+            "rss_mb": _rss_mb(), "detections": len(res.object_prediction_list)}
 
 
 def _sub(args: list[str]) -> dict[str, float]:
     env = dict(os.environ, OMP_NUM_THREADS=args[args.index("--threads") + 1])
     out = subprocess.run([sys.executable, __file__, *args], check=True, capture_output=True, text=True, env=env)
-    return json.loads(out.stdout.strip().splitlines()[-1])
+    line = out.stdout.strip().splitlines()[-1]
+    print(line, file=sys.stderr, flush=True)  # each row as it comes (a long run may be cut short)
+    return json.loads(line)
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", default="default")
     ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--batch", type=int, default=4)
-    ap.add_argument("--workers", type=int, default=1)
-    ap.add_argument("--repeats", type=int, default=10)
+    ap.add_argument("--batch", type=int, default=None, help="tiles per batch (default: rams detect's)")
+    ap.add_argument("--tile-size", type=int, default=None,
+                    help="tile px (default: rams detect's; the bare row uses its size for big mosaics)")
+    ap.add_argument("--workers", type=int, default=None, help="reader threads (default: rams detect's)")
+    ap.add_argument("--repeats", type=int, default=40)
     ap.add_argument("--gpx", type=float, default=1.0)
     ap.add_argument("--scale", type=float, default=4.0)
     ap.add_argument("--sahi-mpx", type=float, default=100.0, help="size of the side-by-side mosaic (Mpx)")
@@ -154,25 +182,35 @@ def main() -> None:
     ap.add_argument("--mode", help=argparse.SUPPRESS)
     ap.add_argument("--ortho", help=argparse.SUPPRESS)
     a = ap.parse_args()
+    from rams.detect import BATCH_PIXELS, DETECT_TILE_PX
+    from rams.detector.bundle import load_bundle
+
+    card = load_bundle(a.model).card
+    tile = a.tile_size or max(DETECT_TILE_PX, card.tile_size_px)
+    batch = a.batch or max(1, BATCH_PIXELS // (tile * tile))
     if a.mode == "bare":
-        print(json.dumps(bare(a.model, a.threads, a.batch, a.repeats)))
+        print(json.dumps(bare(a.model, a.threads, batch, a.repeats, tile)))
         return
     if a.mode == "detect":
-        print(json.dumps(rams_detect(a.model, a.ortho, a.threads, a.batch, a.workers)))
+        print(json.dumps(rams_detect(a.model, a.ortho, a.threads, a.batch, a.workers, a.tile_size)))
         return
     if a.mode == "sahi":
-        print(json.dumps(sahi_run(a.model, a.ortho, a.threads)))
+        print(json.dumps(sahi_run(a.model, a.ortho, a.threads, tile)))
         return
 
     from bench_read import write_mosaic
 
-    from rams.detector.bundle import load_bundle
-
-    gsd = load_bundle(a.model).card.gsd_m
+    gsd = card.gsd_m
     a.workdir.mkdir(parents=True, exist_ok=True)
-    common = ["--model", a.model, "--threads", str(a.threads), "--batch", str(a.batch)]
+    common = ["--model", a.model, "--threads", str(a.threads)]
+    if a.batch:
+        common += ["--batch", str(a.batch)]
+    if a.tile_size:
+        common += ["--tile-size", str(a.tile_size)]
     rows: list[tuple[str, str, dict[str, float]]] = []
-    rows.append(("bare inference", "-", _sub(["--mode", "bare", "--repeats", str(a.repeats), *common])))
+    b = _sub(["--mode", "bare", "--repeats", str(a.repeats), *common])
+    rows.append(("bare inference", "-", {**b, "tile_mpx": b["mpx"], "mosaic_mpx": float("nan"),
+                                         "imaged_mpx": float("nan")}))
     print("bare done", file=sys.stderr, flush=True)
     sizes = [("side-by-side", a.sahi_mpx / 1e3), ("large", a.gpx), ("large x scale", a.gpx * a.scale)]
     for name, gpx in sizes:
@@ -183,20 +221,35 @@ def main() -> None:
         if not path.exists():
             write_mosaic(path, side, True, gsd)
         label = f"{side}x{side} ({side * side / 1e9:.2f} Gpx)"
-        r = _sub(["--mode", "detect", "--ortho", str(path), "--workers", str(a.workers), *common])
-        rows.append(("rams detect", label, r))
+        wk = [] if a.workers is None else ["--workers", str(a.workers)]
+        r = _sub(["--mode", "detect", "--ortho", str(path), *wk, *common])
+        rows.append((f"rams detect ({r['tile_px']} px tiles)", label, r))
         print(f"detect {label} done", file=sys.stderr, flush=True)
         if name == "side-by-side" and not a.no_sahi:
-            rows.append(("SAHI sliced", label, _sub(["--mode", "sahi", "--ortho", str(path), *common])))
+            same_tile = ["--tile-size", str(r["tile_px"])] if not a.tile_size else []  # the tiles rams used
+            rows.append(("SAHI sliced", label, _sub(["--mode", "sahi", "--ortho", str(path), *common, *same_tile])))
             print("sahi done", file=sys.stderr, flush=True)
     base = rows[0][2]["mpx_s"]
-    print(f"\nmodel {a.model}, {a.threads} threads, batch {a.batch}, reader threads {a.workers}; "
-          f"Mpx counted at the model GSD ({gsd * 100:g} cm/px)\n")
-    print("| run | mosaic | seconds | Mpx | Mpx/s | % of bare | peak RSS MB | detections |")
-    print("|---|---|---|---|---|---|---|---|")
+    print(f"\nmodel {a.model}, {a.threads} threads, bare: tiles {tile} px, batch {batch}; rams detect: tile size "
+          f"{a.tile_size or 'default'}, batch {a.batch or 'default'} (SAHI: the same tiles); "
+          f"overlap {card.overlap_px} px; "
+          f"reader threads {'by core count' if a.workers is None else a.workers}; "
+          f"Mpx at the model GSD ({gsd * 100:g} cm/px); "
+          f"% of bare = mosaic Mpx/s over bare tile Mpx/s\n")
+    print("| run | mosaic | seconds | mosaic Mpx | mosaic Mpx/s | % of bare | tile Mpx | tile Mpx/s "
+          "| imaged Mpx/s | peak RSS MB | detections |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
+
+    def f(v: float, fmt: str) -> str:
+        return "-" if math.isnan(v) else format(v, fmt)
+
     for run, label, r in rows:
-        print(f"| {run} | {label} | {r['seconds']:.1f} | {r['mpx']:.0f} | {r['mpx_s']:.2f} | "
-              f"{100 * r['mpx_s'] / base:.0f} % | {r['rss_mb']:.0f} | {int(r.get('detections', 0))} |")
+        dt = r["seconds"]
+        mos = r["mosaic_mpx"] / dt
+        print(f"| {run} | {label} | {dt:.1f} | {f(r['mosaic_mpx'], '.0f')} | {f(mos, '.2f')} | "
+              f"{f(100 * mos / base, '.0f')}{'' if math.isnan(mos) else ' %'} | {r['tile_mpx']:.0f} | "
+              f"{r['tile_mpx'] / dt:.2f} | {f(r['imaged_mpx'] / dt, '.2f')} | {r['rss_mb']:.0f} | "
+              f"{int(r.get('detections', 0))} |")
 
 
 if __name__ == "__main__":

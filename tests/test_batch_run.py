@@ -42,6 +42,7 @@ detect:
   threshold: 0.95
   threads: 1
   batch_size: 2
+  tile_size_px: 256  # the bundle's tile size (not the 1024 px default): several tiles and tasks per flight
 decisions:
   quality:
     classes: [tm62, shell]

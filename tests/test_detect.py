@@ -41,7 +41,8 @@ def bundle_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def _cfg(bundle_dir: Path, **kw: object) -> DetectConfig:
-    opts: dict[str, object] = {"model": str(bundle_dir), "batch_size": 2, "threads": 1, **kw}
+    # tiles of the bundle's 256 px (not the 1024 px default): several tiles and batches on these small mosaics
+    opts: dict[str, object] = {"model": str(bundle_dir), "batch_size": 2, "threads": 1, "tile_size_px": 256, **kw}
     return DetectConfig(**opts)  # type: ignore[arg-type]
 
 
@@ -125,10 +126,10 @@ def test_kill_9_then_resume(make_geotiff, bundle_dir: Path, tmp_path: Path) -> N
     ortho = _rgba(make_geotiff, h=1600, w=1600, valid_cols=1600)
     ref = tmp_path / "ref.gpkg"
     # same resolved config as the CLI runs below (threads by core count: float sums depend on thread count)
-    run_detect(ortho, ref, DetectConfig(model=str(bundle_dir), batch_size=1))
+    run_detect(ortho, ref, DetectConfig(model=str(bundle_dir), batch_size=1, tile_size_px=256))
     out = tmp_path / "k.gpkg"
     cmd = [sys.executable, "-m", "rams.cli.main", "detect", str(ortho), "--out", str(out), "--model",
-           str(bundle_dir), "--batch-size", "1"]
+           str(bundle_dir), "--batch-size", "1", "--tile-size", "256"]
     env = dict(os.environ, OMP_NUM_THREADS="1")
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     ck = partial_dir(out) / "tiles.jsonl"
@@ -143,7 +144,7 @@ def test_kill_9_then_resume(make_geotiff, bundle_dir: Path, tmp_path: Path) -> N
     proc.wait()
     assert not out.exists()
     r = runner.invoke(app, ["detect", str(ortho), "--out", str(out), "--model", str(bundle_dir), "--batch-size", "1",
-                            "--resume"])
+                            "--tile-size", "256", "--resume"])
     assert r.exit_code == 0, r.output
     assert "from checkpoint" in r.output
     a, b = _dets(ref), _dets(out)
@@ -237,3 +238,74 @@ def test_coarse_gsd_force_proceeds_with_warning(make_geotiff, bundle_dir: Path, 
     assert r.exit_code == 0, r.output
     assert "warning" in r.output
     assert "too coarse" in read_metadata(out)["warnings"]
+
+
+def test_core_coverage_blocks_cover_exactly_the_valid_pixels() -> None:
+    """Coverage pieces (all-valid block runs as rectangles, mixed blocks polygonised) are exactly the valid
+    pixels of the core: same region as polygonising the whole core at once."""
+    from rasterio import features
+    from rasterio.windows import Window
+    from shapely import union_all
+    from shapely.geometry import shape
+
+    from rams.coverage import BLOCK_PX, core_coverage
+    from rams.raster import Grid
+    from rams.tiling import Tile
+
+    grid = Grid(None, Affine(0.01, 0, ORIGIN[0], 0, -0.01, ORIGIN[1]), 2000, 2000)  # type: ignore[arg-type]
+    size = 2 * BLOCK_PX + 77  # a partial last block in both directions
+    window = Window(100, 200, size + 40, size + 40)
+    core = Window(120, 220, size, size)
+    tile = Tile("r0000c0000", 0, 0, window, core, grid.window_transform(window))
+    yy, xx = np.mgrid[0 : size + 40, 0 : size + 40]
+    rng = np.random.default_rng(3)
+    valid = ((yy - 150) ** 2 / 260**2 + (xx - 300) ** 2 / 200**2 < 1) & (rng.random(yy.shape) > 0.02)
+    valid[:, -60:] = True  # an all-valid run that reaches the core's right edge
+    pieces = core_coverage(tile, valid, grid)
+    sub = valid[20 : 20 + size, 20 : 20 + size]
+    ref = union_all([shape(g) for g, v in features.shapes(sub.astype(np.uint8), mask=sub,
+                                                           transform=grid.window_transform(core)) if v == 1])
+    got = union_all(pieces)
+    assert got.area == pytest.approx(sub.sum() * 1e-4, abs=1e-7)
+    assert got.symmetric_difference(ref).area < 1e-7
+    assert len(pieces) > 1  # really split into blocks
+
+
+def test_mosaic_without_imaged_pixels_is_refused(make_geotiff, bundle_dir: Path, tmp_path: Path) -> None:
+    """Tiles without imagery are found when read (no mask pass before the run) and skip the model; a mosaic
+    with no imaged pixel at all is still refused, and nothing is written."""
+    from rams.errors import InputError
+
+    ortho = _rgba(make_geotiff, valid_cols=0)
+    out = tmp_path / "none.gpkg"
+    with pytest.raises(InputError, match="no imaged pixels"):
+        run_detect(ortho, out, _cfg(bundle_dir))
+    assert not out.exists()
+    # a partly imaged mosaic: the unimaged tiles are counted as empty, and no detection lies outside the image
+    s = run_detect(_rgba(make_geotiff, valid_cols=200), tmp_path / "part.gpkg", _cfg(bundle_dir))
+    assert s.tiles_empty >= 2 and s.tiles_empty < s.tiles_total
+    assert s.analysed_ha == pytest.approx(1.0 * 4.5 / 1e4)
+
+
+@pytest.mark.parametrize("h,w", [(7071, 7071), (31622, 31622), (800, 1200), (450, 500), (3000, 20000), (100, 5000)])
+def test_default_tile_size_covers_the_grid_with_the_fewest_pixels(h: int, w: int) -> None:
+    """The default tile is at most 1024 px, a multiple of 16 (or the card's), and shrunk only as far as the same
+    number of tiles still covers each axis with at least the overlap."""
+    from rams.detect import DETECT_TILE_PX, default_tile_px
+    from rams.raster import Grid
+    from rams.tiling import axis_starts
+
+    grid = Grid(None, Affine(0.01, 0, 0, 0, -0.01, 0), h, w)  # type: ignore[arg-type]
+    t = default_tile_px(grid, 512, 96)
+    assert 512 <= t <= DETECT_TILE_PX and (t % 16 == 0 or t == 512)
+    cap = max(512, min(DETECT_TILE_PX, -(-min(h, w) // 16) * 16))
+    for length in (h, w):
+        starts = axis_starts(length, t, 96)
+        assert len(starts) == len(axis_starts(length, cap, 96))  # no more tiles than at the capped size
+        assert all(b - a <= t - 96 for a, b in zip(starts, starts[1:], strict=False))  # overlap kept
+        assert starts[-1] + t >= length
+    if t > 512:  # and no smaller multiple of 16 would do
+        assert any(len(axis_starts(length, t - 16, 96)) > len(axis_starts(length, t, 96)) or t - 16 < min(length, t)
+                   for length in (h, w))
+    if (h, w) == (7071, 7071):
+        assert t == 976

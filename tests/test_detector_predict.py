@@ -109,3 +109,84 @@ def test_predictor_empty_batch_and_cuda_absent(predictor: Predictor) -> None:
     if not torch.cuda.is_available():
         with pytest.raises(DeviceError, match="CUDA is not available"):
             Predictor(predictor.bundle, device="cuda")
+
+
+def _decode_topk_first(
+    outputs: dict[str, torch.Tensor], score_threshold: float, stride: int, max_per_tile: int, peak_kernel: int = 3
+) -> list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+    """The classic CenterNet order (decode before rams 2026-11-27): 3x3 max-pool peaks over the whole
+    heatmap, top ``max_per_tile`` peaks, sigmoid, then the score threshold. Kept as the reference."""
+    from torch.nn import functional as F
+
+    from rams.detector.predict import MAX_BOX_PX
+
+    logits = outputs["heatmap"].float()
+    n, k, h, w = logits.shape
+    pooled = F.max_pool2d(logits, peak_kernel, stride=1, padding=peak_kernel // 2)
+    peaks = logits.masked_fill(logits < pooled, float("-inf")).reshape(n, -1)
+    top_logits, idx = torch.topk(peaks, min(max_per_tile, peaks.shape[1]), dim=1, sorted=True)
+    scores = torch.sigmoid(top_logits)
+    size, offset = outputs["size"], outputs["offset"]
+    out = []
+    for i in range(n):
+        keep = (scores[i] >= score_threshold) & torch.isfinite(top_logits[i])
+        s, ids = scores[i][keep], idx[i][keep]
+        labels, cell = ids // (h * w), ids % (h * w)
+        cy, cx = cell // w, cell % w
+        ox, oy = offset[i, 0, cy, cx].float(), offset[i, 1, cy, cx].float()
+        log_wh = size[i, :, cy, cx].float().clamp(0.0, math.log(MAX_BOX_PX))
+        bw, bh = torch.exp(log_wh[0]), torch.exp(log_wh[1])
+        col, row = (cx.float() + ox) * stride, (cy.float() + oy) * stride
+        out.append((torch.stack([col - bw / 2, row - bh / 2, col + bw / 2, row + bh / 2], dim=1), s, labels))
+    return out
+
+
+@pytest.fixture(scope="module")
+def real_outputs() -> tuple[dict[str, torch.Tensor], torch.Tensor, Predictor]:
+    """Head outputs of the shipped default model on synthetic chips with mines, confusers and a mosaic edge."""
+    from rams.detector.predict import normalise
+    from rams.synth.chips import ChipSampler
+
+    pred = Predictor(load_bundle("default"), device="cpu", threads=1)
+    sampler = ChipSampler(seed=11, chip_size_px=256, positive_fraction=0.7, hard_negative_fraction=0.2,
+                          nodata_fraction=0.3, ground_pool=3, plate_px=320)
+    chips = [sampler[i] for i in range(8)]
+    x = torch.from_numpy(np.stack([c.image for c in chips]))
+    v = torch.from_numpy(np.stack([c.valid for c in chips]))
+    with torch.inference_mode():
+        outputs = pred.model(normalise(x, v, pred.mean, pred.std, pred.channels_last))
+    return outputs, v, pred
+
+
+@pytest.mark.parametrize("max_per_tile", [1000, 25, 3])
+def test_threshold_first_decode_equals_topk_first(real_outputs, max_per_tile: int) -> None:
+    """Applying the score threshold before the peak test and the top-k gives exactly (bitwise) the boxes,
+    scores and labels of the classic top-k-first order, at the card's operating points and far below them."""
+    outputs, valid, pred = real_outputs
+    card = pred.card
+    thresholds = [0.0, 0.01, 0.1, 0.3, *sorted(card.operating_points.values()), 0.9, 1.0]
+    n_dets = {}
+
+    def same_scores(a: np.ndarray, b: np.ndarray) -> bool:
+        if max_per_tile == 1000:  # the card's value: bitwise
+            return np.array_equal(a, b)
+        # The reference's (8, k) sigmoid sends its last (8 k) % 32 values through torch's scalar kernel, which
+        # differs from the vectorised one in the last bit; decode() sends every score through the vectorised one.
+        return a.shape == b.shape and bool((np.abs(a - b) <= np.spacing(np.maximum(a, b))).all())
+
+    for thr in thresholds:
+        new = decode(outputs, thr, pred.stride, max_per_tile, card.decoding.peak_kernel)
+        ref = _decode_topk_first(outputs, thr, pred.stride, max_per_tile, card.decoding.peak_kernel)
+        n_dets[thr] = sum(len(s) for _, s, _ in ref)
+        for (b1, s1, l1), (b2, s2, l2) in zip(new, ref, strict=True):
+            assert torch.equal(l1, l2) and torch.equal(b1, b2), f"threshold {thr}"
+            assert same_scores(s1.numpy(), s2.numpy()), f"threshold {thr}"
+        for i, ((b1, s1, l1), (b2, s2, l2)) in enumerate(zip(new, ref, strict=True)):  # and after NMS
+            d1 = postprocess(b1, s1, l1, valid[i], 256, 256, card.decoding.nms_iou, True)
+            d2 = postprocess(b2, s2, l2, valid[i], 256, 256, card.decoding.nms_iou, True)
+            assert np.array_equal(d1.boxes_xyxy_px, d2.boxes_xyxy_px) and np.array_equal(d1.labels, d2.labels)
+            assert same_scores(d1.scores, d2.scores)
+    # not vacuous: the operating points find things, and at low thresholds the per-tile cap binds
+    assert n_dets[card.operating_points[card.default_operating_point]] > 0
+    assert n_dets[0.0] == 8 * max_per_tile if max_per_tile < 1000 else n_dets[0.0] > n_dets[0.3]
+    assert n_dets[1.0] <= n_dets[0.9]

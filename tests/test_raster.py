@@ -250,3 +250,20 @@ def test_gsd_verdict() -> None:
     with pytest.raises(GSDError, match="too coarse for targets under 12 cm"):
         check_gsd(0.028, 0.12, 8)
     assert "too coarse" in check_gsd(0.028, 0.12, 8, force=True)
+
+
+def test_reader_gives_gdal_a_real_block_cache(make_geotiff) -> None:
+    """GDAL_CACHEMAX reaches GDAL in bytes: the cache a reader asks for must be megabytes, not bytes (a cache of
+    256 bytes made every overlapping window decode its blocks again, 5x slower)."""
+    from rasterio.windows import Window
+
+    from rams.raster import MIN_CACHE_MB, STRIP_CACHE_CAP_MB, OrthoReader, gdal_cache_bytes, open_raster, target_grid
+
+    if gdal_cache_bytes() is None:
+        pytest.skip("rasterio's GDAL library not found (system GDAL build)")
+    path = make_geotiff(height=300, width=400, gsd=0.01, blocksize=64)
+    with open_raster(path) as src:
+        reader = OrthoReader(src, target_grid(src, 0.01), (1, 2, 3), (0.0, 255.0))
+        reader.read(Window(0, 0, 256, 256))
+        got = gdal_cache_bytes()
+    assert got is not None and MIN_CACHE_MB * 2**20 <= got <= STRIP_CACHE_CAP_MB * 2**20

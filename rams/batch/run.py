@@ -503,7 +503,7 @@ class _Runner:
             self.tiles_total += len(plan.tiles)
             self.tiles_done += job.tiles_resumed
             remaining = [bi for bi in range(len(plan.batches)) if bi not in job.results]
-            per_task = max(1, self.cfg.tiles_per_task // plan.cfg.batch_size)
+            per_task = max(1, self.cfg.tiles_per_task // plan.batch_size)
             plan_fut = next(f for f in job.futures if str(f.key).startswith("rams-plan-"))
             for chunk in chunk_indexes(remaining, per_task):
                 self._submit(job, "detect", detect_task, plan_fut, chunk, self.cluster.torch_threads)

@@ -20,7 +20,10 @@ def detect(
     threshold: float | None = typer.Option(
         None, "--threshold", help="Score threshold (overrides the operating point)."
     ),
-    batch_size: int | None = typer.Option(None, "--batch-size", help="Tiles per model batch."),
+    batch_size: int | None = typer.Option(None, "--batch-size", help="Tiles per model batch (default: ~1 Mpx)."),
+    tile_size: int | None = typer.Option(
+        None, "--tile-size", help="Tile size in px at the model GSD (default: 1024, or the mosaic's shorter side)."
+    ),
     workers: int | None = typer.Option(
         None, "--workers", help="Reader threads decoding tiles ahead (0: none; default: by core count)."
     ),
@@ -51,6 +54,7 @@ def detect(
         "operating_point": operating_point,
         "threshold": threshold,
         "batch_size": batch_size,
+        "tile_size_px": tile_size,
         "workers": workers,
         "device": device,
         "force": force or None,
