@@ -474,6 +474,7 @@ def write_detections(plan: DetectPlan, out: Path, results: list[TileResult], ove
                      extra_metadata: dict[str, Any] | None = None) -> dict[str, Any]:
     """Merge tile results and write the result GeoPackage (and the resolved config beside it) atomically."""
     from rams.provenance import now_utc, run_record
+    from rams.sha import model_recall_record
 
     card, cfg = plan.card, plan.cfg
     if not any(r.valid_px for r in results):
@@ -502,6 +503,7 @@ def write_detections(plan: DetectPlan, out: Path, results: list[TileResult], ove
         "model_version": card.version,
         "weights_sha256": card.weights_sha256,
         "model_classes": list(card.classes),
+        "model_recall": model_recall_record(card.metrics),
         "score_threshold": plan.threshold,
         "operating_point": cfg.operating_point
         or (None if cfg.threshold is not None else card.default_operating_point),

@@ -24,7 +24,9 @@ from __future__ import annotations
 
 import datetime as _dt
 import hashlib
+import json
 import logging
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -89,6 +91,11 @@ class ReduceConfig(StrictModel):
     proposed cancellation from 4611 to 4338 m2."""
     require_detector_coverage: bool = True
     """Cancel only where the detector's ``coverage`` layer says it analysed the ground (keep True)."""
+    min_model_recall: float = Field(default=0.9, ge=0.0, le=1.0)
+    """Cancel only if the detector's recall, measured on held-out data at a threshold no stricter than the run's
+    (its card: ``metrics.synthetic_scenes``), reaches this for every threat class (the quality step's
+    ``classes``; all classes when unset). A detector that cannot find a threat cannot support releasing land
+    where that threat is suspected: absence of its detections is not evidence. 0 switches the check off."""
     authority: str = "NMAA"
     """Who decides, as named in the status fields (e.g. ANAMA in Azerbaijan)."""
 
@@ -231,6 +238,54 @@ def resolve_id_column(sha: gpd.GeoDataFrame, wanted: str | None) -> str | None:
     return None
 
 
+def model_recall_record(metrics: Mapping[str, Any]) -> dict[str, Any] | None:
+    """What a detection run records about its model's measured recall (from the card's ``metrics``)."""
+    scenes = metrics.get("synthetic_scenes")
+    if not isinstance(scenes, Mapping) or not isinstance(scenes.get("per_class"), Mapping):
+        return None
+    return {
+        "score_threshold": scenes.get("score_threshold"),
+        "per_class": {str(c): (v or {}).get("recall") for c, v in scenes["per_class"].items()},
+        "what": scenes.get("what", ""),
+    }
+
+
+def detector_gate(
+    record: Mapping[str, Any] | None,
+    run_threshold: float | None,
+    threat_classes: Sequence[str] | None,
+    min_recall: float,
+) -> str | None:
+    """Why the detector's silence cannot support cancellation, or None when its measured recall suffices.
+
+    Args:
+        record: :func:`model_recall_record` of the run's model (None: nothing measured).
+        run_threshold: score threshold the detections were kept at.
+        threat_classes: classes suspected in the SHAs (None: every class the record lists).
+        min_recall: required recall per class (0: no check).
+    """
+    if min_recall <= 0:
+        return None
+    if not record or not record.get("per_class"):
+        return "the detection run records no measured recall of its model, so its silence is no evidence"
+    measured_at = record.get("score_threshold")
+    if run_threshold is not None and measured_at is not None and run_threshold > float(measured_at) + 1e-9:
+        return (
+            f"detections were kept at score >= {run_threshold:g}, stricter than the {float(measured_at):g} at which "
+            "the model's recall was measured"
+        )
+    per_class: Mapping[str, Any] = record["per_class"]
+    classes = list(threat_classes) if threat_classes else list(per_class)
+    weak = []
+    for c in classes:
+        r = per_class.get(c)
+        if r is None or float(r) < min_recall:
+            weak.append(f"{c} {'not measured' if r is None else f'{float(r):.2f}'}")
+    if weak:
+        return f"model recall below {min_recall:g} for {', '.join(weak)} (held-out scenes, model card)"
+    return None
+
+
 def reduce_sha(
     sha: gpd.GeoDataFrame,
     hazard: gpd.GeoDataFrame,
@@ -239,6 +294,7 @@ def reduce_sha(
     detections: gpd.GeoDataFrame | None = None,
     cfg: ReduceConfig | None = None,
     polygons_cfg: PolygonsConfig | None = None,
+    detector_unproven: str | None = None,
 ) -> ReductionResult:
     """SHA reduction proposal (see the module docstring for the rules).
 
@@ -251,6 +307,9 @@ def reduce_sha(
         detections: for item counts per SHA (optional); rejected ones (review column) are not counted.
         cfg: reduction rules.
         polygons_cfg: review column and values (for counting confirmed items).
+        detector_unproven: why the detector's measured recall cannot support cancellation
+            (:func:`detector_gate`); then nothing is proposed for cancellation and the ground that would have
+            been is kept with reason "detector not validated".
 
     Returns:
         :class:`ReductionResult` with ``table`` (one row per SHA: its attributes, the statistics of
@@ -312,6 +371,8 @@ def reduce_sha(
         q_inadequate = q_m[q_m["quality"].astype(str).str.startswith("inadequate")]
     if cov_m is None and cfg.require_detector_coverage:
         notes.append("no detector coverage layer: no ground counted as analysed, nothing proposed")
+    if detector_unproven:
+        notes.append(f"no cancellation proposed: {detector_unproven}")
     det_m = None
     det_state = None
     if detections is not None and not detections.empty:
@@ -354,6 +415,8 @@ def reduce_sha(
             cov = area_geom
         adequate = _polygonal(qa.intersection(cov))
         cand = _polygonal(adequate.difference(evid))
+        if detector_unproven:
+            cand = Polygon()
         cand = _opening(cand, cfg.min_cancellation_width_m)
         if cfg.simplify_cancellation_m > 0 and not cand.is_empty:
             tol = cfg.simplify_cancellation_m
@@ -373,7 +436,7 @@ def reduce_sha(
                 ("evidence", evid),
                 ("inadequate imaging", qi),
                 ("not analysed", _polygonal(qa.difference(cov))),
-                ("below minimum size", adequate),
+                ("detector not validated" if detector_unproven else "below minimum size", adequate),
                 ("not imaged", area_geom),
             ]
         for reason, region in order:
@@ -419,6 +482,8 @@ def reduce_sha(
             note_parts.append(f"{pct(qi.area):.1f} % inadequately imaged")
         if note_parts:
             note_parts.append("such ground cannot support cancellation")
+        if detector_unproven and a_adeq > cfg.sliver_area_m2:
+            note_parts.append("the detector is not validated for the threat classes (see notes)")
         if evid.area > 0:
             note_parts.insert(0, f"evidence over {pct(evid.area):.1f} %")
         table_rows.append(
@@ -509,6 +574,51 @@ def _same_file(a: Path, b: Path) -> bool:
         return False
 
 
+def threat_classes_of(meta: Mapping[str, str], fallback: Sequence[str] | None) -> list[str] | None:
+    """The threat classes a quality assessment used (its recorded config), else ``fallback``."""
+    import yaml
+
+    text = meta.get("quality.config")
+    if text:
+        try:
+            classes = (yaml.safe_load(text) or {}).get("classes")
+        except (yaml.YAMLError, AttributeError):
+            classes = None
+        if classes:
+            return [str(c) for c in classes]
+    return list(fallback) if fallback else None
+
+
+def run_detector_gate(meta: Mapping[str, str], threat_classes: Sequence[str] | None, min_recall: float) -> str | None:
+    """:func:`detector_gate` for a detection result's ``rams_metadata`` (keys ``model_recall``,
+    ``score_threshold``)."""
+    record = None
+    if meta.get("model_recall"):
+        try:
+            record = json.loads(meta["model_recall"])
+        except ValueError:
+            record = None
+    thr_text = meta.get("score_threshold")
+    try:
+        thr = float(thr_text) if thr_text not in (None, "", "null") else None
+    except ValueError:
+        thr = None
+    return detector_gate(record, thr, threat_classes, min_recall)
+
+
+def result_detector_gate(result: Path, quality_path: Path | None, cfg: DecisionsConfig) -> str | None:
+    """Whether the result's detector may support cancellation for the threat classes (see :func:`detector_gate`)."""
+    from rams.layers import read_metadata
+
+    meta = read_metadata(result)
+    qmeta = read_metadata(quality_path) if quality_path is not None else meta
+    threats = threat_classes_of(qmeta, cfg.quality.classes)
+    gate = run_detector_gate(meta, threats, cfg.reduce.min_model_recall)
+    if gate:
+        log.warning("no cancellation can be proposed: %s", gate)
+    return gate
+
+
 def reduce_files(
     result: Path,
     sha_path: Path,
@@ -561,7 +671,8 @@ def reduce_files(
         )
     coverage = read_layer(result, COVERAGE_LAYER, what="coverage layer") if COVERAGE_LAYER in names else None
     sha = read_layer(sha_path, sha_layer, what="SHA layer")
-    res = reduce_sha(sha, hazard, quality, coverage, detections, cfg.reduce, cfg.polygons)
+    gate = result_detector_gate(result, quality_path, cfg)
+    res = reduce_sha(sha, hazard, quality, coverage, detections, cfg.reduce, cfg.polygons, detector_unproven=gate)
     layers: dict[str, gpd.GeoDataFrame] = {}
     if built:
         layers[HAZARD_LAYER] = hazard

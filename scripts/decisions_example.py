@@ -32,6 +32,7 @@ from scipy import ndimage as ndi
 from shapely.geometry import Point, Polygon, box
 from skimage import data as skdata
 
+from rams.classes import CLASS_NAMES
 from rams.layers import read_layer, write_gpkg
 from rams.quality import QualityConfig, quality_file
 from rams.raster import open_raster, valid_footprint
@@ -102,7 +103,11 @@ def make_result(ortho: Path, path: Path) -> None:
     with open_raster(ortho) as src:
         footprint, _ = valid_footprint(src, max_px=2048)
     coverage = gpd.GeoDataFrame({"source": [ortho.name]}, geometry=[footprint], crs=UTM)
-    write_gpkg(path, {"detections": dets, "coverage": coverage}, metadata={"detect.model": "hand-placed"},
+    # hand-placed detections stand in for a detector validated on every class (rams.sha.detector_gate); a real
+    # run records its model's measured recall instead, and an unvalidated one gets no cancellation at all
+    validated = {"score_threshold": 0.5, "per_class": dict.fromkeys(CLASS_NAMES, 1.0), "what": "hand-placed"}
+    write_gpkg(path, {"detections": dets, "coverage": coverage},
+               metadata={"detect.model": "hand-placed", "score_threshold": 0.5, "model_recall": validated},
                overwrite=True)
 
 

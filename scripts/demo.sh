@@ -25,7 +25,7 @@ step "3/8 detections inside the SHAs with the default model (rams detect)"
 "$RAMS" detect "$OUT/flight/ortho.tif" --out "$OUT/detections.gpkg" --aoi "$SHA" --overwrite
 
 step "4/8 how good were they: matched against the scene's truth (rams evaluate)"
-"$RAMS" evaluate "$OUT/detections.gpkg" "$OUT/flight/truth.gpkg" --aoi "$SHA" --plot "$OUT/evaluation.png"
+"$RAMS" evaluate "$OUT/detections.gpkg" "$OUT/flight/truth.gpkg" --aoi "$SHA" --plot "$OUT/evaluation.png" --overwrite
 
 step "5/8 was the ground imaged well enough to see the targets? (rams quality)"
 "$RAMS" quality "$OUT/flight/ortho.tif" --gsd 0.01 --aoi "$SHA" --add-to "$OUT/detections.gpkg" \

@@ -14,6 +14,7 @@ from shapely import force_2d
 from shapely.geometry import Polygon, box
 from typer.testing import CliRunner
 
+from rams.classes import CLASS_NAMES
 from rams.cli.main import app
 from rams.export import (
     IMSMA_CSV_COLUMNS,
@@ -52,7 +53,9 @@ def decision(tmp_path_factory: pytest.TempPathFactory) -> Path:
                                crs=UTM)
     result = d / "result.gpkg"
     write_gpkg(result, {"detections": dets, "coverage": gpd.GeoDataFrame(geometry=[B(0, 0, 100, 80)], crs=UTM),
-                        "coverage_quality": quality}, metadata={"detect.model": "m1"})
+                        "coverage_quality": quality},
+               metadata={"detect.model": "m1", "score_threshold": 0.5,  # a detector validated for every class
+                         "model_recall": {"score_threshold": 0.5, "per_class": dict.fromkeys(CLASS_NAMES, 0.97)}})
     sha = d / "sha.gpkg"
     write_gpkg(sha, {"sha": gpd.GeoDataFrame({"PolyID": ["SHA-1"], "name": ["Field by the road"]},
                                              geometry=[B(0, 0, 100, 100)], crs=UTM)})

@@ -13,10 +13,11 @@ import pytest
 from shapely.geometry import box
 from typer.testing import CliRunner
 
+from rams.classes import CLASS_NAMES
 from rams.cli.main import app
 from rams.errors import VectorInputError
 from rams.layers import list_layers, read_layer, read_metadata, write_gpkg
-from rams.sha import ReduceConfig, reduce_sha
+from rams.sha import ReduceConfig, detector_gate, reduce_sha
 
 UTM = "EPSG:32638"
 X0, Y0 = 500000.0, 4400000.0
@@ -207,6 +208,12 @@ def test_bad_sha_inputs() -> None:
 
 # ------------------------------------------------------------------------------------------------ files + CLI
 
+#: rams_metadata of a detection run whose model was validated (recall 0.97 for every class at score 0.5)
+VALIDATED = {
+    "model_recall": {"score_threshold": 0.5, "per_class": dict.fromkeys(CLASS_NAMES, 0.97), "what": "unit test"},
+    "score_threshold": 0.5,
+}
+
 
 @pytest.fixture
 def scene(tmp_path: Path) -> dict[str, Path]:
@@ -215,7 +222,7 @@ def scene(tmp_path: Path) -> dict[str, Path]:
         result,
         {"detections": detections_layer([(25, 45)]), "coverage": coverage_layer(),
          "coverage_quality": quality_layer()},
-        metadata={"detect.model": "unit-test"},
+        metadata={"detect.model": "unit-test", **VALIDATED},
     )
     sha = tmp_path / "sha.gpkg"
     write_gpkg(sha, {"sha": sha_layer()})
@@ -255,7 +262,7 @@ def test_cli_reduce_with_separate_quality_file_and_json(scene: dict[str, Path]) 
     import json
 
     result = scene["dir"] / "r2.gpkg"
-    write_gpkg(result, {"detections": detections_layer([(25, 45)]), "coverage": coverage_layer()})
+    write_gpkg(result, {"detections": detections_layer([(25, 45)]), "coverage": coverage_layer()}, metadata=VALIDATED)
     q = scene["dir"] / "q.gpkg"
     write_gpkg(q, {"coverage_quality": quality_layer()})
     out = scene["dir"] / "d2.gpkg"
@@ -320,7 +327,8 @@ def test_real_mosaic_partly_unimaged_never_cancelled_there(
     r = CliRunner().invoke(app, ["quality", str(ortho), "--out", str(q), "--config", str(cfg)])
     assert r.exit_code == 0, r.output
     result = tmp_path / "result.gpkg"
-    write_gpkg(result, {"detections": detections_layer([]), "coverage": gdf([{}], [B(0, 0, 30, 40)])})
+    write_gpkg(result, {"detections": detections_layer([]), "coverage": gdf([{}], [B(0, 0, 30, 40)])},
+               metadata=VALIDATED)
     sha = tmp_path / "sha.gpkg"
     write_gpkg(sha, {"sha": gdf([{"sha_id": "S1"}], [B(5, 5, 40, 35)])})  # 35 x 30 m, east 10 m unimaged
     out = tmp_path / "d.gpkg"
@@ -339,3 +347,59 @@ def test_default_config_file_equals_code_defaults() -> None:
 
     path = Path(__file__).resolve().parents[1] / "configs" / "decisions-default.yaml"
     assert load_config(DecisionsConfig, path) == DecisionsConfig()
+
+
+# ------------------------------------------------------------------------------- detector competence gate
+
+
+def test_detector_gate_reasons() -> None:
+    rec = {"score_threshold": 0.6, "per_class": {"pfm1": 0.01, "tm62": 0.96, "pom2": None}}
+    assert detector_gate(rec, 0.6, ["tm62"], 0.9) is None  # only anti-tank mines suspected: validated
+    why = detector_gate(rec, 0.6, ["tm62", "pfm1"], 0.9)
+    assert why is not None and "pfm1 0.01" in why and "tm62" not in why
+    why = detector_gate(rec, 0.6, ["pom2"], 0.9)
+    assert why is not None and "pom2 not measured" in why
+    why = detector_gate(rec, None, None, 0.9)  # no threat list: every class counts
+    assert why is not None and "pfm1" in why
+    why = detector_gate(rec, 0.7, ["tm62"], 0.9)  # kept fewer detections than the validation did
+    assert why is not None and "stricter than the 0.6" in why
+    assert detector_gate(rec, 0.5, ["tm62"], 0.9) is None  # a lower threshold only finds more
+    assert "no measured recall" in str(detector_gate(None, 0.6, ["tm62"], 0.9))
+    assert detector_gate(None, 0.6, ["tm62"], 0.0) is None  # switched off
+
+
+def test_unvalidated_detector_never_supports_cancellation() -> None:
+    sha, haz, q, cov = sha_layer(), hazard_layer(), quality_layer(), coverage_layer()
+    proven = reduce_sha(sha, haz, q, cov)
+    assert proven.table.iloc[0].cancel_m2 > 1000
+    res = reduce_sha(sha, haz, q, cov, detector_unproven="model recall below 0.9 for pfm1 0.01")
+    assert res.cancellation.empty and res.table.iloc[0].cancel_m2 == 0
+    assert "no cancellation proposed" in res.table.iloc[0].status
+    by = areas_by_reason(res.remaining)
+    # the ground that would have been cancelled is kept, with its reason
+    assert by["detector not validated"] == pytest.approx(proven.table.iloc[0].cancel_m2, rel=1e-6)
+    assert sum(by.values()) == pytest.approx(10000, rel=1e-6)
+    assert any("pfm1 0.01" in n for n in res.notes)
+
+
+def test_cli_reduce_refuses_cancellation_for_an_unvalidated_run(scene: dict[str, Path]) -> None:
+    runner = CliRunner()
+    weak = scene["dir"] / "weak.gpkg"
+    record = {"score_threshold": 0.5, "per_class": {**dict.fromkeys(CLASS_NAMES, 0.97), "pfm1": 0.0}}
+    write_gpkg(weak, {"detections": detections_layer([(25, 45)]), "coverage": coverage_layer(),
+                      "coverage_quality": quality_layer()},
+               metadata={"model_recall": record, "score_threshold": 0.5})  # fmt: skip
+    out = scene["dir"] / "weak-decision.gpkg"
+    r = runner.invoke(app, ["reduce", str(weak), "--sha", str(scene["sha"]), "--out", str(out)])
+    assert r.exit_code == 0, r.output
+    assert "no cancellation proposed" in r.output and "pfm1 0.00" in r.output
+    assert read_layer(out, "sha_proposed_cancellation").empty
+    assert "pfm1 0.00" in read_metadata(out)["reduce.notes"]
+    # an old result without any recorded recall: the same
+    bare = scene["dir"] / "bare.gpkg"
+    write_gpkg(bare, {"detections": detections_layer([(25, 45)]), "coverage": coverage_layer(),
+                      "coverage_quality": quality_layer()})  # fmt: skip
+    out2 = scene["dir"] / "bare-decision.gpkg"
+    r = runner.invoke(app, ["reduce", str(bare), "--sha", str(scene["sha"]), "--out", str(out2)])
+    assert r.exit_code == 0 and read_layer(out2, "sha_proposed_cancellation").empty
+    assert "no measured recall" in read_metadata(out2)["reduce.notes"]

@@ -680,7 +680,13 @@ def write_flight(
         frame = gpd.GeoSeries([box(*quality.layer.total_bounds)], crs=quality.layer.crs).to_crs(sha_gdf.crs).iloc[0]
         touched = sha_gdf[sha_gdf.intersects(frame)]
         if len(touched):
-            res = reduce_sha(touched, hazard, quality.layer, cov, dets, cfg.decisions.reduce, cfg.decisions.polygons)
+            from rams.layers import read_metadata
+            from rams.sha import run_detector_gate, threat_classes_of
+
+            gate = run_detector_gate(read_metadata(det_path), threat_classes_of({}, qcfg.classes),
+                                     cfg.decisions.reduce.min_model_recall)  # fmt: skip
+            res = reduce_sha(touched, hazard, quality.layer, cov, dets, cfg.decisions.reduce, cfg.decisions.polygons,
+                             detector_unproven=gate)  # fmt: skip
             layers[TABLE_LAYER] = res.table
             layers[REMAINING_LAYER] = res.remaining
             layers[CANCELLATION_LAYER] = res.cancellation
@@ -756,7 +762,19 @@ def _write_survey(
                   "weights_sha256": (rec.key or {}).get("weights_sha256", ""),
                   "output": str(gpkg)},
         ))
-    res = build_survey(parts, cfg.fuse, cfg.decisions.polygons, sha_gdf, cfg.decisions.reduce)
+    from rams.layers import read_metadata
+    from rams.sha import run_detector_gate, threat_classes_of
+
+    gate = None
+    for f in done:  # any flight whose detector is not validated keeps the whole survey from proposing cancellation
+        gpkg = flight_output(out_dir, f.flight_id)
+        meta = read_metadata(gpkg)
+        why = run_detector_gate(meta, threat_classes_of(meta, cfg.decisions.quality.classes),
+                                cfg.decisions.reduce.min_model_recall)  # fmt: skip
+        if why:
+            gate = f"flight {f.flight_id}: {why}"
+            break
+    res = build_survey(parts, cfg.fuse, cfg.decisions.polygons, sha_gdf, cfg.decisions.reduce, detector_unproven=gate)
     notes.extend(res.notes)
     metadata = {
         "rams_product": "survey: detections of several flights fused, for human review (not a safety claim)",
