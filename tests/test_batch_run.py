@@ -153,6 +153,12 @@ def test_local_batch_writes_flights_and_a_fused_survey(survey: SimpleNamespace) 
     assert list(flights_layer["date"]) == ["2024-05-01", "2024-05-02", "2024-05-03"]
     table = pyogrio.read_dataframe(survey.ref / SURVEY_NAME, layer="sha_reduction")
     assert list(table["sha_id"]) == ["SHA-1"]
+    # the tiny test model has no measured recall: its silence supports no cancellation, per flight or survey
+    from rams.layers import read_metadata
+
+    assert (table["cancel_m2"] == 0).all() and table["status"].str.startswith("no cancellation proposed").all()
+    assert "no measured recall" in read_metadata(flight_output(survey.ref, "middle"))["reduce.notes"]
+    assert pyogrio.read_dataframe(survey.ref / SURVEY_NAME, layer="sha_proposed_cancellation").empty
 
 
 def test_flight_equals_single_process_detect(survey: SimpleNamespace, tmp_path: Path) -> None:
