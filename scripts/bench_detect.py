@@ -178,6 +178,8 @@ def main() -> None:
     ap.add_argument("--scale", type=float, default=4.0)
     ap.add_argument("--sahi-mpx", type=float, default=100.0, help="size of the side-by-side mosaic (Mpx)")
     ap.add_argument("--no-sahi", action="store_true")
+    ap.add_argument("--full-footprint", action="store_true",
+                    help="mosaics imaged everywhere (default: an irregular footprint, ~64 %% imaged)")
     ap.add_argument("--workdir", type=Path, default=Path("/tmp/rams-bench-detect"))
     ap.add_argument("--mode", help=argparse.SUPPRESS)
     ap.add_argument("--ortho", help=argparse.SUPPRESS)
@@ -217,9 +219,9 @@ def main() -> None:
         if gpx <= 0:
             continue
         side = int(math.sqrt(gpx * 1e9))
-        path = a.workdir / f"detect_{side}.tif"
+        path = a.workdir / f"detect_{'full_' if a.full_footprint else ''}{side}.tif"
         if not path.exists():
-            write_mosaic(path, side, True, gsd)
+            write_mosaic(path, side, True, gsd, full=a.full_footprint)
         label = f"{side}x{side} ({side * side / 1e9:.2f} Gpx)"
         wk = [] if a.workers is None else ["--workers", str(a.workers)]
         r = _sub(["--mode", "detect", "--ortho", str(path), *wk, *common])

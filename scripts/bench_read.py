@@ -35,8 +35,10 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def write_mosaic(path: Path, side: int, tiled: bool, gsd: float) -> float:
-    """Write a side x side RGBA uint8 GeoTIFF block by block; returns seconds taken."""
+def write_mosaic(path: Path, side: int, tiled: bool, gsd: float, full: bool = False) -> float:
+    """Write a side x side RGBA uint8 GeoTIFF block by block; returns seconds taken.
+
+    ``full``: every pixel imaged (alpha 255 everywhere) instead of the irregular footprint (~64 % imaged)."""
     import rasterio
     from affine import Affine
     from rasterio.crs import CRS
@@ -65,6 +67,8 @@ def write_mosaic(path: Path, side: int, tiled: bool, gsd: float) -> float:
             # irregular (wobbly ellipse) footprint, as real orthomosaics have
             wob = 1 + 0.06 * np.sin(cols[None, :] / side * 17) + 0.04 * np.cos(rows / side * 11)
             inside = ((rows - cy) / ry) ** 2 + ((cols[None, :] - cx) / rx) ** 2 <= wob
+            if full:
+                inside = np.ones((h, side), bool)
             base = ((rows + cols[None, :]) % 97).astype(np.uint8)
             block = np.empty((4, h, side), np.uint8)
             sh = (r0 // chunk) % 7
