@@ -48,7 +48,7 @@ def info(
     lines += [
         f"tiling      {report.tiles} tiles of {report.tile_size_px} px (overlap {report.overlap_px} px) "
         f"at {report.target_gsd_m * 100:.2f} cm/px on a {report.grid_height} x {report.grid_width} grid "
-        "(as set by --tile-size/--overlap; rams detect picks its tiles from the model, see its summary)",
+        "(as set by --tile-size/--overlap; rams detect picks its own from the model and records it in its output)",
         f"verdict     {report.gsd_verdict}",
     ]
     typer.echo("\n".join(lines))
