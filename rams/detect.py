@@ -112,10 +112,12 @@ class DetectSummary:
     detections: int
     detections_by_class: dict[str, int]
     threshold: float
+    """Lowest score kept (the per-class thresholds are in ``class_thresholds``)."""
     model: str
     seconds: float
     mpx: float
     warnings: list[str] = field(default_factory=list)
+    class_thresholds: dict[str, float] = field(default_factory=dict)
 
     @property
     def mpx_per_s(self) -> float:
@@ -166,12 +168,18 @@ class DetectPlan:
     overlap_px: int
     batch_size: int
     tiles: list[Tile]
-    threshold: float
+    class_thresholds: dict[str, float]
+    """Score threshold per class (card order): the operating point's, or ``--threshold`` for every class."""
     input_hash: str
     resolved_config: str
     gsd_check: str
     warnings: list[str]
     started_utc: str
+
+    @property
+    def threshold(self) -> float:
+        """Lowest per-class score threshold: no detection below it is kept."""
+        return min(self.class_thresholds.values())
 
     @property
     def batches(self) -> list[list[Tile]]:
@@ -232,7 +240,8 @@ def plan_detect(
     return DetectPlan(
         ortho=Path(ortho), cfg=cfg, model_ref=cfg.model, card=card, info=info, grid=grid, bands=bands,
         value_range=value_range, aoi_path=Path(aoi) if aoi is not None else None, aoi_geom=aoi_geom,
-        tile_px=tile_px, overlap_px=overlap_px, batch_size=batch_size, tiles=tiles, threshold=_threshold(card, cfg),
+        tile_px=tile_px, overlap_px=overlap_px, batch_size=batch_size, tiles=tiles,
+        class_thresholds=_thresholds(card, cfg),
         input_hash=fast_file_hash(Path(ortho), full=cfg.full_hash), resolved_config=dump_config(cfg),
         gsd_check=gsd_ok_text, warnings=warnings, started_utc=started,
     )
@@ -376,9 +385,9 @@ def process_batches(
                 # only tiles with imaged pixels in their core go through the model (a tile owns nothing else)
                 has = np.array([_core_view(valid[j], tile).any() for j, tile in enumerate(batch)], dtype=bool)
                 if has.all():  # (boolean indexing would copy the whole batch)
-                    preds = predictor.predict(images, valid, plan.threshold)
+                    preds = predictor.predict(images, valid, plan.class_thresholds)
                 else:
-                    preds = predictor.predict(images[has], valid[has], plan.threshold) if has.any() else []
+                    preds = predictor.predict(images[has], valid[has], plan.class_thresholds) if has.any() else []
                 results: list[TileResult] = []
                 pi = 0
                 for j, tile in enumerate(batch):
@@ -463,6 +472,7 @@ def run_detect(
         detections=summary["detections"],
         detections_by_class=summary["by_class"],
         threshold=plan.threshold,
+        class_thresholds=dict(plan.class_thresholds),
         model=plan.card.name,
         seconds=time.perf_counter() - t_start,
         mpx=float(counters["mpx"]),
@@ -473,8 +483,8 @@ def run_detect(
 def write_detections(plan: DetectPlan, out: Path, results: list[TileResult], overwrite: bool,
                      extra_metadata: dict[str, Any] | None = None) -> dict[str, Any]:
     """Merge tile results and write the result GeoPackage (and the resolved config beside it) atomically."""
+    from rams.gate import model_recall_record
     from rams.provenance import now_utc, run_record
-    from rams.sha import model_recall_record
 
     card, cfg = plan.card, plan.cfg
     if not any(r.valid_px for r in results):
@@ -505,6 +515,7 @@ def write_detections(plan: DetectPlan, out: Path, results: list[TileResult], ove
         "model_classes": list(card.classes),
         "model_recall": model_recall_record(card.metrics),
         "score_threshold": plan.threshold,
+        "class_thresholds": dict(plan.class_thresholds),
         "operating_point": cfg.operating_point
         or (None if cfg.threshold is not None else card.default_operating_point),
         "aoi_path": str(plan.aoi_path.resolve()) if plan.aoi_path is not None else None,
@@ -592,16 +603,17 @@ def _card_value_range(card: Any, dtype: str) -> tuple[float, float] | None:
     return None
 
 
-def _threshold(card: Any, cfg: DetectConfig) -> float:
+def _thresholds(card: Any, cfg: DetectConfig) -> dict[str, float]:
+    """Score threshold per class: ``--threshold`` for all, else the operating point's (per class if measured)."""
     if cfg.threshold is not None:
-        return float(cfg.threshold)
+        return {c: float(cfg.threshold) for c in card.classes}
     name = cfg.operating_point or card.default_operating_point
     if name not in card.operating_points:
         raise InputError(
             f"model {card.name} has no operating point {name!r}; choose one of "
             f"{sorted(card.operating_points)} or give --threshold"
         )
-    return float(card.operating_points[name])
+    return dict(card.thresholds(name))
 
 
 def _load_aoi(path: Path, layer: str | None, grid: Grid) -> Any:

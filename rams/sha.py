@@ -24,9 +24,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import hashlib
-import json
 import logging
-from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -38,6 +36,7 @@ from rams import __version__
 from rams.config import StrictModel, dump_config
 from rams.errors import OutputError, VectorInputError
 from rams.export import ExportConfig, derive_gpkg
+from rams.gate import run_detector_gate, threat_classes_of
 from rams.polygons import (
     LAYER as HAZARD_LAYER,
 )
@@ -235,54 +234,6 @@ def resolve_id_column(sha: gpd.GeoDataFrame, wanted: str | None) -> str | None:
     for c in ID_CANDIDATES:
         if c in sha.columns:
             return c
-    return None
-
-
-def model_recall_record(metrics: Mapping[str, Any]) -> dict[str, Any] | None:
-    """What a detection run records about its model's measured recall (from the card's ``metrics``)."""
-    scenes = metrics.get("synthetic_scenes")
-    if not isinstance(scenes, Mapping) or not isinstance(scenes.get("per_class"), Mapping):
-        return None
-    return {
-        "score_threshold": scenes.get("score_threshold"),
-        "per_class": {str(c): (v or {}).get("recall") for c, v in scenes["per_class"].items()},
-        "what": scenes.get("what", ""),
-    }
-
-
-def detector_gate(
-    record: Mapping[str, Any] | None,
-    run_threshold: float | None,
-    threat_classes: Sequence[str] | None,
-    min_recall: float,
-) -> str | None:
-    """Why the detector's silence cannot support cancellation, or None when its measured recall suffices.
-
-    Args:
-        record: :func:`model_recall_record` of the run's model (None: nothing measured).
-        run_threshold: score threshold the detections were kept at.
-        threat_classes: classes suspected in the SHAs (None: every class the record lists).
-        min_recall: required recall per class (0: no check).
-    """
-    if min_recall <= 0:
-        return None
-    if not record or not record.get("per_class"):
-        return "the detection run records no measured recall of its model, so its silence is no evidence"
-    measured_at = record.get("score_threshold")
-    if run_threshold is not None and measured_at is not None and run_threshold > float(measured_at) + 1e-9:
-        return (
-            f"detections were kept at score >= {run_threshold:g}, stricter than the {float(measured_at):g} at which "
-            "the model's recall was measured"
-        )
-    per_class: Mapping[str, Any] = record["per_class"]
-    classes = list(threat_classes) if threat_classes else list(per_class)
-    weak = []
-    for c in classes:
-        r = per_class.get(c)
-        if r is None or float(r) < min_recall:
-            weak.append(f"{c} {'not measured' if r is None else f'{float(r):.2f}'}")
-    if weak:
-        return f"model recall below {min_recall:g} for {', '.join(weak)} (held-out scenes, model card)"
     return None
 
 
@@ -572,38 +523,6 @@ def _same_file(a: Path, b: Path) -> bool:
         return Path(a).resolve() == Path(b).resolve()
     except OSError:  # pragma: no cover
         return False
-
-
-def threat_classes_of(meta: Mapping[str, str], fallback: Sequence[str] | None) -> list[str] | None:
-    """The threat classes a quality assessment used (its recorded config), else ``fallback``."""
-    import yaml
-
-    text = meta.get("quality.config")
-    if text:
-        try:
-            classes = (yaml.safe_load(text) or {}).get("classes")
-        except (yaml.YAMLError, AttributeError):
-            classes = None
-        if classes:
-            return [str(c) for c in classes]
-    return list(fallback) if fallback else None
-
-
-def run_detector_gate(meta: Mapping[str, str], threat_classes: Sequence[str] | None, min_recall: float) -> str | None:
-    """:func:`detector_gate` for a detection result's ``rams_metadata`` (keys ``model_recall``,
-    ``score_threshold``)."""
-    record = None
-    if meta.get("model_recall"):
-        try:
-            record = json.loads(meta["model_recall"])
-        except ValueError:
-            record = None
-    thr_text = meta.get("score_threshold")
-    try:
-        thr = float(thr_text) if thr_text not in (None, "", "null") else None
-    except ValueError:
-        thr = None
-    return detector_gate(record, thr, threat_classes, min_recall)
 
 
 def result_detector_gate(result: Path, quality_path: Path | None, cfg: DecisionsConfig) -> str | None:

@@ -79,6 +79,8 @@ def main() -> None:
     ap.add_argument("--rams", default=str(Path(sys.executable).with_name("rams")))
     ap.add_argument("--json", default=None, help="also write the result to this JSON file")
     ap.add_argument("--update-card", action="store_true", help="record the result in the bundle's card")
+    ap.add_argument("--per-class", action="store_true",
+                    help="with --calibrate: also set per-class thresholds within each rate (see per_class_thresholds)")
     ap.add_argument("--calibrate", default=None, metavar="NAME=FP_PER_HA,...",
                     help="set these operating points from these scenes (with --update-card: write them to the card)")
     args = ap.parse_args()
@@ -102,6 +104,10 @@ def main() -> None:
     bundle = load_bundle(args.model)
     card = bundle.card
     t0 = card.default_threshold
+    # the default operating point as rams detect applies it: per class when the card has per-class thresholds
+    t_default: float | dict[str, float] = (
+        card.thresholds() if card.default_operating_point in card.class_thresholds else t0
+    )
     scenes = scene_specs(args)
     root = Path(args.scenes_dir)
     px_xy, px_s, px_l, tx_xy, tx_c, tx_len, tx_vis = [], [], [], [], [], [], []
@@ -144,9 +150,14 @@ def main() -> None:
     keep = (tlen / card.gsd_m >= args.min_px) & np.isin(tc, list(card.classes))  # other classes: left out
     area_ha = area_m2 / 1e4
 
-    def counts(class_aware: bool, items: np.ndarray, thr: float, cls: str | None = None) -> dict[str, Any]:
-        """TP / FP / recall at score >= thr; ``items`` marks the items that count (others are left out)."""
-        pm = ps >= thr
+    def counts(class_aware: bool, items: np.ndarray, thr: float | dict[str, float], cls: str | None = None
+               ) -> dict[str, Any]:  # fmt: skip
+        """TP / FP / recall at score >= thr (one threshold, or one per detection class); ``items`` marks the items
+        that count (others are left out)."""
+        if isinstance(thr, dict):
+            pm = ps >= np.array([thr.get(str(label), t0) for label in pl], dtype=float)
+        else:
+            pm = ps >= thr
         if cls is not None:
             pm &= pl == cls
         tm = np.ones(len(tc), bool) if cls is None else tc == cls
@@ -173,8 +184,9 @@ def main() -> None:
         return best
 
     if rates:
-        calibrate(args, rates, counts, ps, keep, area_ha, scenes)
+        calibrate(args, rates, counts, ps, keep, area_ha, scenes, tc)
         return
+    t0 = t_default  # type: ignore[assignment]
 
     visible = keep & (tvis >= 0.5)
     result: dict[str, Any] = {
@@ -186,7 +198,8 @@ def main() -> None:
         ),
         "area_ha": round(area_ha, 4),
         "default_operating_point": card.default_operating_point,
-        "score_threshold": t0,
+        "score_threshold": card.default_threshold,
+        **({"class_thresholds": t_default} if isinstance(t_default, dict) else {}),
         "per_class": {c: counts(True, keep, t0, c) for c in card.classes},
         "class_aware": counts(True, keep, t0),
         "any_ordnance": counts(False, keep, t0),
@@ -228,15 +241,17 @@ def main() -> None:
 
 def calibrate(
     args: argparse.Namespace, rates: dict[str, float], counts: Any, ps: np.ndarray, keep: np.ndarray,
-    area_ha: float, scenes: list[dict[str, Any]],
+    area_ha: float, scenes: list[dict[str, Any]], truth_classes: np.ndarray,
 ) -> None:  # fmt: skip
-    """Print (and with ``--update-card`` write) the lowest threshold within each false-alarm rate."""
+    """Print (and with ``--update-card`` write) each rate's operating point: the lowest single threshold within
+    the false-alarm rate and, with ``--per-class``, per-class thresholds within the same rate."""
     from rams.detector.bundle import read_card, resolve_bundle_path, update_card_metrics
 
     folder = resolve_bundle_path(args.model)
     card = read_card(folder)
     scores = np.unique(ps)[::-1]
     points: dict[str, dict[str, Any]] = {}
+    cap: dict[str, float] | None = None  # a looser point never drops a detection that a stricter one keeps
     for name, rate in sorted(rates.items(), key=lambda kv: kv[1]):
         best: dict[str, Any] | None = None
         for thr in scores:  # falling thresholds: false positives only grow
@@ -246,30 +261,106 @@ def calibrate(
             best = {"score_threshold": round(float(thr), 6), "fp_per_ha_limit": rate, **r}
         if best is None:
             sys.exit(f"no threshold keeps {name} within {rate} FP/ha on these scenes; use more scenes")
+        if args.per_class:
+            per_class = per_class_thresholds(card.classes, counts, keep, truth_classes, rate * area_ha,
+                                             best["score_threshold"], cap)  # fmt: skip
+            cap = per_class
+            best["class_thresholds"] = per_class
+            best["with_class_thresholds"] = {
+                **counts(True, keep, per_class),
+                "per_class": {c: counts(True, keep, per_class, c) for c in card.classes},
+            }
         points[name] = best
     ops = {k: v["score_threshold"] for k, v in points.items()}
+    class_ops = {k: v["class_thresholds"] for k, v in points.items() if "class_thresholds" in v}
+    how = (
+        "lowest score threshold whose class-aware false positives per hectare stay within each rate"
+        if not args.per_class else
+        "per rate, the lowest single score threshold within it and per-class thresholds (0.01 steps, the lowest of "
+        "equal effect) that maximise the mean per-class recall with the class-aware false positives of all classes "
+        "together within it (classes without counted items keep the single threshold)"
+    )  # fmt: skip
     record = {
         "what": (
             f"operating points set on {len(scenes)} rams synth calibration scenes (seeds {args.seeds}; terrains "
             f"{args.terrains}; GSDs {args.gsds} m; {args.size} m, {args.density:g} targets/ha; {area_ha:.3f} ha): "
-            "lowest score threshold whose class-aware false positives per hectare stay within each rate; items >= "
-            f"{args.min_px:g} px; replaces the thresholds set on the training run's held-out chips"
+            f"{how}; items >= {args.min_px:g} px; replaces the thresholds set on the training run's held-out chips"
         ),
         "previous_operating_points": dict(card.operating_points),
+        "previous_class_thresholds": dict(card.class_thresholds),
         "points": points,
         "calibrated": time.strftime("%Y-%m-%d"),
     }
     print(f"calibration on {area_ha:.3f} ha ({len(scenes)} scenes):")
-    print("| operating point | FP/ha limit | threshold (was) | FP/ha | recall (class-aware) |")
-    print("|---|---:|---:|---:|---:|")
+    print("| operating point | FP/ha limit | threshold (was) | FP/ha | recall (class-aware) "
+          "| per class: FP/ha | recall |")
+    print("|---|---:|---:|---:|---:|---:|---:|")
     for name, p in points.items():
+        pc = p.get("with_class_thresholds")
+        extra = f"{pc['fp_per_ha']:.1f} | {pc['recall']:.3f}" if pc else "- | -"
         print(f"| {name} | {p['fp_per_ha_limit']:g} | {p['score_threshold']:.4f} ({card.operating_points.get(name)}) "
-              f"| {p['fp_per_ha']:.1f} | {p['recall']:.3f} |")  # fmt: skip
+              f"| {p['fp_per_ha']:.1f} | {p['recall']:.3f} | {extra} |")  # fmt: skip
+    for name, per in class_ops.items():
+        print(f"{name} per class: " + ", ".join(f"{c} {t:.2f}" for c, t in per.items()))
     if args.json:
         Path(args.json).write_text(json.dumps(record, indent=2))
     if args.update_card:
-        update_card_metrics(folder, "operating_point_calibration", record, operating_points=ops)
+        update_card_metrics(folder, "operating_point_calibration", record, operating_points=ops,
+                            class_thresholds=class_ops if args.per_class else None)  # fmt: skip
         print(f"operating points {ops} written to {folder / 'model.json'}")
+
+
+def per_class_thresholds(
+    classes: list[str], counts: Any, keep: np.ndarray, truth_classes: np.ndarray, fp_budget: float, single: float,
+    cap: dict[str, float] | None = None,
+) -> dict[str, float]:  # fmt: skip
+    """Per-class thresholds maximising the mean per-class recall with at most ``fp_budget`` false positives.
+
+    Each class's (true positives, false positives) is read at thresholds 0.05-0.95 in 0.01 steps (class-aware
+    matching: a detection labelled c counts only against items of class c); for equal counts the lowest
+    threshold is kept (the most sensitive setting at the same measured cost). An exact knapsack over the
+    classes then picks one threshold per class. Classes without counted items keep ``single`` and their false
+    positives at it are charged to the budget first. ``cap`` (the next stricter operating point's thresholds)
+    bounds each class's threshold from above, so a looser point keeps every detection a stricter one keeps.
+    """
+    grid = [round(0.05 + 0.01 * i, 2) for i in range(91)]
+    budget = int(np.floor(fp_budget + 1e-9))
+    out: dict[str, float] = {}
+    options: dict[str, list[tuple[float, int, float]]] = {}  # class -> [(recall, fp, threshold)]
+    for c in classes:
+        n = int((keep & (truth_classes == c)).sum())
+        top = cap[c] if cap else 1.0
+        if n == 0:  # nothing to find here: the single threshold (or the stricter point's, if lower)
+            top = min(single, top)
+            out[c] = top
+            budget -= int(counts(True, keep, top, c)["fp"])
+            continue
+        seen: dict[tuple[int, int], float] = {}
+        for t in grid:
+            if t > top + 1e-9:
+                break
+            r = counts(True, keep, t, c)
+            seen.setdefault((int(r["found"]), int(r["fp"])), t)
+        options[c] = [(found / n, fp, t) for (found, fp), t in seen.items()]
+    if budget < 0:
+        budget = 0
+    best: dict[int, tuple[float, dict[str, float]]] = {0: (0.0, {})}
+    for c, opts in options.items():
+        nxt: dict[int, tuple[float, dict[str, float]]] = {}
+        for used, (value, chosen) in best.items():
+            for rec, fp, t in opts:
+                u = used + fp
+                if u > budget:
+                    continue
+                v = value + rec
+                if u not in nxt or v > nxt[u][0] + 1e-12:
+                    nxt[u] = (v, {**chosen, c: t})
+        if not nxt:
+            sys.exit(f"no threshold of class {c} fits the false-alarm budget; use more scenes")
+        best = nxt
+    _, (value, chosen) = max(best.items(), key=lambda kv: (round(kv[1][0], 9), -kv[0]))  # most recall, fewest FP
+    out.update(chosen)
+    return {c: out[c] for c in classes}
 
 
 if __name__ == "__main__":

@@ -89,6 +89,42 @@ def test_detect_writes_georeferenced_layers(make_geotiff, bundle_dir: Path, tmp_
     assert meta["input_hash"].startswith("sha256:")
 
 
+def test_detect_applies_the_cards_per_class_thresholds(make_geotiff, bundle_dir: Path, tmp_path: Path) -> None:
+    """A card with per-class thresholds: each class is kept at its own threshold, the result's metadata records
+    them (the detector gate reads them), ``--threshold`` sets one for all, and the summary says so."""
+    import json
+    import shutil
+
+    from rams.detector.bundle import read_card, update_card_metrics
+
+    ortho = _rgba(make_geotiff)
+    model = tmp_path / "per-class"
+    shutil.copytree(bundle_dir, model)
+    classes = read_card(model).classes
+    uniform = run_detect(ortho, tmp_path / "u.gpkg", _cfg(model))
+    base = _dets(tmp_path / "u.gpkg")
+    # raise the threshold of the two classes with the most detections, keep the rest at the card's 0.3
+    top = list(base.label.value_counts().index[:2])
+    assert len(top) == 2, "the tiny model must find two classes on this mosaic"
+    raised = {c: round(float(base.score[base.label == c].median()), 3) for c in top}
+    update_card_metrics(model, "calib", {"what": "test"}, class_thresholds={"balanced": raised})
+    s = run_detect(ortho, tmp_path / "p.gpkg", _cfg(model))
+    dets = _dets(tmp_path / "p.gpkg")
+    want = {c: raised.get(c, 0.3) for c in classes}
+    assert s.class_thresholds == want and s.threshold == 0.3
+    assert all(float(r.score) >= want[r.label] for r in dets.itertuples())
+    assert 0 < len(dets) < len(base) == uniform.detections
+    for c in top:  # the raised classes lost their low-scoring detections, the others kept theirs
+        assert (dets.label == c).sum() < (base.label == c).sum()
+    assert json.loads(read_metadata(tmp_path / "p.gpkg")["class_thresholds"]) == want
+    res = CliRunner().invoke(app, ["detect", str(ortho), "--out", str(tmp_path / "c.gpkg"), "--model", str(model),
+                                   "--tile-size", "256"])
+    assert res.exit_code == 0, res.output
+    assert f"score >= 0.3-{max(raised.values()):g} by class" in res.output
+    s = run_detect(ortho, tmp_path / "t.gpkg", _cfg(model, threshold=0.3))
+    assert s.detections == uniform.detections and set(s.class_thresholds.values()) == {0.3}
+
+
 def test_detect_is_deterministic(make_geotiff, bundle_dir: Path, tmp_path: Path) -> None:
     ortho = _rgba(make_geotiff)
     run_detect(ortho, tmp_path / "a.gpkg", _cfg(bundle_dir))

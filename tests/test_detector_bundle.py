@@ -93,6 +93,9 @@ def test_card_with_extra_key_is_refused(bundle_dir: Path) -> None:
         ({"default_operating_point": "nope"}, "default_operating_point 'nope' is not one of"),
         ({"normalisation": {"mean": [0.5], "std": [0.2]}}, "one per band"),
         ({"weights_sha256": "xyz"}, "64 lowercase hex"),
+        ({"class_thresholds": {"nope": {"pmn": 0.5}}}, "class_thresholds for 'nope', which is not an operating"),
+        ({"class_thresholds": {"balanced": {"shell": 0.5}}}, r"\['shell'\] are not classes of this model"),
+        ({"class_thresholds": {"balanced": {"pmn": 0.0}}}, r"class_thresholds\['balanced'\]\['pmn'\]: threshold 0.0"),
     ],
 )
 def test_card_values_are_validated(bundle_dir: Path, change: dict, message: str) -> None:
@@ -193,3 +196,21 @@ def test_update_card_metrics_and_operating_points(tmp_path: Path) -> None:
     with pytest.raises(ModelError, match="threshold 1.5 must be in"):
         update_card_metrics(folder, "calib", {}, operating_points={"balanced": 1.5})
     assert load_bundle(folder).card.operating_points["balanced"] == 0.42  # a refused update changes nothing
+
+
+def test_class_thresholds_per_operating_point(tmp_path: Path) -> None:
+    """A card's per-class thresholds replace the operating point's single threshold for the classes listed; the
+    others keep it; recalibrating writes them atomically and a bad value changes nothing."""
+    from rams.detector.bundle import update_card_metrics
+
+    folder = tmp_path / "b"
+    make_test_bundle(folder, classes=("pmn", "tm62", "shell"))
+    card = load_bundle(folder).card
+    single = card.default_threshold
+    assert card.thresholds() == {"pmn": single, "tm62": single, "shell": single}
+    card = update_card_metrics(folder, "calib", {"what": "test"}, operating_points={"balanced": 0.5},
+                               class_thresholds={"balanced": {"pmn": 0.3, "shell": 0.7}})
+    assert load_bundle(folder).card.thresholds("balanced") == {"pmn": 0.3, "tm62": 0.5, "shell": 0.7}
+    with pytest.raises(ModelError, match="not classes of this model"):
+        update_card_metrics(folder, "calib", {}, class_thresholds={"balanced": {"pfm1": 0.3}})
+    assert load_bundle(folder).card.thresholds() == card.thresholds()

@@ -190,3 +190,50 @@ def test_threshold_first_decode_equals_topk_first(real_outputs, max_per_tile: in
     assert n_dets[card.operating_points[card.default_operating_point]] > 0
     assert n_dets[0.0] == 8 * max_per_tile if max_per_tile < 1000 else n_dets[0.0] > n_dets[0.3]
     assert n_dets[1.0] <= n_dets[0.9]
+
+
+def test_per_class_thresholds_decode_each_class_at_its_own_threshold(real_outputs) -> None:
+    """Per-class thresholds keep exactly, for each class, the peaks a single threshold at that class's value
+    keeps; all-equal per-class thresholds are the single threshold, bitwise."""
+    outputs, valid, pred = real_outputs
+    card = pred.card
+    k = len(card.classes)
+    stride, cap, kern = pred.stride, card.decoding.max_per_tile, card.decoding.peak_kernel
+    per_class = [0.1 + 0.08 * (i % 5) for i in range(k)]  # 0.10 ... 0.42, differing between classes
+    mixed = decode(outputs, per_class, stride, cap, kern)
+    singles = {t: decode(outputs, t, stride, cap, kern) for t in set(per_class)}
+    total = 0
+    for i, (boxes, scores, labels) in enumerate(mixed):
+        for c in range(k):
+            sb, ss, sl = singles[per_class[c]][i]
+            want = sl == c
+            got = labels == c
+            assert torch.equal(boxes[got], sb[want]) and torch.equal(scores[got], ss[want]), (i, c)
+            assert bool((scores[got] >= per_class[c]).all())
+            total += int(got.sum())
+    assert total > 0 and len({int(c) for _, _, lab in mixed for c in lab}) > 1  # not vacuous
+    for thr in (0.3, card.default_threshold):
+        a = decode(outputs, [thr] * k, stride, cap, kern)
+        b = decode(outputs, thr, stride, cap, kern)
+        for (b1, s1, l1), (b2, s2, l2) in zip(a, b, strict=True):
+            assert torch.equal(b1, b2) and torch.equal(s1, s2) and torch.equal(l1, l2)
+    with pytest.raises(ValueError, match="class thresholds"):
+        decode(outputs, [0.5, 0.5], stride, cap, kern)
+
+
+def test_predictor_takes_class_thresholds_in_every_form(predictor: Predictor) -> None:
+    """``predict`` takes one threshold, a list in card order or a class -> threshold mapping; None is the card's
+    default operating point per class."""
+    card = predictor.card
+    rng = np.random.default_rng(3)
+    x = rng.random((2, 3, 64, 64), dtype=np.float32)
+    as_list = [0.2 + 0.01 * i for i in range(len(card.classes))]
+    as_map = dict(zip(card.classes, as_list, strict=True))
+    a = predictor.predict(x, None, as_list)
+    b = predictor.predict(x, None, as_map)
+    for da, db in zip(a, b, strict=True):
+        assert np.array_equal(da.scores, db.scores) and np.array_equal(da.labels, db.labels)
+    assert predictor.class_thresholds(None) == list(card.thresholds().values())
+    assert predictor.class_thresholds(0.4) == [0.4] * len(card.classes)
+    with pytest.raises(ValueError, match="no score threshold for class"):
+        predictor.predict(x, None, {card.classes[0]: 0.5})

@@ -16,8 +16,9 @@ from typer.testing import CliRunner
 from rams.classes import CLASS_NAMES
 from rams.cli.main import app
 from rams.errors import VectorInputError
+from rams.gate import detector_gate
 from rams.layers import list_layers, read_layer, read_metadata, write_gpkg
-from rams.sha import ReduceConfig, detector_gate, reduce_sha
+from rams.sha import ReduceConfig, reduce_sha
 
 UTM = "EPSG:32638"
 X0, Y0 = 500000.0, 4400000.0
@@ -366,6 +367,29 @@ def test_detector_gate_reasons() -> None:
     assert detector_gate(rec, 0.5, ["tm62"], 0.9) is None  # a lower threshold only finds more
     assert "no measured recall" in str(detector_gate(None, 0.6, ["tm62"], 0.9))
     assert detector_gate(None, 0.6, ["tm62"], 0.0) is None  # switched off
+
+
+def test_detector_gate_with_per_class_thresholds() -> None:
+    """Recall measured at per-class thresholds holds for a run only where the run's threshold of each threat
+    class is no stricter than the measured one; the result's metadata carries both."""
+    import json
+
+    from rams.gate import run_detector_gate
+
+    rec = {"score_threshold": 0.6, "class_thresholds": {"pmn": 0.45, "tm62": 0.63},
+           "per_class": {"pmn": 0.95, "tm62": 0.96}}
+    assert detector_gate(rec, {"pmn": 0.45, "tm62": 0.63}, None, 0.9) is None  # the card's own point
+    assert detector_gate(rec, 0.45, None, 0.9) is None  # --threshold 0.45: looser for both
+    why = detector_gate(rec, 0.6, ["pmn", "tm62"], 0.9)  # one threshold for all: stricter for pmn only
+    assert why is not None and "0.6, stricter than the 0.45" in why and "(pmn)" in why
+    why = detector_gate(rec, {"pmn": 0.5, "tm62": 0.7}, None, 0.9)
+    assert why is not None and "pmn 0.5 > 0.45" in why and "tm62 0.7 > 0.63" in why
+    assert detector_gate(rec, 0.6, ["tm62"], 0.9) is None  # pmn not suspected here
+    meta = {"model_recall": json.dumps(rec), "score_threshold": "0.45",
+            "class_thresholds": json.dumps({"pmn": 0.5, "tm62": 0.63})}
+    why = run_detector_gate(meta, ["pmn"], 0.9)
+    assert why is not None and "stricter" in why  # the per-class record wins over the lowest threshold
+    assert run_detector_gate({**meta, "class_thresholds": ""}, ["pmn"], 0.9) is None
 
 
 def test_unvalidated_detector_never_supports_cancellation() -> None:

@@ -680,8 +680,8 @@ def write_flight(
         frame = gpd.GeoSeries([box(*quality.layer.total_bounds)], crs=quality.layer.crs).to_crs(sha_gdf.crs).iloc[0]
         touched = sha_gdf[sha_gdf.intersects(frame)]
         if len(touched):
+            from rams.gate import run_detector_gate, threat_classes_of
             from rams.layers import read_metadata
-            from rams.sha import run_detector_gate, threat_classes_of
 
             gate = run_detector_gate(read_metadata(det_path), threat_classes_of({}, qcfg.classes),
                                      cfg.decisions.reduce.min_model_recall)  # fmt: skip
@@ -762,8 +762,8 @@ def _write_survey(
                   "weights_sha256": (rec.key or {}).get("weights_sha256", ""),
                   "output": str(gpkg)},
         ))
+    from rams.gate import run_detector_gate, threat_classes_of
     from rams.layers import read_metadata
-    from rams.sha import run_detector_gate, threat_classes_of
 
     gate = None
     for f in done:  # any flight whose detector is not validated keeps the whole survey from proposing cancellation

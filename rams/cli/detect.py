@@ -93,9 +93,18 @@ def detect(
         f"tiles       {summary.tiles_total} ({summary.tiles_resumed} from checkpoint, {summary.tiles_empty} without "
         "imagery)",
         f"analysed    {summary.analysed_ha:.3f} ha at the model GSD (layer 'coverage'; outside it: not analysed)",
-        f"detections  {summary.detections} at score >= {summary.threshold:g} ({by_class}): candidates for review",
+        f"detections  {summary.detections} at {_threshold_words(summary.class_thresholds, summary.threshold)} "
+        f"({by_class}): candidates for review",
         f"speed       {summary.mpx:.0f} Mpx in {summary.seconds:.1f} s ({summary.mpx_per_s:.1f} Mpx/s)",
         f"output      {summary.output}",
     ]
     lines += [f"warning     {w}" for w in summary.warnings]
     typer.echo("\n".join(lines))
+
+
+def _threshold_words(per_class: dict[str, float], lowest: float) -> str:
+    """'score >= 0.6' or, for per-class thresholds, 'score >= 0.45-0.68 by class'."""
+    values = sorted(set(per_class.values())) or [lowest]
+    if len(values) == 1:
+        return f"score >= {values[0]:g}"
+    return f"score >= {values[0]:g}-{values[-1]:g} by class"

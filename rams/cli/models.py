@@ -79,6 +79,11 @@ def show(
         + ", ".join(
             f"{k}={v:.3f}{' (default)' if k == card.default_operating_point else ''}"
             for k, v in card.operating_points.items()
+        )
+        + ("; per class below (what rams detect applies)" if card.class_thresholds else ""),
+        *(
+            f"              {k} by class: " + ", ".join(f"{c} {t:.3f}" for c, t in card.thresholds(k).items())
+            for k in card.class_thresholds
         ),
         f"training      {t.command}",
         f"              data: {'; '.join(t.data)}",

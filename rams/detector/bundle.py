@@ -128,6 +128,10 @@ class ModelCard(_Strict):
     decoding: Decoding = Field(default_factory=Decoding)
     operating_points: dict[str, float]
     """Name -> heatmap-peak score threshold (e.g. 'balanced': the threshold at <= 10 FP/ha on held-out data)."""
+    class_thresholds: dict[str, dict[str, float]] = Field(default_factory=dict)
+    """Per-class thresholds of an operating point (name -> class -> threshold), measured on held-out data: the
+    false-alarm budget of the point spread over the classes where it buys the most recall. A class not listed
+    uses the point's threshold in ``operating_points``."""
     default_operating_point: str
     training: TrainingInfo
     metrics: dict[str, Any] = Field(default_factory=dict)
@@ -181,12 +185,30 @@ class ModelCard(_Strict):
         for name, thr in self.operating_points.items():
             if not 0.0 < thr < 1.0:
                 raise ValueError(f"operating point {name!r}: threshold {thr} must be in (0, 1)")
+        for name, per_class in self.class_thresholds.items():
+            if name not in self.operating_points:
+                raise ValueError(
+                    f"class_thresholds for {name!r}, which is not an operating point ({sorted(self.operating_points)})"
+                )
+            unknown = [c for c in per_class if c not in self.classes]
+            if unknown:
+                raise ValueError(f"class_thresholds[{name!r}]: {unknown} are not classes of this model")
+            for c, thr in per_class.items():
+                if not 0.0 < thr < 1.0:
+                    raise ValueError(f"class_thresholds[{name!r}][{c!r}]: threshold {thr} must be in (0, 1)")
         return self
 
     @property
     def default_threshold(self) -> float:
-        """Score threshold of the default operating point."""
+        """Score threshold of the default operating point (its per-class thresholds: :meth:`thresholds`)."""
         return self.operating_points[self.default_operating_point]
+
+    def thresholds(self, operating_point: str | None = None) -> dict[str, float]:
+        """Score threshold of every class (card order) at an operating point (default: the card's default)."""
+        name = operating_point or self.default_operating_point
+        base = self.operating_points[name]
+        per_class = self.class_thresholds.get(name, {})
+        return {c: float(per_class.get(c, base)) for c in self.classes}
 
 
 def max_object_px(classes: list[str] | tuple[str, ...], gsd_m: float) -> float:
@@ -389,12 +411,17 @@ def save_bundle(
 
 
 def update_card_metrics(
-    folder: Path, key: str, value: dict[str, Any], operating_points: dict[str, float] | None = None
+    folder: Path,
+    key: str,
+    value: dict[str, Any],
+    operating_points: dict[str, float] | None = None,
+    class_thresholds: dict[str, dict[str, float]] | None = None,
 ) -> ModelCard:
     """Set ``metrics[key]`` in a bundle's card (atomically; the weights and their hash are untouched).
 
     Used to record held-out evaluations made after training (e.g. ``scripts/eval_model.py``), and, with
-    ``operating_points``, thresholds re-calibrated on held-out data (the record of how goes in ``metrics[key]``).
+    ``operating_points`` / ``class_thresholds``, thresholds re-calibrated on held-out data (the record of how goes
+    in ``metrics[key]``). The per-class thresholds given replace those of the same operating points.
     """
     folder = Path(folder)
     card = read_card(folder)
@@ -403,6 +430,8 @@ def update_card_metrics(
     changes: dict[str, Any] = {"metrics": metrics}
     if operating_points is not None:
         changes["operating_points"] = {**card.operating_points, **operating_points}
+    if class_thresholds is not None:
+        changes["class_thresholds"] = {**card.class_thresholds, **class_thresholds}
     try:
         new = ModelCard.model_validate({**card.model_dump(mode="json"), **changes})
     except ValidationError as err:

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -134,7 +135,7 @@ def _sigmoid(x: torch.Tensor) -> torch.Tensor:
 
 def decode(
     outputs: dict[str, torch.Tensor],
-    score_threshold: float,
+    score_threshold: float | Sequence[float],
     stride: int,
     max_per_tile: int,
     peak_kernel: int = 3,
@@ -150,11 +151,30 @@ def decode(
     highest peaks, so they are all among the top ``max_per_tile`` unless there are more of them, and then the
     top ``max_per_tile`` are all above it (tested against that order in ``tests/test_detector_predict.py``).
     Background cells, the vast majority, cost one comparison instead of a max-pool, a top-k and a sigmoid.
+
+    ``score_threshold`` is one threshold for every class or one per class (heatmap channel order); per-class
+    thresholds that are all equal decode exactly as the single threshold.
     """
     logits = outputs["heatmap"].float()
     n, k, h, w = logits.shape
     flat_logits = logits.reshape(n, -1)
-    img, flat = (flat_logits >= _candidate_logit(score_threshold)).nonzero(as_tuple=True)
+    class_thr: torch.Tensor | None = None
+    single = 0.0
+    if isinstance(score_threshold, (int, float)):
+        single = float(score_threshold)
+    else:
+        per_class = [float(t) for t in score_threshold]
+        if len(per_class) != k:
+            raise ValueError(f"{len(per_class)} class thresholds for a {k}-class heatmap")
+        if len(set(per_class)) == 1:
+            single = per_class[0]
+        else:
+            class_thr = torch.tensor(per_class, dtype=torch.float32, device=logits.device)
+            cand = torch.tensor([_candidate_logit(t) for t in per_class], dtype=logits.dtype, device=logits.device)
+    if class_thr is None:
+        img, flat = (flat_logits >= _candidate_logit(single)).nonzero(as_tuple=True)
+    else:
+        img, flat = (logits >= cand.view(1, k, 1, 1)).reshape(n, -1).nonzero(as_tuple=True)
     vals = flat_logits[img, flat]
     cls, cell = flat // (h * w), flat % (h * w)
     cy, cx = cell // w, cell % w
@@ -169,7 +189,7 @@ def decode(
             peak &= ~(vals < nb)
     img, flat, vals = img[peak], flat[peak], vals[peak]
     scores = _sigmoid(vals)
-    above = scores >= score_threshold
+    above = scores >= (single if class_thr is None else class_thr[flat // (h * w)])
     img, flat, vals, scores = img[above], flat[above], vals[above], scores[above]
     size, offset = outputs["size"], outputs["offset"]
     out = []
@@ -246,15 +266,36 @@ class Predictor:
         self.std = torch.tensor(norm.std, dtype=torch.float32, device=self.device)
         self.stride = self.card.output_stride
 
+    def class_thresholds(self, score_threshold: float | Sequence[float] | Mapping[str, float] | None) -> list[float]:
+        """Per-class thresholds (card class order) for ``predict``'s ``score_threshold``."""
+        card = self.card
+        if score_threshold is None:
+            return list(card.thresholds().values())
+        if isinstance(score_threshold, (int, float)):
+            return [float(score_threshold)] * len(card.classes)
+        if isinstance(score_threshold, Mapping):
+            missing = [c for c in card.classes if c not in score_threshold]
+            if missing:
+                raise ValueError(f"no score threshold for class(es) {missing}")
+            return [float(score_threshold[c]) for c in card.classes]
+        values = [float(t) for t in score_threshold]
+        if len(values) != len(card.classes):
+            raise ValueError(f"{len(values)} thresholds for the {len(card.classes)} classes of model {card.name}")
+        return values
+
     def predict(
-        self, images: np.ndarray, valid: np.ndarray | None = None, score_threshold: float | None = None
+        self,
+        images: np.ndarray,
+        valid: np.ndarray | None = None,
+        score_threshold: float | Sequence[float] | Mapping[str, float] | None = None,
     ) -> list[Detections]:
         """Detect objects in a batch of tiles.
 
         Args:
             images: float32 ``(N, C, H, W)`` in [0, 1] (C must equal the card's bands).
             valid: bool ``(N, H, W)``; None means every pixel is valid.
-            score_threshold: keep peaks scoring at least this (default: the card's default operating point).
+            score_threshold: keep peaks scoring at least this: one threshold, one per class (card order) or a
+                class -> threshold mapping (default: the card's default operating point, per class).
 
         Returns:
             One :class:`Detections` per image, tile-local, sorted by descending score.
@@ -265,7 +306,7 @@ class Predictor:
         check_band_count(self.card, c)
         if valid is not None and valid.shape != (n, h, w):
             raise ValueError(f"valid mask shape {valid.shape} does not match images {(n, h, w)}")
-        thr = self.card.default_threshold if score_threshold is None else float(score_threshold)
+        thr = self.class_thresholds(score_threshold)
         if n == 0:
             return []
         # pad to a multiple of 16 (the network's coarsest stride) with invalid pixels
