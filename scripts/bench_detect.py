@@ -28,6 +28,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
@@ -53,7 +54,7 @@ def bare(model: str, threads: int, batch: int, repeats: int, tile: int) -> dict[
     rng = np.random.default_rng(0)
     x = rng.random((batch, len(card.bands), t, t), dtype=np.float32)
     valid = np.ones((batch, t, t), bool)
-    thr = float(card.operating_points[card.default_operating_point])
+    thr = card.thresholds()  # the default operating point, per class, as rams detect applies it
     pred.predict(x, valid, thr)  # warm-up
     t0 = time.perf_counter()
     for _ in range(repeats):
@@ -122,7 +123,7 @@ def sahi_run(model: str, ortho: str, threads: int, tile: int) -> dict[str, float
 
         def perform_inference(self, image: np.ndarray) -> None:
             x = image.transpose(2, 0, 1)[None].astype(np.float32) / 255.0
-            self._original_predictions = self.model.predict(x, None, self.confidence_threshold)
+            self._original_predictions = self.model.predict(x, None, thresholds)  # as rams detect: per class
 
         def _create_object_prediction_list_from_original_predictions(
             self, shift_amount_list: list | None = None, full_shape_list: list | None = None
@@ -141,7 +142,8 @@ def sahi_run(model: str, ortho: str, threads: int, tile: int) -> dict[str, float
                                               score=float(score), shift_amount=shift, full_shape=full))
             self._object_prediction_list_per_image = [preds]
 
-    thr = float(card.operating_points[card.default_operating_point])
+    thresholds = card.thresholds()
+    thr = min(thresholds.values())
     t0 = time.perf_counter()
     with rasterio.open(ortho) as src:  # SAHI works on a whole in-memory image
         img = np.ascontiguousarray(src.read([1, 2, 3]).transpose(1, 2, 0))
@@ -180,6 +182,9 @@ def main() -> None:
     ap.add_argument("--no-sahi", action="store_true")
     ap.add_argument("--full-footprint", action="store_true",
                     help="mosaics imaged everywhere (default: an irregular footprint, ~64 %% imaged)")
+    ap.add_argument("--rounds", type=int, default=1,
+                    help="repeat the whole sequence (bare, mosaics, SAHI) this many times and summarise the pairs: "
+                         "each mosaic's %% of bare uses the bare row of its own round")
     ap.add_argument("--workdir", type=Path, default=Path("/tmp/rams-bench-detect"))
     ap.add_argument("--mode", help=argparse.SUPPRESS)
     ap.add_argument("--ortho", help=argparse.SUPPRESS)
@@ -200,8 +205,6 @@ def main() -> None:
         print(json.dumps(sahi_run(a.model, a.ortho, a.threads, tile)))
         return
 
-    from bench_read import write_mosaic
-
     gsd = card.gsd_m
     a.workdir.mkdir(parents=True, exist_ok=True)
     common = ["--model", a.model, "--threads", str(a.threads)]
@@ -209,12 +212,26 @@ def main() -> None:
         common += ["--batch", str(a.batch)]
     if a.tile_size:
         common += ["--tile-size", str(a.tile_size)]
+    rounds: list[list[tuple[str, str, dict[str, float]]]] = []
+    sizes = [("side-by-side", a.sahi_mpx / 1e3), ("large", a.gpx), ("large x scale", a.gpx * a.scale)]
+    for rnd in range(a.rounds):
+        rows = one_round(a, common, sizes, gsd)
+        rounds.append(rows)
+        print_table(a, rows, tile, batch, card, gsd, f" (round {rnd + 1} of {a.rounds})" if a.rounds > 1 else "")
+    if a.rounds > 1:
+        print_summary(rounds)
+
+
+def one_round(a: argparse.Namespace, common: list[str], sizes: list[tuple[str, float]], gsd: float
+              ) -> list[tuple[str, str, dict[str, float]]]:  # fmt: skip
+    """Bare inference, then each mosaic (and SAHI on the small one), each in a fresh process."""
+    from bench_read import write_mosaic
+
     rows: list[tuple[str, str, dict[str, float]]] = []
     b = _sub(["--mode", "bare", "--repeats", str(a.repeats), *common])
     rows.append(("bare inference", "-", {**b, "tile_mpx": b["mpx"], "mosaic_mpx": float("nan"),
                                          "imaged_mpx": float("nan")}))
     print("bare done", file=sys.stderr, flush=True)
-    sizes = [("side-by-side", a.sahi_mpx / 1e3), ("large", a.gpx), ("large x scale", a.gpx * a.scale)]
     for name, gpx in sizes:
         if gpx <= 0:
             continue
@@ -231,9 +248,14 @@ def main() -> None:
             same_tile = ["--tile-size", str(r["tile_px"])] if not a.tile_size else []  # the tiles rams used
             rows.append(("SAHI sliced", label, _sub(["--mode", "sahi", "--ortho", str(path), *common, *same_tile])))
             print("sahi done", file=sys.stderr, flush=True)
+    return rows
+
+
+def print_table(a: argparse.Namespace, rows: list[tuple[str, str, dict[str, float]]], tile: int, batch: int,
+                card: Any, gsd: float, title: str) -> None:  # fmt: skip
     base = rows[0][2]["mpx_s"]
-    print(f"\nmodel {a.model}, {a.threads} threads, bare: tiles {tile} px, batch {batch}; rams detect: tile size "
-          f"{a.tile_size or 'default'}, batch {a.batch or 'default'} (SAHI: the same tiles); "
+    print(f"\nmodel {a.model}{title}, {a.threads} threads, bare: tiles {tile} px, batch {batch}; rams detect: "
+          f"tile size {a.tile_size or 'default'}, batch {a.batch or 'default'} (SAHI: the same tiles); "
           f"overlap {card.overlap_px} px; "
           f"reader threads {'by core count' if a.workers is None else a.workers}; "
           f"Mpx at the model GSD ({gsd * 100:g} cm/px); "
@@ -252,6 +274,40 @@ def main() -> None:
               f"{f(100 * mos / base, '.0f')}{'' if math.isnan(mos) else ' %'} | {r['tile_mpx']:.0f} | "
               f"{r['tile_mpx'] / dt:.2f} | {f(r['imaged_mpx'] / dt, '.2f')} | {r['rss_mb']:.0f} | "
               f"{int(r.get('detections', 0))} |")
+
+
+def print_summary(rounds: list[list[tuple[str, str, dict[str, float]]]]) -> None:
+    """Per mosaic: median and range of % of bare over the rounds (each against its own round's bare row); rams
+    against SAHI: rounds won on time, median time ratio, peak memory."""
+    import statistics
+
+    print(f"\nsummary of {len(rounds)} rounds (each ratio uses the bare row of its own round)\n")
+    print("| row | mosaic | median s | median % of bare (min-max) | median tile % of bare | peak RSS MB (max) |")
+    print("|---|---|---|---|---|---|")
+    keys = [(run, label) for run, label, _ in rounds[0][1:]]
+    for run, label in keys:
+        pct, tpct, secs, rss = [], [], [], []
+        for rows in rounds:
+            base = rows[0][2]["mpx_s"]
+            r = next(r for ru, la, r in rows if (ru, la) == (run, label))
+            pct.append(100 * r["mosaic_mpx"] / r["seconds"] / base)
+            tpct.append(100 * r["tile_mpx"] / r["seconds"] / base)
+            secs.append(r["seconds"])
+            rss.append(r["rss_mb"])
+        print(f"| {run} | {label} | {statistics.median(secs):.1f} | {statistics.median(pct):.0f} % "
+              f"({min(pct):.0f}-{max(pct):.0f}) | {statistics.median(tpct):.0f} % | {max(rss):.0f} |")
+    pairs = []
+    for rows in rounds:
+        sahi = [(la, r) for ru, la, r in rows if ru == "SAHI sliced"]
+        for la, rs in sahi:
+            rr = next(r for ru, lab, r in rows if lab == la and ru.startswith("rams detect"))
+            pairs.append((rr["seconds"], rs["seconds"], rr["rss_mb"], rs["rss_mb"]))
+    if pairs:
+        wins = sum(1 for r, s, _, _ in pairs if r < s)
+        ratio = statistics.median(r / s for r, s, _, _ in pairs)
+        print(f"\nrams detect vs SAHI (same mosaic, same round): faster in {wins} of {len(pairs)} rounds, median "
+              f"time ratio {ratio:.2f} (rams / SAHI); peak RSS rams {max(p[2] for p in pairs):.0f} MB max vs SAHI "
+              f"{min(p[3] for p in pairs):.0f} MB min")
 
 
 if __name__ == "__main__":

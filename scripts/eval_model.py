@@ -305,8 +305,9 @@ def calibrate(
     if args.json:
         Path(args.json).write_text(json.dumps(record, indent=2))
     if args.update_card:
+        # without --per-class, the re-set points drop any per-class thresholds (they belonged to the old ones)
         update_card_metrics(folder, "operating_point_calibration", record, operating_points=ops,
-                            class_thresholds=class_ops if args.per_class else None)  # fmt: skip
+                            class_thresholds=class_ops if args.per_class else {k: {} for k in ops})  # fmt: skip
         print(f"operating points {ops} written to {folder / 'model.json'}")
 
 
