@@ -43,7 +43,7 @@ from pydantic import field_validator
 
 from rams.config import StrictModel
 from rams.errors import InputError, VectorInputError
-from rams.layers import list_layers, read_layer, write_metadata, write_styles
+from rams.layers import geometry_type_option, list_layers, read_layer, write_metadata, write_styles
 from rams.outputs import atomic_path
 
 if TYPE_CHECKING:
@@ -148,10 +148,8 @@ def derive_gpkg(
     with atomic_path(Path(dest), overwrite=overwrite) as tmp:
         shutil.copyfile(src, tmp)
         for name, gdf in layers.items():
-            kw: dict[str, Any] = {}
-            if gdf.empty:
-                kw["geometry_type"] = "MultiPolygon"
-            pyogrio.write_dataframe(gdf, tmp, layer=name, driver="GPKG", promote_to_multi=False, **kw)
+            pyogrio.write_dataframe(gdf, tmp, layer=name, driver="GPKG", promote_to_multi=False,
+                                    **geometry_type_option(name, gdf))  # fmt: skip
         if metadata is not None or styles:
             con = sqlite3.connect(tmp)
             try:

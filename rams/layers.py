@@ -20,6 +20,12 @@ from rams.outputs import atomic_path
 log = logging.getLogger(__name__)
 
 METADATA_TABLE = "rams_metadata"
+#: GeoPackage version written (GDAL's default is 1.4 since GDAL 3.7; QGIS and ArcGIS builds on older GDAL warn
+#: that a 1.4 file "may only be partially supported"; rams uses nothing newer than 1.2).
+GPKG_VERSION = "1.2"
+#: Geometry type declared for a layer written *empty* (GDAL would declare "Unknown", and QGIS then opens the layer
+#: without a geometry type, so its default style cannot apply). rams layers are polygons; these are single-part.
+SINGLE_PART_LAYERS = frozenset({"detections", "truth", "confusers", "sha_reduction"})
 
 
 def list_layers(path: Path) -> list[str]:
@@ -96,8 +102,10 @@ def write_gpkg(
     import pyogrio
 
     with atomic_path(Path(dest), overwrite=overwrite) as tmp:
-        for name, gdf in layers.items():
-            pyogrio.write_dataframe(gdf, tmp, layer=name, driver="GPKG", promote_to_multi=False)
+        for i, (name, gdf) in enumerate(layers.items()):
+            opts = {"dataset_options": {"VERSION": GPKG_VERSION}} if i == 0 else {}
+            pyogrio.write_dataframe(gdf, tmp, layer=name, driver="GPKG", promote_to_multi=False,
+                                    **geometry_type_option(name, gdf), **opts)  # fmt: skip
         if metadata is not None or styles:
             con = sqlite3.connect(tmp)
             try:
@@ -109,6 +117,14 @@ def write_gpkg(
             finally:
                 con.close()
     return Path(dest)
+
+
+def geometry_type_option(name: str, gdf: gpd.GeoDataFrame) -> dict[str, str]:
+    """``pyogrio.write_dataframe`` keyword declaring the geometry type of an empty layer (see
+    :data:`SINGLE_PART_LAYERS`); nothing for a layer with features (GDAL takes the type from them)."""
+    if not gdf.empty:
+        return {}
+    return {"geometry_type": "Polygon" if name in SINGLE_PART_LAYERS else "MultiPolygon"}
 
 
 def write_metadata(con: sqlite3.Connection, metadata: Mapping[str, Any]) -> None:
@@ -143,7 +159,8 @@ def write_styles(con: sqlite3.Connection, styles: Mapping[str, str]) -> None:
         """CREATE TABLE IF NOT EXISTS layer_styles (
         id INTEGER PRIMARY KEY AUTOINCREMENT, f_table_catalog TEXT, f_table_schema TEXT, f_table_name TEXT,
         f_geometry_column TEXT, styleName TEXT, styleQML TEXT, styleSLD TEXT, useAsDefault BOOLEAN,
-        description TEXT, owner TEXT, ui TEXT, update_time DATETIME DEFAULT CURRENT_TIMESTAMP)"""
+        description TEXT, owner TEXT, ui TEXT,
+        update_time DATETIME DEFAULT (strftime('%Y-%m-%dT%H:%M:%fZ', 'now')))"""
     )
     con.execute(
         "INSERT OR REPLACE INTO gpkg_contents (table_name, data_type, identifier, description) "

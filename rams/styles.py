@@ -30,6 +30,7 @@ CANCEL_GREEN: RGB = (56, 168, 0)
 ADEQUATE_GREEN: RGB = (26, 150, 65)
 INADEQUATE_MAGENTA: RGB = (200, 40, 160)
 NOT_IMAGED_GREY: RGB = (110, 110, 110)
+ANALYSED_BLUE: RGB = (0, 112, 192)
 FILL_ALPHA = 128
 """50 % fill (of 255), as the land-release convention asks."""
 
@@ -41,6 +42,7 @@ REMAINING_REASONS: tuple[str, ...] = (
     "not analysed",
     "below minimum size",
     "quality not assessed",
+    "detector not validated",
 )
 
 #: Values of ``coverage_quality.quality``.
@@ -150,11 +152,16 @@ def single_symbol_qml(sym: FillSymbol) -> str:
     return _document(renderer)
 
 
-def categorized_qml(field: str, categories: Iterable[tuple[str, str, FillSymbol]]) -> str:
-    """QML for a layer coloured by the value of ``field``: ``(value, label, symbol)`` per category."""
+def categorized_qml(
+    field: str, categories: Iterable[tuple[str, str, FillSymbol]], other: tuple[str, FillSymbol] | None = None
+) -> str:
+    """QML for a layer coloured by the value of ``field``: ``(value, label, symbol)`` per category, and ``other``
+    ``(label, symbol)`` for every value not listed (QGIS's "all other values" category: an empty value). Without
+    it QGIS draws nothing for an unlisted value."""
     cats = []
     syms = []
-    for i, (value, label, sym) in enumerate(categories):
+    entries = list(categories) + ([("", other[0], other[1])] if other else [])
+    for i, (value, label, sym) in enumerate(entries):
         cats.append(
             f'<category render="true" value={quoteattr(value)} symbol="{i}" label={quoteattr(label)}/>'
         )
@@ -171,6 +178,7 @@ def categorized_qml(field: str, categories: Iterable[tuple[str, str, FillSymbol]
 SHA_SYMBOL = FillSymbol(SHA_ORANGE)
 CHA_SYMBOL = FillSymbol(CHA_RED)
 CANCEL_SYMBOL = FillSymbol(CANCEL_GREEN)
+COVERAGE_SYMBOL = FillSymbol(ANALYSED_BLUE, fill_alpha=0, outline=ANALYSED_BLUE, outline_width_mm=0.6, pattern="no")
 
 #: Colour of each remaining reason: evidence is the CHA the evidence supports, the rest stays SHA.
 REMAINING_SYMBOLS: dict[str, FillSymbol] = {
@@ -180,6 +188,7 @@ REMAINING_SYMBOLS: dict[str, FillSymbol] = {
     "not analysed": FillSymbol(SHA_ORANGE, pattern="solid", outline=NOT_IMAGED_GREY),
     "below minimum size": SHA_SYMBOL,
     "quality not assessed": FillSymbol(SHA_ORANGE, pattern="solid", outline=NOT_IMAGED_GREY),
+    "detector not validated": FillSymbol(SHA_ORANGE, pattern="solid", outline=CHA_RED),
 }
 
 QUALITY_SYMBOLS: dict[str, FillSymbol] = {
@@ -198,6 +207,7 @@ _REMAINING_LABELS = {
     "not analysed": "Remains SHA: not analysed by the detector",
     "below minimum size": "Remains SHA: piece below minimum size",
     "quality not assessed": "Remains SHA: imaging quality not assessed",
+    "detector not validated": "Remains SHA: detector not validated for the threats",
 }
 
 
@@ -211,12 +221,15 @@ def layer_qml(layer: str) -> str | None:
         return single_symbol_qml(CANCEL_SYMBOL)
     if layer == "sha_proposed_remaining":
         return categorized_qml(
-            "reason", [(r, _REMAINING_LABELS[r], REMAINING_SYMBOLS[r]) for r in REMAINING_REASONS]
+            "reason", [(r, _REMAINING_LABELS[r], REMAINING_SYMBOLS[r]) for r in REMAINING_REASONS],
+            other=("Remains SHA: other reason", SHA_SYMBOL),
         )
     if layer == "coverage_quality":
         return categorized_qml("quality", [(c, c, QUALITY_SYMBOLS[c]) for c in QUALITY_CLASSES])
     if layer == "detections":
         return single_symbol_qml(FillSymbol(CHA_RED, fill_alpha=255, outline=CHA_RED, centroid_marker=True))
+    if layer == "coverage":  # ground the detector analysed: an outline, so that what lies under it stays visible
+        return single_symbol_qml(COVERAGE_SYMBOL)
     return None
 
 

@@ -268,6 +268,14 @@ def test_out_name_must_fit_the_format(decision: Path, tmp_path: Path) -> None:
         export_layers(decision, "fgb", tmp_path / "x", ["hazard_polygons"])
 
 
+def sym_colour_of_other(root: object) -> str:
+    """Fill colour of the catch-all ("") category of a categorized QML."""
+    cats = {c.get("value"): c.get("symbol") for c in root.iter("category")}  # type: ignore[attr-defined]
+    syms = {s.get("name"): s for s in root.iter("symbol")}  # type: ignore[attr-defined]
+    opts = [o.get("value", "") for o in syms[cats[""]].iter("Option") if o.get("name") == "color"]
+    return opts[0]
+
+
 def test_qml_styles_parse_and_follow_land_release_colours() -> None:
     import xml.etree.ElementTree as ET
 
@@ -288,7 +296,8 @@ def test_qml_styles_parse_and_follow_land_release_colours() -> None:
     r = rem.find("renderer-v2")
     assert r is not None and r.get("type") == "categorizedSymbol" and r.get("attr") == "reason"
     cats = {c.get("value"): c.get("symbol") for c in rem.iter("category")}
-    assert set(cats) == set(REMAINING_REASONS)
+    assert set(cats) == set(REMAINING_REASONS) | {""}  # "": QGIS's "all other values" category
+    assert sym_colour_of_other(rem) == "244,167,24,128"  # an unforeseen reason is still drawn as SHA
     sym_colour = {s.get("name"): colours(s)[0] for s in rem.iter("symbol")}
     assert sym_colour[cats["evidence"]] == "255,0,0,128" and sym_colour[cats["not imaged"]] == "244,167,24,128"
     q = ET.fromstring(styles["coverage_quality"])

@@ -400,6 +400,9 @@ def test_unvalidated_detector_never_supports_cancellation() -> None:
     assert res.cancellation.empty and res.table.iloc[0].cancel_m2 == 0
     assert "no cancellation proposed" in res.table.iloc[0].status
     by = areas_by_reason(res.remaining)
+    from rams.styles import REMAINING_REASONS
+
+    assert set(by) <= set(REMAINING_REASONS)  # every reason has its own category in the QGIS style
     # the ground that would have been cancelled is kept, with its reason
     assert by["detector not validated"] == pytest.approx(proven.table.iloc[0].cancel_m2, rel=1e-6)
     assert sum(by.values()) == pytest.approx(10000, rel=1e-6)
