@@ -198,6 +198,9 @@ class DetectPlan:
             "config_sha256": text_hash(self.resolved_config),
             "aoi_hash": fast_file_hash(self.aoi_path) if self.aoi_path is not None else None,
             "tiles": len(self.tiles),
+            # the card's thresholds can be re-calibrated without touching the weights: tiles kept at other
+            # thresholds must not be mixed into this run
+            "class_thresholds": dict(self.class_thresholds),
         }
 
 

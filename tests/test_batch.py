@@ -133,6 +133,8 @@ def test_status_decisions_and_run_history(tmp_path: Path) -> None:
     assert st.decide("F1", KEY, output_exists=False) == ("run", "output missing")
     changed = FlightKey("sha256:aa", "bb" * 32, "cc", "xx", "sha256:ee")
     assert st.decide("F1", changed, True) == ("run", "changed: decisions_config_sha256, sha_sha256")
+    recalibrated = FlightKey("sha256:aa", "bb" * 32, "cc", "dd", None, card_sha256="ff")  # same weights, new card
+    assert st.decide("F1", recalibrated, True) == ("run", "changed: card_sha256")
     st.start("F2", "/x/f2.tif", KEY, "new")
     st.fail("F2", "orthomosaic is corrupt", 0.5)
     assert st.decide("F2", KEY, False) == ("run", "retry after failure")

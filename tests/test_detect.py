@@ -158,6 +158,32 @@ def test_interrupted_run_resumes_to_same_result(make_geotiff, bundle_dir: Path, 
     assert a.geometry.equals(b.geometry)
 
 
+def test_resume_refuses_tiles_kept_at_other_thresholds(make_geotiff, bundle_dir: Path, tmp_path: Path) -> None:
+    """Re-calibrating the card (same weights) between an interrupted run and its resume must not mix tiles kept
+    at the old thresholds into the new result."""
+    import shutil
+
+    from rams.detector.bundle import update_card_metrics
+    from rams.errors import InputError
+
+    model = tmp_path / "m"
+    shutil.copytree(bundle_dir, model)
+    ortho = _rgba(make_geotiff)
+    out = tmp_path / "r.gpkg"
+    calls = {"n": 0}
+
+    def stop(done: int, total: int, mpx: float) -> None:
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        run_detect(ortho, out, _cfg(model), progress=stop)
+    update_card_metrics(model, "calib", {"what": "test"}, class_thresholds={"balanced": {"pmn": 0.5}})
+    with pytest.raises(InputError, match="cannot resume: class_thresholds changed"):
+        run_detect(ortho, out, _cfg(model), resume=True)
+
+
 def test_kill_9_then_resume(make_geotiff, bundle_dir: Path, tmp_path: Path) -> None:
     ortho = _rgba(make_geotiff, h=1600, w=1600, valid_cols=1600)
     ref = tmp_path / "ref.gpkg"

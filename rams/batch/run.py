@@ -210,6 +210,7 @@ def run_batch(
          "reduce": cfg.decisions.reduce.model_dump(mode="json")}, sort_keys=False,
     )
     detect_hash, decisions_hash = text_hash(detect_text), text_hash(decisions_text)
+    card_hash = text_hash(json.dumps(card.model_dump(mode="json"), sort_keys=True))
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / FLIGHTS_DIR).mkdir(exist_ok=True)
     with batch_lock(out_dir):
@@ -231,7 +232,7 @@ def run_batch(
                 outcomes[flight.flight_id] = FlightOutcome(flight.flight_id, str(flight.ortho), "failed", "unreadable",
                                                            error=msg)
                 continue
-            key = FlightKey(input_hash, card.weights_sha256, detect_hash, decisions_hash, sha_hash)
+            key = FlightKey(input_hash, card.weights_sha256, detect_hash, decisions_hash, sha_hash, card_hash)
             out = flight_output(out_dir, flight.flight_id)
             action, reason = status.decide(flight.flight_id, key, out.exists())
             if action == "run" and rec.state == "running" and _output_has_key(out, key):

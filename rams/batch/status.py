@@ -51,6 +51,9 @@ class FlightKey:
     decisions_config_sha256: str
     """Hash of the resolved coverage-quality, polygons and reduce configs."""
     sha_sha256: str | None = None
+    card_sha256: str = ""
+    """Hash of the model card: re-calibrated thresholds or a new measured recall (which the detector gate reads)
+    change the result although the weights do not."""
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
