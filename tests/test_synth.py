@@ -241,6 +241,38 @@ def test_chip_classes_terrains_thermal_and_errors() -> None:
         ChipSampler(positive_fraction=0.8, hard_negative_fraction=0.5)
 
 
+def test_held_out_terrain_renders_only_when_named() -> None:
+    """``stubble`` is a terrain default training data never contains (to evaluate on unseen ground); naming it
+    renders it, with its straw rows in the canopy."""
+    from rams.synth.terrain import ALL_TERRAINS, BASE_TERRAINS, TERRAINS, random_ground, render_ground
+
+    assert "stubble" in ALL_TERRAINS and "stubble" not in TERRAINS and "stubble" not in BASE_TERRAINS
+    default = ChipSampler(seed=3, chip_size_px=64, ground_pool=4, plate_px=160)
+    assert "stubble" not in default.terrains
+    named = ChipSampler(seed=3, chip_size_px=64, terrains=["stubble"], ground_pool=1, plate_px=160)
+    assert named.sample(0).terrain == "stubble"
+    p = random_ground(np.random.default_rng(3), "stubble", (0.0, 0.0, 2.0, 2.0))
+    xs = (np.arange(200) + 0.5) * 0.01
+    g = render_ground(p, xs, xs, np.arange(200), np.arange(200), 0.01, (135.0, 45.0))
+    assert 0.02 < float((g.canopy_alpha > 0.5).mean()) < 0.5  # stubble clumps and straw, not a closed canopy
+    scene = build_scene(small_cfg(terrain="stubble"))
+    assert scene.ground.terrain == "stubble"
+
+
+def test_existing_terrains_draw_exactly_as_before() -> None:
+    """Every scene and chip is a function of its seed: a change to the random draws of a terrain (e.g. a new
+    terrain's value added to a dict literal whose entries all draw) silently changes every dataset and
+    evaluation scene. Pinned on the parameters of each default terrain for one seed (2026-11-27)."""
+    import hashlib
+
+    from rams.synth.terrain import TERRAINS, random_ground
+
+    text = "\n".join(repr(random_ground(np.random.default_rng(5), t, (0.0, 0.0, 10.0, 10.0))) for t in TERRAINS)
+    assert hashlib.sha256(text.encode()).hexdigest() == (
+        "b7779ce36cd5b27a3e81986820c2d258a152267dc9b34a97997bf6947da581c4"
+    )
+
+
 def test_chips_import_no_gdal() -> None:
     code = (
         "import sys\n"

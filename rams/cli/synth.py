@@ -33,7 +33,8 @@ def synth(
     ),
     gsd: float | None = typer.Option(None, "--gsd", help="Ground sample distance in metres per pixel, e.g. 0.005."),
     terrain: str | None = typer.Option(
-        None, "--terrain", help="ploughed, dry_grass, crop, gravel, sand or mixed (default mixed)."
+        None, "--terrain", help="ploughed, dry_grass, crop, gravel, sand or mixed (default mixed); stubble: a "
+        "terrain never drawn for training (to evaluate on unseen ground)."
     ),
     targets: str | None = typer.Option(
         None, "--targets", help="Target preset: mixed, ap, at, scatterable, uxo, pfm1 or none (default mixed)."

@@ -47,7 +47,7 @@ from rams.synth.scene import (
     random_thermal,
     render_window,
 )
-from rams.synth.terrain import TERRAINS, GroundParams, random_ground
+from rams.synth.terrain import ALL_TERRAINS, TERRAINS, GroundParams, random_ground
 
 #: Confuser kinds that look most like mines at survey GSDs (over-sampled in hard-negative chips).
 _MINE_LIKE = ("stone", "lid", "can", "bottle", "plastic", "clod", "stick", "shadow", "weed", "leaf")
@@ -120,7 +120,8 @@ class ChipSampler:
         chip_size_px: chip height and width in pixels.
         gsd_m: nominal ground sample distance (metres per pixel).
         bands: "rgb" (3 bands; "rgba" is the same: alpha is a mask, not an image band) or "thermal" (1 band).
-        terrains: terrains to draw from (default all of :data:`rams.synth.terrain.TERRAINS`).
+        terrains: terrains to draw from (default all of :data:`rams.synth.terrain.TERRAINS`; the held-out
+            terrains of :data:`rams.synth.terrain.HELD_OUT_TERRAINS` only when named).
         classes: target classes to draw from (default all of :data:`rams.classes.CLASS_NAMES`).
         gsd_jitter: (low, high) multiplier range on ``gsd_m`` (log-uniform), so the model sees a GSD range.
         positive_fraction: share of chips with targets.
@@ -158,9 +159,9 @@ class ChipSampler:
         if bands not in ("rgb", "rgba", "thermal"):
             raise ConfigError(f"bands={bands!r}: use 'rgb', 'rgba' or 'thermal'")
         self.terrains = tuple(terrains) if terrains else TERRAINS
-        bad = [t for t in self.terrains if t not in TERRAINS]
+        bad = [t for t in self.terrains if t not in ALL_TERRAINS]
         if bad:
-            raise ConfigError(f"unknown terrain(s) {bad}; choose from {', '.join(TERRAINS)}")
+            raise ConfigError(f"unknown terrain(s) {bad}; choose from {', '.join(ALL_TERRAINS)}")
         self.classes = tuple(classes) if classes else CLASS_NAMES
         badc = [c for c in self.classes if c not in CLASS_NAMES]
         if badc:

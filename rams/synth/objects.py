@@ -691,6 +691,8 @@ CONFUSER_DENSITY: dict[str, dict[str, float]] = {
                "weed": 0.2, "leaf": 0.1, "stick": 0.05, "shadow": 0.01},
     "sand": {"stone": 0.3, "plastic": 0.08, "lid": 0.02, "can": 0.02, "bottle": 0.03, "weed": 0.15,
              "stick": 0.1, "leaf": 0.05, "shadow": 0.02},
+    "stubble": {"clod": 1.0, "stone": 0.4, "stick": 0.5, "weed": 0.35, "leaf": 0.15, "plastic": 0.05, "lid": 0.01,
+                "can": 0.01, "bottle": 0.01, "shadow": 0.01},
 }
 
 

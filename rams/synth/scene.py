@@ -50,7 +50,7 @@ from rams.synth.objects import (
     Canvas as _Canvas,
 )
 from rams.synth.terrain import (
-    TERRAINS,
+    ALL_TERRAINS,
     GroundParams,
     random_ground,
     render_ground,
@@ -132,8 +132,8 @@ class SynthConfig(StrictModel):
     @field_validator("terrain")
     @classmethod
     def _terrain(cls, v: str) -> str:
-        if v not in TERRAINS:
-            raise ValueError(f"unknown terrain {v!r}; choose one of {', '.join(TERRAINS)}")
+        if v not in ALL_TERRAINS:
+            raise ValueError(f"unknown terrain {v!r}; choose one of {', '.join(ALL_TERRAINS)}")
         return v
 
     @field_validator("targets")

@@ -20,9 +20,14 @@ import numpy as np
 from rams.synth.noise import Coarse, smooth_noise, subseed, uniform2
 from rams.synth.textures import bombed
 
-#: Terrain names accepted by the generator ("mixed" joins two of the others along a field edge).
+#: Terrains drawn by default ("mixed" joins two of the others along a field edge): what training chips come from.
 TERRAINS: tuple[str, ...] = ("ploughed", "dry_grass", "crop", "gravel", "sand", "mixed")
 BASE_TERRAINS: tuple[str, ...] = ("ploughed", "dry_grass", "crop", "gravel", "sand")
+#: Terrains the generator also renders, but only when asked by name: never in default training data, so a model
+#: trained on the defaults can be evaluated on ground it has never seen ("stubble": a harvested cereal field,
+#: dry soil with drill rows of cut straw stems and chopped straw lying about).
+HELD_OUT_TERRAINS: tuple[str, ...] = ("stubble",)
+ALL_TERRAINS: tuple[str, ...] = TERRAINS + HELD_OUT_TERRAINS
 
 #: Soil albedo palette (display RGB in [0, 1]): loam, moist dark, reddish, grey-brown, pale dry, chalky.
 SOIL_COLOURS: tuple[tuple[float, float, float], ...] = (
@@ -133,19 +138,24 @@ def random_ground(
     veg = green if terrain == "crop" else straw
     furrow_period = float(rng.uniform(0.22, 0.6))
     furrow_amp = {"ploughed": rng.uniform(0.02, 0.06), "crop": rng.uniform(0.005, 0.02)}.get(terrain, 0.0)
+    if terrain == "stubble":  # drill rows of the harvested crop: shallow, close together
+        furrow_period = float(rng.uniform(0.12, 0.2))
+        furrow_amp = rng.uniform(0.002, 0.008)
     cover = {
         "ploughed": rng.uniform(0.0, 0.12),
         "dry_grass": rng.uniform(0.3, 0.85),
         "crop": rng.uniform(0.0, 0.15),
         "gravel": rng.uniform(0.0, 0.15),
         "sand": rng.uniform(0.0, 0.1),
-    }[terrain]
+    }.get(terrain, 0.0)  # (every entry draws: a new terrain must not add one here, or all scenes change)
+    if terrain == "stubble":
+        cover = rng.uniform(0.15, 0.4)  # chopped straw lying about
     if terrain == "sand":
         soil = _jitter(rng, (0.70, 0.63, 0.52) if rng.random() < 0.6 else (0.62, 0.58, 0.50), 0.05)
     elif terrain == "gravel":
         soil = _jitter(rng, (0.55, 0.52, 0.47) if rng.random() < 0.6 else (0.60, 0.54, 0.44), 0.05)
     if n_tracks is None:
-        n_tracks = int(rng.integers(0, 3)) if terrain in ("ploughed", "crop", "dry_grass", "sand") else 0
+        n_tracks = int(rng.integers(0, 3)) if terrain in ("ploughed", "crop", "dry_grass", "sand", "stubble") else 0
     tracks = []
     for _ in range(n_tracks):
         tracks.append(
@@ -170,9 +180,10 @@ def random_ground(
         furrow_angle_deg=float(rng.uniform(0, 180)),
         furrow_amp_m=float(furrow_amp) if terrain != "sand" else float(rng.uniform(0.0015, 0.007)),
         cover=float(cover),
-        row_spacing_m=float(rng.uniform(0.35, 0.75)),
-        plant_spacing_m=float(rng.uniform(0.08, 0.25)),
-        plant_radius_m=float(rng.uniform(0.025, 0.07)),
+        # crop: seedling rows; stubble: the cut stems of each drill row (a clump 2-4 cm across every few cm)
+        row_spacing_m=furrow_period if terrain == "stubble" else float(rng.uniform(0.35, 0.75)),
+        plant_spacing_m=float(rng.uniform(0.03, 0.07) if terrain == "stubble" else rng.uniform(0.08, 0.25)),
+        plant_radius_m=float(rng.uniform(0.01, 0.02) if terrain == "stubble" else rng.uniform(0.025, 0.07)),
         tracks=tuple(tracks),
         texel_scale=float(rng.uniform(0.8, 1.6)),
     )
@@ -233,10 +244,11 @@ def render_ground(
     smooth_h_c = 0.03 * cn("undul", 1.5, 2)
     crumb = bombed("gravel" if p.terrain == "gravel" else "gravel_soft", subseed(sd, "crumb"), rows, cols, gsd_m,
                    texel_m=0.0012 * ts if p.terrain == "gravel" else 0.0007 * ts, mix_scale_m=1.2, coarse=cg)
-    crumb_amp = {"ploughed": 0.07, "crop": 0.06, "gravel": 0.22, "sand": 0.03, "dry_grass": 0.06}[p.terrain]
+    crumb_amp = {"ploughed": 0.07, "crop": 0.06, "gravel": 0.22, "sand": 0.03, "dry_grass": 0.06,
+                 "stubble": 0.05}[p.terrain]
     lum: np.ndarray = 1.0 + crumb_amp * crumb
     # --- relief
-    if p.terrain in ("ploughed", "crop"):
+    if p.terrain in ("ploughed", "crop", "stubble"):
         _, b = _rotated(xs, ys, p.furrow_angle_deg)
         pc = cg.up(np.stack([cn("fwarp", 3.0) * 0.35 * p.furrow_period_m,
                              p.furrow_amp_m * (0.7 + 0.3 * cn("famp", 2.0)), smooth_h_c]))
@@ -292,7 +304,7 @@ def render_ground(
     canopy_alpha: np.ndarray = np.zeros((h, w), np.float32)
     canopy_rgb: np.ndarray = np.zeros((3, h, w), np.float32)
     shadow: np.ndarray = np.zeros((h, w), np.float32)
-    if p.terrain == "crop":
+    if p.terrain in ("crop", "stubble"):
         canopy_alpha, shadow, canopy_rgb = _plants(p, xs, ys, gsd_m, sun, cg)
     if p.cover > 0.0:
         grass = bombed("grass", subseed(sd, "grass"), rows, cols, gsd_m, texel_m=0.002 * ts, mix_scale_m=0.9,
