@@ -79,6 +79,9 @@ def main() -> None:
     ap.add_argument("--rams", default=str(Path(sys.executable).with_name("rams")))
     ap.add_argument("--json", default=None, help="also write the result to this JSON file")
     ap.add_argument("--update-card", action="store_true", help="record the result in the bundle's card")
+    ap.add_argument("--card-key", default="synthetic_scenes",
+                    help="metrics key of the card to record under (synthetic_scenes: the record the detector gate "
+                         "reads; e.g. synthetic_scenes_unseen_terrain for a held-out terrain)")
     ap.add_argument("--per-class", action="store_true",
                     help="with --calibrate: also set per-class thresholds within each rate (see per_class_thresholds)")
     ap.add_argument("--calibrate", default=None, metavar="NAME=FP_PER_HA,...",
@@ -235,8 +238,8 @@ def main() -> None:
     if args.json:
         Path(args.json).write_text(json.dumps(result, indent=2))
     if args.update_card:
-        update_card_metrics(resolve_bundle_path(args.model), "synthetic_scenes", result)
-        print(f"recorded in {resolve_bundle_path(args.model) / 'model.json'} (metrics.synthetic_scenes)")
+        update_card_metrics(resolve_bundle_path(args.model), args.card_key, result)
+        print(f"recorded in {resolve_bundle_path(args.model) / 'model.json'} (metrics.{args.card_key})")
 
 
 def calibrate(
