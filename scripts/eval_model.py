@@ -22,6 +22,17 @@ scenes must never be the evaluation scenes (seeds 9001-9006 are refused): calibr
     .venv/bin/python scripts/eval_model.py --model default --seeds 8001-8012 \\
         --calibrate precise=2,balanced=10,high_recall=30 --update-card
     .venv/bin/python scripts/eval_model.py --model default --update-card
+
+``--flights DIR ...`` uses a site's own annotated flights instead of synthetic scenes: each folder holds
+``ortho.tif`` and ``truth.gpkg`` (layer ``truth``: points or polygons with a ``class`` column, any CRS, as
+annotated in QGIS; ``length_m`` / ``visible_fraction`` optional). Calibrate on some flights and evaluate on
+others, on a copy of the bundle (``cp -r models/default models/site``), e.g.
+
+    .venv/bin/python scripts/eval_model.py --model models/site --flights flights/a flights/b \
+        --calibrate precise=2,balanced=10,high_recall=30 --per-class --update-card
+    .venv/bin/python scripts/eval_model.py --model models/site --flights flights/c --update-card
+
+Detections are cached beside each scene (``det-MODEL-HASH8.gpkg``, written down to ``--score-floor``).
 """
 
 from __future__ import annotations
@@ -64,10 +75,24 @@ def scene_specs(args: argparse.Namespace) -> list[dict[str, Any]]:
     ]
 
 
+def scenes_words(args: argparse.Namespace, n: int, model_gsd: float | None, calibration: bool = False) -> str:
+    """What the scenes were, for the card's record."""
+    if args.flights:
+        return f"{n} annotated flight(s) ({', '.join(args.flights)})"
+    kind = "calibration scenes" if calibration else "scenes never used in training"
+    gsd = f" resampled to the model's {model_gsd} m" if model_gsd else ""
+    return (f"{n} rams synth {kind} (seeds {args.seeds}; terrains {args.terrains}; scene GSDs {args.gsds} m{gsd}; "
+            f"{args.size} m, {args.density:g} targets/ha)")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", default="default")
     ap.add_argument("--scenes-dir", default="runs/eval-scenes")
+    ap.add_argument("--flights", nargs="+", default=None, metavar="DIR",
+                    help="annotated flights instead of synthetic scenes: folders with ortho.tif and truth.gpkg "
+                         "(layer 'truth', points or polygons with a 'class' column; optional length_m, "
+                         "visible_fraction), e.g. to calibrate thresholds on a site's own flights")
     ap.add_argument("--seeds", default="9001,9002,9003,9004,9005,9006")
     ap.add_argument("--terrains", default=",".join(TERRAINS))
     ap.add_argument("--gsds", default="0.01,0.0075", help="scene GSDs in metres, used in turn")
@@ -95,7 +120,7 @@ def main() -> None:
                 rates[name.strip()] = float(val)
             except ValueError:
                 sys.exit(f"--calibrate {args.calibrate!r}: give NAME=FP_PER_HA pairs, e.g. balanced=10")
-        overlap = sorted(set(parse_seeds(args.seeds)) & set(TEST_SEEDS))
+        overlap = [] if args.flights else sorted(set(parse_seeds(args.seeds)) & set(TEST_SEEDS))
         if overlap:
             sys.exit(f"--calibrate on evaluation seeds {overlap}: calibrate on other seeds (e.g. 8001-8012)")
 
@@ -111,13 +136,24 @@ def main() -> None:
     t_default: float | dict[str, float] = (
         card.thresholds() if card.default_operating_point in card.class_thresholds else t0
     )
-    scenes = scene_specs(args)
-    root = Path(args.scenes_dir)
+    from rams.classes import CLASS_NAMES, get_class
+
+    if args.flights:
+        scenes = [{"flight": str(Path(f))} for f in args.flights]
+        folders = [Path(f) for f in args.flights]
+        for f in folders:
+            missing = [n for n in ("ortho.tif", "truth.gpkg") if not (f / n).exists()]
+            if missing:
+                sys.exit(f"--flights {f}: missing {', '.join(missing)} (a folder with ortho.tif and truth.gpkg, "
+                         "layer 'truth' with a 'class' column)")
+    else:
+        scenes = scene_specs(args)
+        root = Path(args.scenes_dir)
+        folders = [root / f"s{sc['seed']}-{sc['terrain']}-{sc['gsd_m']:g}" for sc in scenes]
     px_xy, px_s, px_l, tx_xy, tx_c, tx_len, tx_vis = [], [], [], [], [], [], []
     area_m2 = 0.0
     t_start = time.time()
-    for i, sc in enumerate(scenes):
-        d = root / f"s{sc['seed']}-{sc['terrain']}-{sc['gsd_m']:g}"
+    for i, (sc, d) in enumerate(zip(scenes, folders, strict=True)):
         if not (d / "truth.gpkg").exists():
             _run([args.rams, "-q", "synth", str(d), "--seed", str(sc["seed"]), "--size", args.size,
                   "--gsd", str(sc["gsd_m"]), "--terrain", sc["terrain"], "--density", str(args.density),
@@ -129,10 +165,17 @@ def main() -> None:
         truth = gpd.read_file(d / "truth.gpkg", layer="truth")
         dets = gpd.read_file(det, layer="detections")
         cov = gpd.read_file(det, layer="coverage")
-        area_m2 += float(cov.to_crs(truth.crs).area.sum())
+        unknown = sorted(set(truth["class"].astype(str)) - set(CLASS_NAMES))
+        if unknown:
+            sys.exit(f"{d / 'truth.gpkg'}: unknown class(es) {unknown}; use rams class names "
+                     f"({', '.join(CLASS_NAMES)})")
+        # match in metres: the result's CRS when projected (rams synth: UTM), else the truth's UTM zone
+        metric = cov.crs if cov.crs is not None and cov.crs.is_projected else truth.estimate_utm_crs()
+        truth = truth.to_crs(metric)
+        area_m2 += float(cov.to_crs(metric).area.sum())
         off = i * 1e6  # scenes side by side in one frame
         if len(dets):
-            dets = dets.to_crs(truth.crs)
+            dets = dets.to_crs(metric)
             c = dets.geometry.centroid
             px_xy.append(np.stack([c.x.to_numpy() + off, c.y.to_numpy()], axis=1))
             px_s.append(dets["score"].to_numpy(float))
@@ -140,8 +183,11 @@ def main() -> None:
         c = truth.geometry.centroid
         tx_xy.append(np.stack([c.x.to_numpy() + off, c.y.to_numpy()], axis=1))
         tx_c.append(truth["class"].astype(str).to_numpy())
-        tx_len.append(truth["length_m"].to_numpy(float))
-        tx_vis.append(truth["visible_fraction"].to_numpy(float))
+        # annotated flights may lack these: an item counts at its class's largest size, fully visible
+        tx_len.append(truth["length_m"].to_numpy(float) if "length_m" in truth.columns
+                      else np.array([get_class(c).max_length_m for c in truth["class"].astype(str)]))  # fmt: skip
+        tx_vis.append(truth["visible_fraction"].to_numpy(float) if "visible_fraction" in truth.columns
+                      else np.ones(len(truth)))  # fmt: skip
         print(f"scene {d.name}: {len(truth)} items, {len(dets)} detections >= {args.score_floor}", flush=True)
 
     pxy = np.concatenate(px_xy) if px_xy else np.zeros((0, 2))
@@ -168,7 +214,7 @@ def main() -> None:
                          truth_labels=tc[tm] if class_aware else None)  # fmt: skip
         counted = items[tm]
         hit = m.pred_match >= 0
-        left_out = hit & ~counted[np.maximum(m.pred_match, 0)]
+        left_out = hit & ~counted[np.maximum(m.pred_match, 0)] if len(counted) else np.zeros(len(hit), bool)
         tp = int((hit & ~left_out).sum())
         fp = int((~hit).sum())
         n = int(counted.sum())
@@ -194,10 +240,8 @@ def main() -> None:
     visible = keep & (tvis >= 0.5)
     result: dict[str, Any] = {
         "what": (
-            f"{len(scenes)} rams synth scenes never used in training (seeds {args.seeds}; terrains "
-            f"{args.terrains}; scene GSDs {args.gsds} m resampled to the model's {card.gsd_m} m; {args.size} m, "
-            f"{args.density:g} targets/ha); items >= {args.min_px:g} px long at {card.gsd_m} m; matching "
-            "rams.evaluate.match_points with default class radii"
+            f"{scenes_words(args, len(scenes), card.gsd_m)}; items >= {args.min_px:g} px long at {card.gsd_m} m; "
+            "matching rams.evaluate.match_points with default class radii"
         ),
         "area_ha": round(area_ha, 4),
         "default_operating_point": card.default_operating_point,
@@ -285,8 +329,7 @@ def calibrate(
     )  # fmt: skip
     record = {
         "what": (
-            f"operating points set on {len(scenes)} rams synth calibration scenes (seeds {args.seeds}; terrains "
-            f"{args.terrains}; GSDs {args.gsds} m; {args.size} m, {args.density:g} targets/ha; {area_ha:.3f} ha): "
+            f"operating points set on {scenes_words(args, len(scenes), None, calibration=True)} ({area_ha:.3f} ha): "
             f"{how}; items >= {args.min_px:g} px; replaces the thresholds set on the training run's held-out chips"
         ),
         "previous_operating_points": dict(card.operating_points),

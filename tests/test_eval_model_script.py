@@ -70,3 +70,47 @@ def test_a_looser_point_never_raises_a_class_threshold(eval_model: Any) -> None:
     got = eval_model.per_class_thresholds(["pmn", "tm62", "pom2"], _counts, keep, classes, 5.0, 0.7,
                                           {"pmn": 0.9, "tm62": 0.3, "pom2": 0.7})
     assert got["tm62"] <= 0.3 and got["pmn"] == 0.05
+
+
+def test_calibrates_on_annotated_flights(tmp_path: Path) -> None:
+    """``--flights``: a site's own annotated flights (QGIS points in WGS84 with only a ``class`` column) instead
+    of synthetic scenes; per-class thresholds are written into a copy of the model's card."""
+    import json
+    import shutil
+    import subprocess
+
+    import geopandas as gpd
+
+    from rams.detector.bundle import load_bundle, resolve_bundle_path
+
+    rams = str(Path(sys.executable).with_name("rams"))
+    flights = []
+    for i, seed in enumerate((41, 42)):
+        d = tmp_path / f"flight{i}"
+        run = subprocess.run([rams, "-q", "synth", str(d), "--seed", str(seed), "--size", "12x12", "--gsd", "0.01",
+                              "--targets", "at", "--density", "400", "--terrain", "ploughed"],
+                             capture_output=True, text=True)
+        assert run.returncode == 0, run.stderr
+        truth = gpd.read_file(d / "truth.gpkg", layer="truth")
+        points = gpd.GeoDataFrame({"class": truth["class"]}, geometry=truth.geometry.centroid, crs=truth.crs)
+        (d / "truth.gpkg").unlink()
+        points.to_crs(4326).to_file(d / "truth.gpkg", layer="truth")  # as annotated in QGIS
+        flights.append(str(d))
+    model = tmp_path / "site-model"
+    shutil.copytree(resolve_bundle_path("default"), model)
+    out = subprocess.run([sys.executable, str(SCRIPT), "--model", str(model), "--flights", *flights, "--calibrate",
+                          "balanced=200", "--per-class", "--update-card", "--json", str(tmp_path / "c.json"),
+                          "--rams", rams], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr[-3000:]
+    rec = json.loads((tmp_path / "c.json").read_text())
+    assert rec["what"].startswith("operating points set on 2 annotated flight(s)")
+    point = rec["points"]["balanced"]
+    assert point["with_class_thresholds"]["per_class"]["tm62"]["items"] > 0  # the AT mines were counted
+    card = load_bundle(model).card
+    assert card.class_thresholds["balanced"] == point["class_thresholds"]
+    assert card.metrics["operating_point_calibration"]["what"] == rec["what"]
+    bad = tmp_path / "empty"
+    bad.mkdir()
+    out = subprocess.run([sys.executable, str(SCRIPT), "--model", str(model), "--flights", str(bad)],
+                         capture_output=True, text=True)
+    assert out.returncode != 0 and "missing ortho.tif, truth.gpkg" in out.stderr
