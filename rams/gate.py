@@ -1,11 +1,12 @@
 """The detector competence gate: may a detector's silence support cancelling ground?
 
 Absence of detections is evidence only from a detector that is known to find the suspected threats. ``rams
-detect`` records its model's measured per-class recall (the card's ``metrics.synthetic_scenes``) and the score
-thresholds it kept detections at in the result's ``rams_metadata``; ``rams reduce`` and ``rams batch`` call
-:func:`run_detector_gate` and propose no cancellation unless, for every threat class, that recall reaches the
-configured minimum and the run's threshold for the class is no stricter than the one the recall was measured
-at (a stricter threshold keeps fewer detections, so the measured recall no longer holds).
+detect`` records its model's measured per-class recall (the card's ``metrics.synthetic_scenes``, with the lower
+ends of their 95 % intervals) and the score thresholds it kept detections at in the result's ``rams_metadata``;
+``rams reduce`` and ``rams batch`` call :func:`run_detector_gate` and propose no cancellation unless, for every
+threat class, that recall reaches the configured minimum (the lower end of its 95 % interval, where recorded)
+and the run's threshold for the class is no stricter than the one the recall was measured at (a stricter
+threshold keeps fewer detections, so the measured recall no longer holds).
 
 Pure Python on purpose (JSON and YAML only): ``rams detect`` writes the record without importing the decision
 machinery, and the decision steps read it without importing torch.
@@ -33,6 +34,10 @@ def model_recall_record(metrics: Mapping[str, Any]) -> dict[str, Any] | None:
         "per_class": {str(c): (v or {}).get("recall") for c, v in scenes["per_class"].items()},
         "what": scenes.get("what", ""),
     }
+    lower = {str(c): (v or {}).get("recall_ci95") for c, v in scenes["per_class"].items()}
+    lower = {c: float(ci[0]) for c, ci in lower.items() if isinstance(ci, (list, tuple)) and len(ci) == 2}
+    if lower:
+        record["recall_lower_95"] = lower
     if isinstance(scenes.get("class_thresholds"), Mapping):
         record["class_thresholds"] = {str(c): float(t) for c, t in scenes["class_thresholds"].items()}
     return record
@@ -82,11 +87,19 @@ def detector_gate(
             )
         words = ", ".join(f"{c} {r:g} > {a:g}" for c, r, a in stricter)
         return f"detections were kept at stricter score thresholds than the model's recall was measured at: {words}"
+    # A recall measured on few items proves little: where the record has it, the lower end of the 95 % interval
+    # must reach the minimum, not just the point estimate (0.95 found on 20 items is 0.76-0.99).
+    lower: Mapping[str, Any] = record.get("recall_lower_95") or {}
     weak = []
     for c in classes:
         rec = per_class.get(c)
-        if rec is None or float(rec) < min_recall:
-            weak.append(f"{c} {'not measured' if rec is None else f'{float(rec):.2f}'}")
+        lo = lower.get(c)
+        if rec is None:
+            weak.append(f"{c} not measured")
+        elif lo is not None and float(lo) < min_recall:
+            weak.append(f"{c} {float(rec):.2f} (95 % lower bound {float(lo):.2f})")
+        elif lo is None and float(rec) < min_recall:
+            weak.append(f"{c} {float(rec):.2f}")
     if weak:
         return f"model recall below {min_recall:g} for {', '.join(weak)} (held-out scenes, model card)"
     return None

@@ -93,7 +93,8 @@ class ReduceConfig(StrictModel):
     min_model_recall: float = Field(default=0.9, ge=0.0, le=1.0)
     """Cancel only if the detector's recall, measured on held-out data at a threshold no stricter than the run's
     (its card: ``metrics.synthetic_scenes``), reaches this for every threat class (the quality step's
-    ``classes``; all classes when unset). A detector that cannot find a threat cannot support releasing land
+    ``classes``; all classes when unset); the lower end of the recall's 95 % (Wilson) interval must reach it, so
+    a recall measured on a few items does not pass. A detector that cannot find a threat cannot support releasing land
     where that threat is suspected: absence of its detections is not evidence. 0 switches the check off."""
     authority: str = "NMAA"
     """Who decides, as named in the status fields (e.g. ANAMA in Azerbaijan)."""

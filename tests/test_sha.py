@@ -369,6 +369,23 @@ def test_detector_gate_reasons() -> None:
     assert detector_gate(None, 0.6, ["tm62"], 0.0) is None  # switched off
 
 
+def test_detector_gate_needs_the_lower_bound_of_recall() -> None:
+    """A recall measured on a few items is not enough: the lower end of its 95 % interval must reach the minimum
+    (the card's per-class ``recall_ci95`` goes into the run's record)."""
+    from rams.gate import model_recall_record
+
+    few = {"synthetic_scenes": {"score_threshold": 0.5, "per_class": {
+        "tm62": {"items": 20, "found": 19, "recall": 0.95, "recall_ci95": [0.764, 0.991]},
+        "shell": {"items": 400, "found": 392, "recall": 0.98, "recall_ci95": [0.961, 0.990]},
+    }}}
+    rec = model_recall_record(few)
+    assert rec is not None and rec["recall_lower_95"] == {"tm62": 0.764, "shell": 0.961}
+    why = detector_gate(rec, 0.5, ["tm62"], 0.9)
+    assert why is not None and "tm62 0.95 (95 % lower bound 0.76)" in why
+    assert detector_gate(rec, 0.5, ["shell"], 0.9) is None  # 392 of 400: the bound is above 0.9
+    assert detector_gate({k: v for k, v in rec.items() if k != "recall_lower_95"}, 0.5, ["tm62"], 0.9) is None
+
+
 def test_detector_gate_with_per_class_thresholds() -> None:
     """Recall measured at per-class thresholds holds for a run only where the run's threshold of each threat
     class is no stricter than the measured one; the result's metadata carries both."""
