@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 from affine import Affine
 from rasterio import features
-from shapely import box, union_all
+from shapely import box, set_precision, union_all
 from shapely.geometry import shape
 
 from rams.raster import Grid
@@ -67,8 +67,15 @@ def _polygons(sub: np.ndarray, t: Any) -> list[Any]:
     return out
 
 
-def dissolve(polys: list[Any], aoi: Any | None = None) -> Any:
-    """Union of coverage pieces, clipped to the AOI when given. Returns a (Multi)Polygon (may be empty)."""
+def dissolve(polys: list[Any], aoi: Any | None = None, grid_size: float | None = None) -> Any:
+    """Union of coverage pieces, clipped to the AOI when given. Returns a (Multi)Polygon (may be empty).
+
+    ``grid_size`` (e.g. a ten-thousandth of a pixel) snaps the pieces' corners first: corners shared by pieces of
+    neighbouring tiles or blocks come out of different affine products and differ in the last bits, and unsnapped
+    they leave hairline gaps that split the analysed ground (and every layer cut from it) into touching parts.
+    """
+    if grid_size:
+        polys = list(set_precision(polys, grid_size))
     merged = union_all(polys) if polys else box(0, 0, 0, 0).buffer(0)
     if aoi is not None and not merged.is_empty:
         merged = merged.intersection(aoi)

@@ -725,7 +725,8 @@ def _write_result(
                        "status", "geometry"],
         geometry="geometry", crs=grid.crs,
     )
-    cov_geom = dissolve([wkb.loads(h, hex=True) for r in results for h in r.coverage_wkb], aoi_geom)
+    cov_geom = dissolve([wkb.loads(h, hex=True) for r in results for h in r.coverage_wkb], aoi_geom,
+                        grid_size=grid.gsd_m * 1e-4)
     area_m2 = float(cov_geom.area)
     cov_gdf = gpd.GeoDataFrame(
         [{"area_m2": round(area_m2, 3), "area_ha": round(area_m2 / 1e4, 6), "gsd_m": grid.gsd_m,

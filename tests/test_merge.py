@@ -84,3 +84,16 @@ def test_core_coverage_exact_area() -> None:
     p = core_coverage(tiles[0], np.ones((256, 256), bool), GRID)
     c = tiles[0].core
     assert len(p) == 1 and abs(p[0].area - c.width * c.height * 1e-4) < 1e-9
+
+
+def test_dissolve_closes_float_seams_between_pieces() -> None:
+    """Pieces of neighbouring tiles share corners computed through different affine products; a last-bit
+    difference must not leave a hairline gap that splits the analysed ground into touching parts."""
+    from shapely.geometry import box
+
+    x = 500010.0
+    left = box(500000.0, 4400000.0, x, 4400010.0)
+    right = box(x + 3e-9, 4400000.0, 500020.0, 4400010.0)  # the same edge, 3 nm off
+    assert dissolve([left, right]).geom_type == "MultiPolygon"  # what an exact union gives
+    merged = dissolve([left, right], grid_size=0.01 * 1e-4)
+    assert merged.geom_type == "Polygon" and abs(merged.area - 200.0) < 1e-6
