@@ -204,7 +204,7 @@ def main() -> None:
         """TP / FP / recall at score >= thr (one threshold, or one per detection class); ``items`` marks the items
         that count (others are left out)."""
         if isinstance(thr, dict):
-            pm = ps >= np.array([thr.get(str(label), t0) for label in pl], dtype=float)
+            pm = ps >= np.array([thr.get(str(label), card.default_threshold) for label in pl], dtype=float)
         else:
             pm = ps >= thr
         if cls is not None:
@@ -235,7 +235,6 @@ def main() -> None:
     if rates:
         calibrate(args, rates, counts, ps, keep, area_ha, scenes, tc)
         return
-    t0 = t_default  # type: ignore[assignment]
 
     visible = keep & (tvis >= 0.5)
     result: dict[str, Any] = {
@@ -247,12 +246,12 @@ def main() -> None:
         "default_operating_point": card.default_operating_point,
         "score_threshold": card.default_threshold,
         **({"class_thresholds": t_default} if isinstance(t_default, dict) else {}),
-        "per_class": {c: counts(True, keep, t0, c) for c in card.classes},
-        "class_aware": counts(True, keep, t0),
-        "any_ordnance": counts(False, keep, t0),
+        "per_class": {c: counts(True, keep, t_default, c) for c in card.classes},
+        "class_aware": counts(True, keep, t_default),
+        "any_ordnance": counts(False, keep, t_default),
         "visible_at_least_half": {
-            "class_aware": counts(True, visible, t0),
-            "per_class": {c: counts(True, visible, t0, c) for c in card.classes},
+            "class_aware": counts(True, visible, t_default),
+            "per_class": {c: counts(True, visible, t_default, c) for c in card.classes},
         },
         f"best_recall_at_{args.fp_per_ha:g}_fp_per_ha": {
             "class_aware": best_at_rate(True, keep),
@@ -262,7 +261,7 @@ def main() -> None:
         "duration_s": round(time.time() - t_start, 1),
     }
     print(f"\n{result['what']}\narea {area_ha:.3f} ha; default operating point "
-          f"{card.default_operating_point} (score >= {t0})")  # fmt: skip
+          f"{card.default_operating_point} (score >= {t_default})")  # fmt: skip
     print(f"| {'class':<12} | items | found | recall | 95 % CI     | FP  | FP/ha | recall (visible >= 0.5) |")
     print(f"|{'-' * 14}|------:|------:|-------:|-------------|----:|------:|------------------------:|")
     rows = [*card.classes, "class_aware", "any_ordnance"]
