@@ -1,12 +1,13 @@
 """The detector competence gate: may a detector's silence support cancelling ground?
 
 Absence of detections is evidence only from a detector that is known to find the suspected threats. ``rams
-detect`` records its model's measured per-class recall (the card's ``metrics.synthetic_scenes``, with the lower
-ends of their 95 % intervals) and the score thresholds it kept detections at in the result's ``rams_metadata``;
-``rams reduce`` and ``rams batch`` call :func:`run_detector_gate` and propose no cancellation unless, for every
-threat class, that recall reaches the configured minimum (the lower end of its 95 % interval, where recorded)
-and the run's threshold for the class is no stricter than the one the recall was measured at (a stricter
-threshold keeps fewer detections, so the measured recall no longer holds).
+detect`` records its model's measured per-class recall (the card's ``metrics.held_out_flights`` if the model was
+evaluated on a site's own annotated flights, else ``metrics.synthetic_scenes``; with the lower ends of the 95 %
+intervals) and the score thresholds it kept detections at in the result's ``rams_metadata``; ``rams reduce`` and
+``rams batch`` call :func:`run_detector_gate` and propose no cancellation unless, for every threat class, that
+recall reaches the configured minimum (the lower end of its 95 % interval, where recorded) and the run's
+threshold for the class is no stricter than the one the recall was measured at (a stricter threshold keeps fewer
+detections, so the measured recall no longer holds).
 
 Pure Python on purpose (JSON and YAML only): ``rams detect`` writes the record without importing the decision
 machinery, and the decision steps read it without importing torch.
@@ -22,17 +23,24 @@ from typing import Any
 _EPS = 1e-9
 
 
+#: Card ``metrics`` keys whose evaluation the gate uses, first found wins: a site's own annotated flights held
+#: out from calibration (``scripts/eval_model.py --flights``) are closer evidence than synthetic scenes.
+RECALL_KEYS: tuple[str, ...] = ("held_out_flights", "synthetic_scenes")
+
+
 def model_recall_record(metrics: Mapping[str, Any]) -> dict[str, Any] | None:
-    """What a detection run records about its model's measured recall (from the card's ``metrics``): the recall
-    per class and the threshold(s) it was measured at (``class_thresholds`` when the evaluation used per-class
-    thresholds)."""
-    scenes = metrics.get("synthetic_scenes")
+    """What a detection run records about its model's measured recall (from the card's ``metrics``, the first of
+    :data:`RECALL_KEYS` present): the recall per class with the lower ends of its 95 % intervals, and the
+    threshold(s) it was measured at (``class_thresholds`` when the evaluation used per-class thresholds)."""
+    key = next((k for k in RECALL_KEYS if isinstance(metrics.get(k), Mapping)), None)
+    scenes = metrics.get(key) if key else None
     if not isinstance(scenes, Mapping) or not isinstance(scenes.get("per_class"), Mapping):
         return None
     record: dict[str, Any] = {
         "score_threshold": scenes.get("score_threshold"),
         "per_class": {str(c): (v or {}).get("recall") for c, v in scenes["per_class"].items()},
         "what": scenes.get("what", ""),
+        "source": f"metrics.{key}",
     }
     lower = {str(c): (v or {}).get("recall_ci95") for c, v in scenes["per_class"].items()}
     lower = {c: float(ci[0]) for c, ci in lower.items() if isinstance(ci, (list, tuple)) and len(ci) == 2}
@@ -101,7 +109,8 @@ def detector_gate(
         elif lo is None and float(rec) < min_recall:
             weak.append(f"{c} {float(rec):.2f}")
     if weak:
-        return f"model recall below {min_recall:g} for {', '.join(weak)} (held-out scenes, model card)"
+        where = record.get("source") or "held-out scenes"
+        return f"model recall below {min_recall:g} for {', '.join(weak)} ({where} of the model card)"
     return None
 
 

@@ -92,10 +92,11 @@ class ReduceConfig(StrictModel):
     """Cancel only where the detector's ``coverage`` layer says it analysed the ground (keep True)."""
     min_model_recall: float = Field(default=0.9, ge=0.0, le=1.0)
     """Cancel only if the detector's recall, measured on held-out data at a threshold no stricter than the run's
-    (its card: ``metrics.synthetic_scenes``), reaches this for every threat class (the quality step's
-    ``classes``; all classes when unset); the lower end of the recall's 95 % (Wilson) interval must reach it, so
-    a recall measured on a few items does not pass. A detector that cannot find a threat cannot support releasing land
-    where that threat is suspected: absence of its detections is not evidence. 0 switches the check off."""
+    (its card: ``metrics.held_out_flights`` if present, else ``metrics.synthetic_scenes``), reaches this for every
+    threat class (the quality step's ``classes``; all classes when unset); the lower end of the recall's 95 %
+    (Wilson) interval must reach it, so a recall measured on a few items does not pass. A detector that cannot
+    find a threat cannot support releasing land where that threat is suspected: absence of its detections is not
+    evidence. 0 switches the check off."""
     authority: str = "NMAA"
     """Who decides, as named in the status fields (e.g. ANAMA in Azerbaijan)."""
 

@@ -104,14 +104,17 @@ def main() -> None:
     ap.add_argument("--rams", default=str(Path(sys.executable).with_name("rams")))
     ap.add_argument("--json", default=None, help="also write the result to this JSON file")
     ap.add_argument("--update-card", action="store_true", help="record the result in the bundle's card")
-    ap.add_argument("--card-key", default="synthetic_scenes",
-                    help="metrics key of the card to record under (synthetic_scenes: the record the detector gate "
-                         "reads; e.g. synthetic_scenes_unseen_terrain for a held-out terrain)")
+    ap.add_argument("--card-key", default=None,
+                    help="metrics key of the card to record under (default: held_out_flights with --flights, else "
+                         "synthetic_scenes; the detector gate reads the first of those two present; e.g. "
+                         "synthetic_scenes_unseen_terrain for a held-out terrain)")
     ap.add_argument("--per-class", action="store_true",
                     help="with --calibrate: also set per-class thresholds within each rate (see per_class_thresholds)")
     ap.add_argument("--calibrate", default=None, metavar="NAME=FP_PER_HA,...",
                     help="set these operating points from these scenes (with --update-card: write them to the card)")
     args = ap.parse_args()
+    if args.card_key is None:
+        args.card_key = "held_out_flights" if args.flights else "synthetic_scenes"
     rates: dict[str, float] = {}
     if args.calibrate:
         for part in args.calibrate.split(","):

@@ -109,6 +109,11 @@ def test_calibrates_on_annotated_flights(tmp_path: Path) -> None:
     card = load_bundle(model).card
     assert card.class_thresholds["balanced"] == point["class_thresholds"]
     assert card.metrics["operating_point_calibration"]["what"] == rec["what"]
+    out = subprocess.run([sys.executable, str(SCRIPT), "--model", str(model), "--flights", flights[1], "--update-card",
+                          "--rams", rams], capture_output=True, text=True)  # evaluate (here: on a calibration flight)
+    assert out.returncode == 0, out.stderr[-3000:]
+    held = load_bundle(model).card.metrics["held_out_flights"]  # the record the detector gate prefers
+    assert held["what"].startswith("1 annotated flight(s)") and held["class_thresholds"] == point["class_thresholds"]
     bad = tmp_path / "empty"
     bad.mkdir()
     out = subprocess.run([sys.executable, str(SCRIPT), "--model", str(model), "--flights", str(bad)],

@@ -386,6 +386,21 @@ def test_detector_gate_needs_the_lower_bound_of_recall() -> None:
     assert detector_gate({k: v for k, v in rec.items() if k != "recall_lower_95"}, 0.5, ["tm62"], 0.9) is None
 
 
+def test_detector_gate_prefers_the_sites_own_flights() -> None:
+    """A card evaluated on a site's annotated flights (``held_out_flights``) is judged on those, not on the
+    synthetic scenes; the note says which record spoke."""
+    from rams.gate import model_recall_record
+
+    synthetic = {"score_threshold": 0.5, "per_class": {"tm62": {"recall": 0.99, "recall_ci95": [0.95, 1.0]}}}
+    flights = {"score_threshold": 0.5, "per_class": {"tm62": {"recall": 0.8, "recall_ci95": [0.6, 0.9]}}}
+    rec = model_recall_record({"synthetic_scenes": synthetic, "held_out_flights": flights})
+    assert rec is not None and rec["source"] == "metrics.held_out_flights"
+    why = detector_gate(rec, 0.5, ["tm62"], 0.9)
+    assert why is not None and "tm62 0.80" in why and "(metrics.held_out_flights of the model card)" in why
+    only_synthetic = model_recall_record({"synthetic_scenes": synthetic})
+    assert only_synthetic is not None and detector_gate(only_synthetic, 0.5, ["tm62"], 0.9) is None
+
+
 def test_detector_gate_with_per_class_thresholds() -> None:
     """Recall measured at per-class thresholds holds for a run only where the run's threshold of each threat
     class is no stricter than the measured one; the result's metadata carries both."""
