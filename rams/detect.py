@@ -5,13 +5,15 @@ The flow (see ``docs/architecture.md``):
 1. open and check the mosaic (:mod:`rams.raster`), load the model bundle (hash checked), check the GSD;
 2. grid at the model GSD, optional AOI, tiles with cores (:mod:`rams.tiling`); tiles without imagery are found
    when read and skip the model;
-3. tiles (1024 px by default: less overlap to recompute than the card's 512 px) are read straight into batch
+3. tiles (1536 px by default, 1024 px on mosaics too wide for a row of 1536 px tiles in the block cache: less
+   overlap to recompute than the card's 512 px) are read straight into batch
    arrays; reader threads read batches ahead (one dataset handle per thread; bounded queue, so memory is
    bounded by ``batch_size x (workers + 1)`` tiles) while the main thread runs the model (on 2 cores reads
    run between batches instead, GDAL decoding on all cores: a reader thread beside torch's threads slows both);
 4. each tile keeps the detections whose centre lies in its core and inside the AOI (:mod:`rams.merge`),
    and contributes its valid core pixels to the coverage layer (:mod:`rams.coverage`);
-5. after every batch the tile results are appended to a checkpoint (``OUT.partial/``), so that an
+5. after every batch the tile results are appended to a checkpoint (``OUT.partial/``; flushed every batch,
+   forced to disk every ``CHECKPOINT_SYNC_S``), so that an
    interrupted run (Ctrl-C or kill -9) resumes with ``--resume`` and gives the same result;
 6. duplicates across seams are merged, and the GeoPackage is written atomically with provenance.
 """
@@ -42,6 +44,7 @@ from rams.raster import (
     Grid,
     OrthoReader,
     cache_cap_mb,
+    row_cache_mb,
     describe,
     open_raster,
     select_bands,
@@ -59,6 +62,12 @@ CHECKPOINT_VERSION = 1
 
 #: Default inference tile size (px at the model GSD) unless the card's is larger; see ``DetectConfig``.
 DETECT_TILE_PX = 1024
+#: Bigger default tile where the mosaic is narrow enough: it recomputes less overlap ((1536/1440)^2 = 1.14x the
+#: owned pixels instead of 1.22x) at the same model speed per pixel (docs/benchmarks.md), but needs a bigger GDAL
+#: block cache (one row of tiles) and more activation memory, so it is used only while that row cache stays
+#: within ``LARGE_TILE_CACHE_MB``: on a 1 cm mosaic up to ~37 000 px (370 m) wide.
+LARGE_TILE_PX = 1536
+LARGE_TILE_CACHE_MB = 320
 #: Default batch: as many tiles as hold this many pixels (at least one).
 BATCH_PIXELS = 4 * 512 * 512
 
@@ -82,10 +91,12 @@ class DetectConfig(StrictModel):
     threads: int | None = Field(default=None, ge=1)
     """Torch intra-op threads (default: all cores)."""
     tile_size_px: int | None = Field(default=None, ge=64)
-    """Tile size at the model GSD (default: ``DETECT_TILE_PX`` = 1024 or the mosaic's shorter side if smaller,
-    never below the model card's tile size; see :func:`default_tile_px`). The
+    """Tile size at the model GSD (default: ``LARGE_TILE_PX`` = 1536 where one row of such tiles needs at most
+    ``LARGE_TILE_CACHE_MB`` of GDAL block cache, else ``DETECT_TILE_PX`` = 1024; the mosaic's shorter side if
+    smaller, never below the model card's tile size; see :func:`default_tile_px`). The
     network is fully convolutional, so any size works; big tiles recompute less overlap: with a 96 px overlap
-    a 512 px tile pays for (512/416)^2 = 1.51x the pixels it owns, a 1024 px tile (1024/928)^2 = 1.22x."""
+    a 512 px tile pays for (512/416)^2 = 1.51x the pixels it owns, a 1024 px tile (1024/928)^2 = 1.22x, a
+    1536 px tile (1536/1440)^2 = 1.14x."""
     overlap_px: int | None = Field(default=None, ge=0)
     """Tile overlap (default: the model card's; must exceed the largest object)."""
     merge_distance_m: float = Field(default=0.03, ge=0.0)
@@ -228,7 +239,11 @@ def plan_detect(
         value_range = value_range_for(src.dtypes[bands[0] - 1], vr)
         aoi_geom = _load_aoi(aoi, aoi_layer, grid) if aoi is not None else None
         overlap_px = cfg.overlap_px if cfg.overlap_px is not None else card.overlap_px
-        tile_px = cfg.tile_size_px or default_tile_px(grid, card.tile_size_px, overlap_px)
+        if cfg.tile_size_px:
+            tile_px = cfg.tile_size_px
+        else:
+            big = row_cache_mb(src, card.gsd_m, LARGE_TILE_PX) <= LARGE_TILE_CACHE_MB
+            tile_px = default_tile_px(grid, card.tile_size_px, overlap_px, LARGE_TILE_PX if big else DETECT_TILE_PX)
         batch_size = cfg.batch_size or max(1, BATCH_PIXELS // (tile_px * tile_px))
         if overlap_px >= tile_px // 2:
             raise InputError(f"overlap {overlap_px} px must be < half the tile size {tile_px} px; lower --overlap")
@@ -250,8 +265,8 @@ def plan_detect(
     )
 
 
-def default_tile_px(grid: Grid, card_tile_px: int, overlap_px: int) -> int:
-    """The default inference tile: ``DETECT_TILE_PX``, no larger than the grid's shorter side (a small mosaic is
+def default_tile_px(grid: Grid, card_tile_px: int, overlap_px: int, max_tile_px: int = DETECT_TILE_PX) -> int:
+    """The default inference tile: ``max_tile_px``, no larger than the grid's shorter side (a small mosaic is
     not padded to a big tile), then shrunk to the smallest size that still covers each axis with the same
     number of tiles and at least ``overlap_px`` of overlap (on a 7071 px side: 8 tiles of 976 px instead of 8
     of 1024 px, 9 % fewer pixels to infer). Multiples of 16; never smaller than the card's tile size."""
@@ -259,7 +274,7 @@ def default_tile_px(grid: Grid, card_tile_px: int, overlap_px: int) -> int:
     def up16(v: int) -> int:
         return -(-v // 16) * 16
 
-    cap = min(DETECT_TILE_PX, up16(min(grid.height, grid.width)))
+    cap = min(max_tile_px, up16(min(grid.height, grid.width)))
     if cap <= overlap_px:
         return max(card_tile_px, cap)
     need = 0
@@ -271,6 +286,11 @@ def default_tile_px(grid: Grid, card_tile_px: int, overlap_px: int) -> int:
         need = max(need, math.ceil((length + (n - 1) * overlap_px) / n))
     return max(card_tile_px, min(cap, up16(need)))
 
+
+#: The tile checkpoint is flushed to the kernel after every batch (a killed process loses nothing) and forced to
+#: disk at most this often (a power cut loses at most these seconds of work; a line cut short is redone).
+#: Syncing every batch cost 0.33 s of a 0.25 Gpx run.
+CHECKPOINT_SYNC_S = 5.0
 
 #: Called after each batch with (batch index, that batch's tile results).
 BatchDoneFn = Callable[[int, list[TileResult]], None]
@@ -448,10 +468,14 @@ def run_detect(
         progress(n_done, len(plan.tiles), 0.0)
     ckpt = (partial_dir(out) / "tiles.jsonl").open("a")
 
+    last_sync = [time.monotonic()]
+
     def on_batch(bi: int, results: list[TileResult]) -> None:
         ckpt.write(json.dumps({"batch": bi, "tiles": [r.__dict__ for r in results]}) + "\n")
-        ckpt.flush()
-        os.fsync(ckpt.fileno())
+        ckpt.flush()  # in the kernel now: survives Ctrl-C and kill -9 of this process
+        if time.monotonic() - last_sync[0] >= CHECKPOINT_SYNC_S:  # on disk: survives a power cut too
+            os.fsync(ckpt.fileno())
+            last_sync[0] = time.monotonic()
         done[bi] = results
         counters["tiles"] += len(results)
         counters["mpx"] += tile_mpx * sum(1 for r in results if r.valid_px)

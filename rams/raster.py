@@ -533,7 +533,7 @@ class OrthoReader:
         if not self._cache_checked:
             self._size_cache(h)
         try:
-            data, mask = self._read_inner(inner)
+            data, mask, div = self._read_inner(inner)
         except RasterioIOError as err:
             raise CorruptRasterError(
                 f"{self.src.name}: cannot read window {inner} (GDAL: {str(err).splitlines()[0]}); "
@@ -551,8 +551,15 @@ class OrthoReader:
             sl = (slice(rr0 - r0, rr1 - r0), slice(cc0 - c0, cc1 - c0))
             img, val = image[:, sl[0], sl[1]], valid[sl]
         scale = np.float32(1.0 / (self.hi - self.lo))
-        if self.lo == 0.0 and data.dtype.kind in "ui" and data.dtype.itemsize <= 2:
-            np.multiply(data, scale, out=img, casting="unsafe")  # exact int -> float32, then one rounding
+        if div != 1 and (self.lo != 0.0 or div & (div - 1)):  # block sums -> block means first (as float32)
+            data = np.multiply(data, np.float32(1.0 / div), dtype=np.float32)
+            div = 1
+        if self.lo == 0.0 and data.dtype.kind in "ui" and (data.dtype.itemsize <= 2 or div > 1):
+            # exact int -> float32, then one rounding. For block sums of k x k = 2^n pixels, dividing the scale by
+            # 2^n is exact, so this single pass equals the mean-then-scale order bit for bit (tested).
+            np.multiply(data, scale * np.float32(1.0 / div), out=img, casting="unsafe")
+        elif data.dtype == np.float32 and self.lo == 0.0:
+            np.multiply(data, scale, out=img, casting="unsafe")  # the same rounding as copy, then scale
         else:
             np.copyto(img, data, casting="unsafe")
             if self.lo != 0.0:
@@ -568,12 +575,13 @@ class OrthoReader:
             img *= mask  # invalid pixels are 0, never image content
         val[...] = mask
 
-    def _read_inner(self, inner: Window) -> tuple[np.ndarray, np.ndarray]:
+    def _read_inner(self, inner: Window) -> tuple[np.ndarray, np.ndarray, int]:
+        """(data, valid, divisor): pixel values are ``data / divisor`` (block sums of the fast path, else 1)."""
         out_shape = (len(self.bands), int(inner.height), int(inner.width))
         if self._vrt is not None:
             data = self._vrt.read(self.bands, window=inner)
             m = self._vrt.dataset_mask(window=inner)
-            return data, m == 255
+            return data, m == 255, 1
         # Projected north-up: map the grid window to a (fractional) source window and resample on read.
         src_t = self.src.transform
         left, bottom, right, top = self.grid.window_bounds(inner)
@@ -593,7 +601,7 @@ class OrthoReader:
         data = self.src.read(self.bands, window=src_win, out_shape=out_shape, resampling=self.resampling)
         # A resampled pixel is valid only if every source pixel under it was valid (average == 255).
         m = self.src.dataset_mask(window=src_win, out_shape=out_shape[1:], resampling=Resampling.average)
-        return data, m == 255
+        return data, m == 255, 1
 
     def _size_cache(self, window_rows: int) -> None:
         """Size GDAL's block cache to the source blocks one row of tiles touches (capped).
@@ -606,12 +614,7 @@ class OrthoReader:
         shrinks it (other readers in the process may need more).
         """
         self._cache_checked = True
-        bh = self.src.block_shapes[0][0]
-        ratio = max(1.0, self.grid.gsd_m / gsd_of(self.src)) if not self.src.crs.is_geographic else 1.0
-        src_rows = window_rows * ratio
-        rows = (math.ceil(max(src_rows - 1, 0) / bh) + 1) * bh  # block rows an unaligned window touches
-        itemsize = np.dtype(self.src.dtypes[0]).itemsize
-        need_mb = math.ceil(rows * self.src.width * self.src.count * itemsize * 1.1 / 2**20)
+        need_mb = row_cache_mb(self.src, self.grid.gsd_m, window_rows)
         mb = min(need_mb, max(self._cache_cap_mb, MIN_CACHE_MB))
         if need_mb > mb:
             log.info("a row of tiles needs a %d MB GDAL block cache, capped at %d MB (read.gdal_cache_mb): "
@@ -620,11 +623,12 @@ class OrthoReader:
             log.debug("GDAL block cache raised to %d MB", mb)
             _ensure_gdal_cache(mb)
 
-    def _read_block_mean(self, src_win: Window, k: int) -> tuple[np.ndarray, np.ndarray]:
-        """Fast path for an integer GSD ratio ``k``: native read, then k x k block means in numpy.
+    def _read_block_mean(self, src_win: Window, k: int) -> tuple[np.ndarray, np.ndarray, int]:
+        """Fast path for an integer GSD ratio ``k``: native read, then k x k block sums in numpy.
 
-        Alpha is read in the same call (one decode per block); a target pixel is valid only if all its
-        k x k source pixels are valid.
+        Returns ``(sums, valid, k * k)`` for integer data (the caller divides while scaling, in the same pass),
+        ``(means, valid, 1)`` for float data. Alpha is read in the same call (one decode per block); a target
+        pixel is valid only if all its k x k source pixels are valid.
         """
         idx = list(self.bands) + ([self._alpha] if self._alpha is not None else [])
         raw = self.src.read(idx, window=src_win)
@@ -640,7 +644,9 @@ class OrthoReader:
             valid_src = self.src.dataset_mask(window=src_win) == 255
         if k == 1:
             valid = np.ones(data.shape[1:], bool) if valid_src is None else valid_src
-            return data, valid
+            return data, valid, 1
+        if np.issubdtype(data.dtype, np.integer) and _int_max(data.dtype) * k * k < 2**24:  # sums exact in float32
+            return (*_block_sums(data, valid_src, k), k * k)
         b, h, w = data.shape
         hh, ww = h // k, w // k
         # Strided slice sums are far faster than a reshape-and-reduce over two axes.
@@ -654,7 +660,51 @@ class OrthoReader:
                     valid &= valid_src[i::k, j::k]
         mean = acc.astype(np.float32)
         mean *= 1.0 / (k * k)
-        return mean, valid
+        return mean, valid, 1
+
+
+def _int_max(dtype: np.dtype[Any]) -> int:
+    info = np.iinfo(dtype)
+    return int(max(abs(info.min), info.max))
+
+
+def _block_sums(data: np.ndarray, valid_src: np.ndarray | None, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """k x k block sums of integer ``(bands, h, w)`` data (h, w multiples of k) and the all-valid block mask.
+
+    Rows are summed first (contiguous runs of memory, vectorised), then columns of the half-size result: three
+    times faster than summing the k^2 strided views (measured: 21 vs 68 ms for a 1536 px tile of 3 bands from
+    0.5 cm). The sum type is the narrowest that cannot overflow (uint16 for 8-bit data up to k = 16)."""
+    top = _int_max(data.dtype) * k * k
+    signed = np.iinfo(data.dtype).min < 0
+    acc_type = next(t for t in ((np.int16, np.int32, np.int64) if signed else (np.uint16, np.uint32, np.uint64))
+                    if np.iinfo(t).max >= top)
+    rows = np.add(data[:, 0::k, :], data[:, 1::k, :], dtype=acc_type)
+    for i in range(2, k):
+        rows += data[:, i::k, :]
+    acc = np.add(rows[:, :, 0::k], rows[:, :, 1::k])
+    for j in range(2, k):
+        acc += rows[:, :, j::k]
+    h, w = acc.shape[1:]
+    if valid_src is None:
+        return acc, np.ones((h, w), bool)
+    vr = np.logical_and(valid_src[0::k, :], valid_src[1::k, :])
+    for i in range(2, k):
+        vr &= valid_src[i::k, :]
+    valid = np.logical_and(vr[:, 0::k], vr[:, 1::k])
+    for j in range(2, k):
+        valid &= vr[:, j::k]
+    return acc, valid
+
+
+def row_cache_mb(src: DatasetReader, gsd_m: float, window_rows: int) -> int:
+    """MB of GDAL block cache that holds every source block under one row of ``window_rows``-row tiles read at
+    ``gsd_m`` (the blocks the next row of tiles needs again; see ``OrthoReader._size_cache``)."""
+    bh = src.block_shapes[0][0]
+    ratio = max(1.0, gsd_m / gsd_of(src)) if not src.crs.is_geographic else 1.0
+    src_rows = window_rows * ratio
+    rows = (math.ceil(max(src_rows - 1, 0) / bh) + 1) * bh  # block rows an unaligned window touches
+    itemsize = np.dtype(src.dtypes[0]).itemsize
+    return math.ceil(rows * src.width * src.count * itemsize * 1.1 / 2**20)
 
 
 def cache_cap_mb(cfg: ReadConfig) -> int:

@@ -189,11 +189,13 @@ def main() -> None:
     ap.add_argument("--mode", help=argparse.SUPPRESS)
     ap.add_argument("--ortho", help=argparse.SUPPRESS)
     a = ap.parse_args()
-    from rams.detect import BATCH_PIXELS, DETECT_TILE_PX
+    from rams.detect import BATCH_PIXELS, LARGE_TILE_PX
     from rams.detector.bundle import load_bundle
 
     card = load_bundle(a.model).card
-    tile = a.tile_size or max(DETECT_TILE_PX, card.tile_size_px)
+    # bare: the largest tile rams detect picks by default (1024 px tiles, picked for wide mosaics, run at the same
+    # speed per pixel since the allocator fix: docs/benchmarks.md); SAHI: the tiles rams detect used
+    tile = a.tile_size or max(LARGE_TILE_PX, card.tile_size_px)
     batch = a.batch or max(1, BATCH_PIXELS // (tile * tile))
     if a.mode == "bare":
         print(json.dumps(bare(a.model, a.threads, batch, a.repeats, tile)))

@@ -349,18 +349,19 @@ def test_mosaic_without_imaged_pixels_is_refused(make_geotiff, bundle_dir: Path,
     assert s.analysed_ha == pytest.approx(1.0 * 4.5 / 1e4)
 
 
+@pytest.mark.parametrize("max_tile", [1024, 1536])
 @pytest.mark.parametrize("h,w", [(7071, 7071), (31622, 31622), (800, 1200), (450, 500), (3000, 20000), (100, 5000)])
-def test_default_tile_size_covers_the_grid_with_the_fewest_pixels(h: int, w: int) -> None:
-    """The default tile is at most 1024 px, a multiple of 16 (or the card's), and shrunk only as far as the same
-    number of tiles still covers each axis with at least the overlap."""
-    from rams.detect import DETECT_TILE_PX, default_tile_px
+def test_default_tile_size_covers_the_grid_with_the_fewest_pixels(h: int, w: int, max_tile: int) -> None:
+    """The default tile is at most the cap (1024 or 1536 px), a multiple of 16 (or the card's), and shrunk only as
+    far as the same number of tiles still covers each axis with at least the overlap."""
+    from rams.detect import default_tile_px
     from rams.raster import Grid
     from rams.tiling import axis_starts
 
     grid = Grid(None, Affine(0.01, 0, 0, 0, -0.01, 0), h, w)  # type: ignore[arg-type]
-    t = default_tile_px(grid, 512, 96)
-    assert 512 <= t <= DETECT_TILE_PX and (t % 16 == 0 or t == 512)
-    cap = max(512, min(DETECT_TILE_PX, -(-min(h, w) // 16) * 16))
+    t = default_tile_px(grid, 512, 96, max_tile)
+    assert 512 <= t <= max_tile and (t % 16 == 0 or t == 512)
+    cap = max(512, min(max_tile, -(-min(h, w) // 16) * 16))
     for length in (h, w):
         starts = axis_starts(length, t, 96)
         assert len(starts) == len(axis_starts(length, cap, 96))  # no more tiles than at the capped size
@@ -370,4 +371,31 @@ def test_default_tile_size_covers_the_grid_with_the_fewest_pixels(h: int, w: int
         assert any(len(axis_starts(length, t - 16, 96)) > len(axis_starts(length, t, 96)) or t - 16 < min(length, t)
                    for length in (h, w))
     if (h, w) == (7071, 7071):
-        assert t == 976
+        assert t == (976 if max_tile == 1024 else 1504)
+
+
+@pytest.mark.parametrize("width,tile", [(20000, 1536), (64000, 1024)])
+def test_detect_picks_big_tiles_only_where_a_row_of_them_fits_the_block_cache(
+    bundle_dir: Path, tmp_path: Path, width: int, tile: int
+) -> None:
+    """1536 px tiles where one row of them needs at most LARGE_TILE_CACHE_MB of GDAL block cache (a 1 cm RGB
+    mosaic 20 000 px wide: 2048 block rows x 20 000 x 3 B ~ 129 MB), 1024 px tiles on a wider one (64 000 px:
+    ~412 MB): memory stays bounded on wide mosaics. Real (sparse) tiled GeoTIFFs, the real planner."""
+    import rasterio
+
+    from rams.detect import LARGE_TILE_CACHE_MB, LARGE_TILE_PX, default_tile_px, plan_detect
+    from rams.raster import open_raster, row_cache_mb
+
+    path = tmp_path / f"wide_{width}.tif"
+    profile = {"driver": "GTiff", "width": width, "height": 4000, "count": 3, "dtype": "uint8",
+               "crs": "EPSG:32638", "transform": Affine(0.01, 0, ORIGIN[0], 0, -0.01, ORIGIN[1]), "tiled": True,
+               "blockxsize": 512, "blockysize": 512, "compress": "deflate", "sparse_ok": True}
+    with rasterio.open(path, "w", **profile) as dst:
+        dst.write(np.full((3, 512, 512), 90, np.uint8), window=rasterio.windows.Window(0, 0, 512, 512))
+    with open_raster(path) as src:
+        fits = row_cache_mb(src, 0.01, LARGE_TILE_PX) <= LARGE_TILE_CACHE_MB
+    assert fits == (tile == LARGE_TILE_PX)
+    plan = plan_detect(path, DetectConfig(model=str(bundle_dir)))  # the tiny bundle works at 1 cm, as the file
+    assert plan.tile_px == default_tile_px(plan.grid, plan.card.tile_size_px, plan.overlap_px, tile)
+    assert (plan.tile_px > 1024) == (tile == LARGE_TILE_PX)
+    assert plan.batch_size == 1
