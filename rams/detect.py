@@ -5,8 +5,8 @@ The flow (see ``docs/architecture.md``):
 1. open and check the mosaic (:mod:`rams.raster`), load the model bundle (hash checked), check the GSD;
 2. grid at the model GSD, optional AOI, tiles with cores (:mod:`rams.tiling`); tiles without imagery are found
    when read and skip the model;
-3. tiles (1536 px by default, 1024 px on mosaics too wide for a row of 1536 px tiles in the block cache: less
-   overlap to recompute than the card's 512 px) are read straight into batch
+3. tiles (1536 px by default: less overlap to recompute than the card's 512 px), row by row down vertical
+   stripes whose row of source blocks fits a bounded block cache, are read straight into batch
    arrays; reader threads read batches ahead (one dataset handle per thread; bounded queue, so memory is
    bounded by ``batch_size x (workers + 1)`` tiles) while the main thread runs the model (on 2 cores reads
    run between batches instead, GDAL decoding on all cores: a reader thread beside torch's threads slows both);
@@ -51,23 +51,25 @@ from rams.raster import (
     target_grid,
     value_range_for,
 )
-from rams.tiling import Tile, make_tiles
+from rams.tiling import Tile, axis_starts, make_tiles, stripe_order
 
 log = logging.getLogger(__name__)
 
 #: Called after each batch: (tiles done, tiles total, megapixels done at the model GSD).
 ProgressFn = Callable[[int, int, float], None]
 
-CHECKPOINT_VERSION = 1
+CHECKPOINT_VERSION = 2  # 2: tiles run down stripes (batch indexes name other tiles than in 1)
 
 #: Default inference tile size (px at the model GSD) unless the card's is larger; see ``DetectConfig``.
 DETECT_TILE_PX = 1024
-#: Bigger default tile where the mosaic is narrow enough: it recomputes less overlap ((1536/1440)^2 = 1.14x the
-#: owned pixels instead of 1.22x) at the same model speed per pixel (docs/benchmarks.md), but needs a bigger GDAL
-#: block cache (one row of tiles) and more activation memory, so it is used only while that row cache stays
-#: within ``LARGE_TILE_CACHE_MB``: on a 1 cm mosaic up to ~37 000 px (370 m) wide.
+#: The default tile where the mosaic is big enough: it recomputes less overlap than 1024 px ((1536/1440)^2 = 1.14x
+#: the owned pixels instead of 1.22x) at the same model speed per pixel (docs/benchmarks.md), for ~150 MB more
+#: activation memory.
 LARGE_TILE_PX = 1536
-LARGE_TILE_CACHE_MB = 320
+#: Tiles run down vertical stripes whose row of source blocks fits this GDAL block cache (``stripe_cols``), so
+#: that memory does not grow with the mosaic's width (a row of 1024 px tiles across a 0.5 cm mosaic 63 000 px
+#: wide needed 680 MB of cache, capped at 640 MB: 1.53 GB peak RSS).
+STRIPE_CACHE_MB = 256
 #: Default batch: as many tiles as hold this many pixels (at least one).
 BATCH_PIXELS = 4 * 512 * 512
 
@@ -91,9 +93,8 @@ class DetectConfig(StrictModel):
     threads: int | None = Field(default=None, ge=1)
     """Torch intra-op threads (default: all cores)."""
     tile_size_px: int | None = Field(default=None, ge=64)
-    """Tile size at the model GSD (default: ``LARGE_TILE_PX`` = 1536 where one row of such tiles needs at most
-    ``LARGE_TILE_CACHE_MB`` of GDAL block cache, else ``DETECT_TILE_PX`` = 1024; the mosaic's shorter side if
-    smaller, never below the model card's tile size; see :func:`default_tile_px`). The
+    """Tile size at the model GSD (default: ``LARGE_TILE_PX`` = 1536, or the mosaic's shorter side if smaller,
+    never below the model card's tile size; see :func:`default_tile_px`). The
     network is fully convolutional, so any size works; big tiles recompute less overlap: with a 96 px overlap
     a 512 px tile pays for (512/416)^2 = 1.51x the pixels it owns, a 1024 px tile (1024/928)^2 = 1.22x, a
     1536 px tile (1536/1440)^2 = 1.14x."""
@@ -179,6 +180,8 @@ class DetectPlan:
     overlap_px: int
     batch_size: int
     tiles: list[Tile]
+    """In processing order: row by row down stripes of ``stripe_cols`` tile columns."""
+    stripe_cols: int
     class_thresholds: dict[str, float]
     """Score threshold per class (card order): the operating point's, or ``--threshold`` for every class."""
     input_hash: str
@@ -239,11 +242,7 @@ def plan_detect(
         value_range = value_range_for(src.dtypes[bands[0] - 1], vr)
         aoi_geom = _load_aoi(aoi, aoi_layer, grid) if aoi is not None else None
         overlap_px = cfg.overlap_px if cfg.overlap_px is not None else card.overlap_px
-        if cfg.tile_size_px:
-            tile_px = cfg.tile_size_px
-        else:
-            big = row_cache_mb(src, card.gsd_m, LARGE_TILE_PX) <= LARGE_TILE_CACHE_MB
-            tile_px = default_tile_px(grid, card.tile_size_px, overlap_px, LARGE_TILE_PX if big else DETECT_TILE_PX)
+        tile_px = cfg.tile_size_px or default_tile_px(grid, card.tile_size_px, overlap_px, LARGE_TILE_PX)
         batch_size = cfg.batch_size or max(1, BATCH_PIXELS // (tile_px * tile_px))
         if overlap_px >= tile_px // 2:
             raise InputError(f"overlap {overlap_px} px must be < half the tile size {tile_px} px; lower --overlap")
@@ -251,6 +250,8 @@ def plan_detect(
         # skip unimaged tiles, which cost less to read (their blocks decode fast) than that pass, and are then
         # skipped before the model (process_batches). Unimaged ground never enters the coverage either way.
         tiles = make_tiles(grid, tile_px, overlap_px, aoi=aoi_geom)
+        stripe_cols = _stripe_cols(src, card.gsd_m, grid, tile_px, overlap_px)
+        tiles = stripe_order(tiles, stripe_cols)
     finally:
         src.close()
     if not tiles:
@@ -258,11 +259,31 @@ def plan_detect(
     return DetectPlan(
         ortho=Path(ortho), cfg=cfg, model_ref=cfg.model, card=card, info=info, grid=grid, bands=bands,
         value_range=value_range, aoi_path=Path(aoi) if aoi is not None else None, aoi_geom=aoi_geom,
-        tile_px=tile_px, overlap_px=overlap_px, batch_size=batch_size, tiles=tiles,
+        tile_px=tile_px, overlap_px=overlap_px, batch_size=batch_size, tiles=tiles, stripe_cols=stripe_cols,
         class_thresholds=_thresholds(card, cfg),
         input_hash=fast_file_hash(Path(ortho), full=cfg.full_hash), resolved_config=dump_config(cfg),
         gsd_check=gsd_ok_text, warnings=warnings, started_utc=started,
     )
+
+
+def _stripe_cols(src: Any, gsd_m: float, grid: Grid, tile_px: int, overlap_px: int) -> int:
+    """Tile columns per stripe: the most whose row of source blocks fits ``STRIPE_CACHE_MB`` (at least one).
+
+    Untiled (strip) files decode whole-width strips whatever the window, so stripes would only decode every strip
+    once per stripe: they run row by row across the whole width."""
+    n_cols = len(axis_starts(grid.width, tile_px, overlap_px))
+    if src.block_shapes[0][1] >= src.width:
+        return n_cols
+    step = tile_px - overlap_px
+    n = 1
+    while n < n_cols and row_cache_mb(src, gsd_m, tile_px, (n + 1) * step + overlap_px) <= STRIPE_CACHE_MB:
+        n += 1
+    return n
+
+
+def stripe_width_px(plan: DetectPlan) -> int:
+    """Grid columns one row of tiles of a stripe spans (for sizing the readers' block cache)."""
+    return min(plan.grid.width, plan.stripe_cols * (plan.tile_px - plan.overlap_px) + plan.overlap_px)
 
 
 def default_tile_px(grid: Grid, card_tile_px: int, overlap_px: int, max_tile_px: int = DETECT_TILE_PX) -> int:
@@ -361,7 +382,8 @@ def process_batches(
         reader = getattr(local, "reader", None)
         if reader is None:
             reader = OrthoReader(open_raster(plan.ortho, num_threads=gdal_threads), plan.grid, plan.bands,
-                                 plan.value_range, cfg.read.resampling, cache_cap_mb(cfg.read))
+                                 plan.value_range, cfg.read.resampling, cache_cap_mb(cfg.read),
+                                 row_cols=stripe_width_px(plan))
             local.reader = reader
             with lock:
                 readers.append(reader)

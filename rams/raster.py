@@ -456,8 +456,12 @@ class OrthoReader:
         value_range: tuple[float, float],
         resampling: str = "average",
         gdal_cache_mb: int = STRIP_CACHE_CAP_MB,
+        row_cols: int | None = None,
     ) -> None:
         self.src = src
+        self.row_cols = row_cols
+        """Grid columns one row of tiles spans (a stripe, see :func:`rams.tiling.stripe_order`); None: the grid's
+        width. The block cache is sized to that row."""
         self.grid = grid
         self.bands = tuple(bands)
         self.lo, self.hi = value_range
@@ -614,7 +618,7 @@ class OrthoReader:
         shrinks it (other readers in the process may need more).
         """
         self._cache_checked = True
-        need_mb = row_cache_mb(self.src, self.grid.gsd_m, window_rows)
+        need_mb = row_cache_mb(self.src, self.grid.gsd_m, window_rows, self.row_cols)
         mb = min(need_mb, max(self._cache_cap_mb, MIN_CACHE_MB))
         if need_mb > mb:
             log.info("a row of tiles needs a %d MB GDAL block cache, capped at %d MB (read.gdal_cache_mb): "
@@ -696,15 +700,18 @@ def _block_sums(data: np.ndarray, valid_src: np.ndarray | None, k: int) -> tuple
     return acc, valid
 
 
-def row_cache_mb(src: DatasetReader, gsd_m: float, window_rows: int) -> int:
+def row_cache_mb(src: DatasetReader, gsd_m: float, window_rows: int, row_cols: int | None = None) -> int:
     """MB of GDAL block cache that holds every source block under one row of ``window_rows``-row tiles read at
-    ``gsd_m`` (the blocks the next row of tiles needs again; see ``OrthoReader._size_cache``)."""
-    bh = src.block_shapes[0][0]
+    ``gsd_m`` (the blocks the next row of tiles needs again; see ``OrthoReader._size_cache``), the row spanning
+    ``row_cols`` grid columns (default: the whole width)."""
+    bh, bw = src.block_shapes[0]
     ratio = max(1.0, gsd_m / gsd_of(src)) if not src.crs.is_geographic else 1.0
-    src_rows = window_rows * ratio
-    rows = (math.ceil(max(src_rows - 1, 0) / bh) + 1) * bh  # block rows an unaligned window touches
+    rows = (math.ceil(max(window_rows * ratio - 1, 0) / bh) + 1) * bh  # block rows an unaligned window touches
+    cols = src.width
+    if row_cols is not None:
+        cols = min(cols, (math.ceil(max(row_cols * ratio - 1, 0) / bw) + 1) * bw)
     itemsize = np.dtype(src.dtypes[0]).itemsize
-    return math.ceil(rows * src.width * src.count * itemsize * 1.1 / 2**20)
+    return math.ceil(rows * cols * src.count * itemsize * 1.1 / 2**20)
 
 
 def cache_cap_mb(cfg: ReadConfig) -> int:

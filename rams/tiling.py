@@ -117,6 +117,16 @@ def make_tiles(
     return tiles
 
 
+def stripe_order(tiles: list[Tile], cols_per_stripe: int) -> list[Tile]:
+    """The same tiles, reordered to run row by row down vertical stripes of ``cols_per_stripe`` tile columns.
+
+    Row-major order over a wide mosaic needs the source blocks of a whole row of tiles kept decoded until the
+    next row reuses their overlap, a block cache that grows with the mosaic's width; down stripes it grows with
+    the stripe's width only (at the price of decoding the blocks under each stripe border twice)."""
+    n = max(1, int(cols_per_stripe))
+    return sorted(tiles, key=lambda t: (t.col // n, t.row, t.col))
+
+
 def _any_valid(grid: Grid, core: Window, mask: np.ndarray, mask_t: Affine) -> bool:
     left, bottom, right, top = grid.window_bounds(core)
     inv = ~mask_t

@@ -180,6 +180,10 @@ def main() -> None:
     ap.add_argument("--scale", type=float, default=4.0)
     ap.add_argument("--sahi-mpx", type=float, default=100.0, help="size of the side-by-side mosaic (Mpx)")
     ap.add_argument("--no-sahi", action="store_true")
+    ap.add_argument("--source-ratio", type=int, default=1,
+                    help="write the mosaics at 1/K of the model GSD (2: 0.5 cm drone imagery for the 1 cm default "
+                         "model, read through the 2x2 block mean); same ground, K^2 the source pixels. SAHI is "
+                         "skipped then (it would run the model at the source GSD)")
     ap.add_argument("--full-footprint", action="store_true",
                     help="mosaics imaged everywhere (default: an irregular footprint, ~64 %% imaged)")
     ap.add_argument("--rounds", type=int, default=1,
@@ -238,15 +242,19 @@ def one_round(a: argparse.Namespace, common: list[str], sizes: list[tuple[str, f
         if gpx <= 0:
             continue
         side = int(math.sqrt(gpx * 1e9))
-        path = a.workdir / f"detect_{'full_' if a.full_footprint else ''}{side}.tif"
+        k = a.source_ratio
+        src_tag = f"_src{k}" if k != 1 else ""
+        path = a.workdir / f"detect_{'full_' if a.full_footprint else ''}{side}{src_tag}.tif"
         if not path.exists():
-            write_mosaic(path, side, True, gsd, full=a.full_footprint)
+            write_mosaic(path, side * k, True, gsd / k, full=a.full_footprint)
         label = f"{side}x{side} ({side * side / 1e9:.2f} Gpx)"
+        if k != 1:
+            label += f" from {side * k}x{side * k} at {gsd * 100 / k:g} cm"
         wk = [] if a.workers is None else ["--workers", str(a.workers)]
         r = _sub(["--mode", "detect", "--ortho", str(path), *wk, *common])
         rows.append((f"rams detect ({r['tile_px']} px tiles)", label, r))
         print(f"detect {label} done", file=sys.stderr, flush=True)
-        if name == "side-by-side" and not a.no_sahi:
+        if name == "side-by-side" and not a.no_sahi and a.source_ratio == 1:
             same_tile = ["--tile-size", str(r["tile_px"])] if not a.tile_size else []  # the tiles rams used
             rows.append(("SAHI sliced", label, _sub(["--mode", "sahi", "--ortho", str(path), *common, *same_tile])))
             print("sahi done", file=sys.stderr, flush=True)

@@ -374,17 +374,17 @@ def test_default_tile_size_covers_the_grid_with_the_fewest_pixels(h: int, w: int
         assert t == (976 if max_tile == 1024 else 1504)
 
 
-@pytest.mark.parametrize("width,tile", [(20000, 1536), (64000, 1024)])
-def test_detect_picks_big_tiles_only_where_a_row_of_them_fits_the_block_cache(
-    bundle_dir: Path, tmp_path: Path, width: int, tile: int
-) -> None:
-    """1536 px tiles where one row of them needs at most LARGE_TILE_CACHE_MB of GDAL block cache (a 1 cm RGB
-    mosaic 20 000 px wide: 2048 block rows x 20 000 x 3 B ~ 129 MB), 1024 px tiles on a wider one (64 000 px:
-    ~412 MB): memory stays bounded on wide mosaics. Real (sparse) tiled GeoTIFFs, the real planner."""
+@pytest.mark.parametrize("width,stripes", [(20000, 1), (64000, 2)])
+def test_tiles_run_down_stripes_whose_block_cache_is_bounded(bundle_dir: Path, tmp_path: Path, width: int,
+                                                             stripes: int) -> None:
+    """On a wide mosaic the tiles run row by row down vertical stripes whose row of source blocks fits
+    STRIPE_CACHE_MB (a 1 cm RGB mosaic 64 000 px wide: a whole row of 1536 px tiles needs ~412 MB, a stripe at
+    most 256 MB); a narrower one is one stripe (row-major). Real (sparse) tiled GeoTIFFs, the real planner."""
     import rasterio
 
-    from rams.detect import LARGE_TILE_CACHE_MB, LARGE_TILE_PX, default_tile_px, plan_detect
+    from rams.detect import LARGE_TILE_PX, STRIPE_CACHE_MB, default_tile_px, plan_detect, stripe_width_px
     from rams.raster import open_raster, row_cache_mb
+    from rams.tiling import make_tiles
 
     path = tmp_path / f"wide_{width}.tif"
     profile = {"driver": "GTiff", "width": width, "height": 4000, "count": 3, "dtype": "uint8",
@@ -392,10 +392,44 @@ def test_detect_picks_big_tiles_only_where_a_row_of_them_fits_the_block_cache(
                "blockxsize": 512, "blockysize": 512, "compress": "deflate", "sparse_ok": True}
     with rasterio.open(path, "w", **profile) as dst:
         dst.write(np.full((3, 512, 512), 90, np.uint8), window=rasterio.windows.Window(0, 0, 512, 512))
-    with open_raster(path) as src:
-        fits = row_cache_mb(src, 0.01, LARGE_TILE_PX) <= LARGE_TILE_CACHE_MB
-    assert fits == (tile == LARGE_TILE_PX)
     plan = plan_detect(path, DetectConfig(model=str(bundle_dir)))  # the tiny bundle works at 1 cm, as the file
-    assert plan.tile_px == default_tile_px(plan.grid, plan.card.tile_size_px, plan.overlap_px, tile)
-    assert (plan.tile_px > 1024) == (tile == LARGE_TILE_PX)
+    assert plan.tile_px == default_tile_px(plan.grid, plan.card.tile_size_px, plan.overlap_px, LARGE_TILE_PX) > 1024
     assert plan.batch_size == 1
+    n_cols = 1 + max(t.col for t in plan.tiles)
+    assert -(-n_cols // plan.stripe_cols) == stripes
+    with open_raster(path) as src:
+        assert row_cache_mb(src, 0.01, plan.tile_px, stripe_width_px(plan)) <= STRIPE_CACHE_MB
+        assert (row_cache_mb(src, 0.01, plan.tile_px) > STRIPE_CACHE_MB) == (stripes > 1)
+    # every tile once, row by row within each stripe
+    assert sorted(t.tile_id for t in plan.tiles) == sorted(
+        t.tile_id for t in make_tiles(plan.grid, plan.tile_px, plan.overlap_px))
+    keys = [(t.col // plan.stripe_cols, t.row, t.col) for t in plan.tiles]
+    assert keys == sorted(keys)
+
+
+def test_stripe_order_gives_the_row_major_result(make_geotiff, bundle_dir: Path, tmp_path: Path,
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    """Tiles run down one-column stripes (a tiny stripe cache budget) or row by row across the mosaic: the same
+    detections and the same coverage."""
+    import rams.detect as detect_mod
+
+    ortho = _rgba(make_geotiff, h=1200, w=1400, valid_cols=1000)
+    cfg = _cfg(bundle_dir, batch_size=1)
+    monkeypatch.setattr(detect_mod, "STRIPE_CACHE_MB", 10**6)
+    assert detect_mod.plan_detect(ortho, cfg).stripe_cols > 1
+    run_detect(ortho, tmp_path / "rows.gpkg", cfg)
+    monkeypatch.setattr(detect_mod, "STRIPE_CACHE_MB", 0)
+    plan = detect_mod.plan_detect(ortho, cfg)
+    assert plan.stripe_cols == 1 and [t.col for t in plan.tiles[:3]] == [0, 0, 0]
+    run_detect(ortho, tmp_path / "stripes.gpkg", cfg)
+    a, b = _dets(tmp_path / "rows.gpkg"), _dets(tmp_path / "stripes.gpkg")
+    assert len(a) == len(b) > 0
+
+    def key(d: gpd.GeoDataFrame) -> list[tuple[str, float, str]]:
+        return sorted(zip(d.label, d.score.round(6), d.geometry.normalize().to_wkt(rounding_precision=6),
+                          strict=True))
+
+    assert key(a) == key(b)
+    ca = pyogrio.read_dataframe(tmp_path / "rows.gpkg", layer="coverage").geometry.union_all()
+    cb = pyogrio.read_dataframe(tmp_path / "stripes.gpkg", layer="coverage").geometry.union_all()
+    assert ca.symmetric_difference(cb).area < 1e-9
