@@ -85,6 +85,17 @@ def scenes_words(args: argparse.Namespace, n: int, model_gsd: float | None, cali
             f"{args.size} m, {args.density:g} targets/ha)")
 
 
+def _cached_detections_current(det: Path, ortho: Path, model: str, score_floor: float) -> bool:
+    """Whether cached detections were made with the tiling ``rams detect`` picks now (tile size and overlap change
+    scores near tile borders; the cache name only holds the model and its weights hash)."""
+    from rams.detect import DetectConfig, plan_detect
+    from rams.layers import read_metadata
+
+    meta = read_metadata(det)
+    plan = plan_detect(ortho, DetectConfig(model=model, threshold=score_floor, force=True))
+    return (str(meta.get("tile_size_px")), str(meta.get("overlap_px"))) == (str(plan.tile_px), str(plan.overlap_px))
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", default="default")
@@ -162,6 +173,9 @@ def main() -> None:
                   "--gsd", str(sc["gsd_m"]), "--terrain", sc["terrain"], "--density", str(args.density),
                   "--overwrite"])  # fmt: skip
         det = d / f"det-{card.name}-{card.weights_sha256[:8]}.gpkg"
+        if det.exists() and not _cached_detections_current(det, d / "ortho.tif", args.model, args.score_floor):
+            print(f"scene {d.name}: cached detections were made with other tiles; detecting again", flush=True)
+            det.unlink()
         if not det.exists():
             _run([args.rams, "-q", "detect", str(d / "ortho.tif"), "--model", str(resolve_bundle_path(args.model)),
                   "--out", str(det), "--threshold", str(args.score_floor), "--force", "--overwrite"])  # fmt: skip
