@@ -1,12 +1,13 @@
 """End to end with the shipped default model: `rams synth` scene -> `rams detect` -> `rams evaluate`.
 
 Floors: on this anti-tank-mine scene (ploughed ground, 14 TM-62/TM-57 among stones, clods and litter) the default
-model measured recall 1.00 with 0 FP/ha (v1.0.0; v1.1.0 with 1024 px tiles and v1.1.1 with 1536 px tiles: 14 of
-14, no false alarm). The floors below (recall >= 0.85 any-ordnance, <= 60 FP/ha) leave room for platform float
-differences and for small changes of the scene generator, but fail on any broken link of the chain: wrong band order or scaling, GSD not resampled,
-georeferencing off by more than a matching radius, tiles lost at seams, or alpha read as imagery. They are NOT the
-model's acceptance target (recall >= 0.95 on items >= 8 px at <= 10 FP/ha for every class), which the shipped
-model does not reach on small AP mines; that is measured by scripts/eval_model.py and reported in its card.
+model measured recall 1.00 with 0 FP/ha (v1.0.0; v1.1.0 with 1024 px tiles and v1.1.1 with 1536 px tiles: 14 of 14,
+no false alarm). The floors below (recall >= 0.85 any-ordnance, <= 60 FP/ha) leave room for platform float
+differences and for small changes of the scene generator, but fail on any broken link of the chain: wrong band
+order or scaling, GSD not resampled, georeferencing off by more than a matching radius, tiles lost at seams, or
+alpha read as imagery. They are NOT the model's acceptance target (recall >= 0.95 on items >= 8 px at <= 10 FP/ha
+for every class), which the shipped model does not reach on small AP mines; that is measured by
+scripts/eval_model.py and reported in its card.
 """
 
 from __future__ import annotations
