@@ -433,3 +433,18 @@ def test_stripe_order_gives_the_row_major_result(make_geotiff, bundle_dir: Path,
     ca = pyogrio.read_dataframe(tmp_path / "rows.gpkg", layer="coverage").geometry.union_all()
     cb = pyogrio.read_dataframe(tmp_path / "stripes.gpkg", layer="coverage").geometry.union_all()
     assert ca.symmetric_difference(cb).area < 1e-9
+
+
+def test_untiled_mosaics_run_row_by_row(make_geotiff, bundle_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A strip (untiled) file decodes whole-width strips whatever the window: stripes would decode every strip
+    once per stripe, so its tiles run row by row even when a stripe budget would cut the row."""
+    import rams.detect as detect_mod
+
+    monkeypatch.setattr(detect_mod, "STRIPE_CACHE_MB", 0)
+    tiled = _rgba(make_geotiff, h=1200, w=1400, valid_cols=1000)
+    strips = _rgba(make_geotiff, h=1200, w=1400, valid_cols=1000, tiled=False)
+    cfg = _cfg(bundle_dir)
+    n_cols = 1 + max(t.col for t in detect_mod.plan_detect(strips, cfg).tiles)
+    assert n_cols > 1
+    assert detect_mod.plan_detect(strips, cfg).stripe_cols == n_cols
+    assert detect_mod.plan_detect(tiled, cfg).stripe_cols == 1
