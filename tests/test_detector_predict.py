@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -269,3 +270,13 @@ def test_activation_buffers_stay_on_the_heap_between_forward_passes() -> None:
 
     assert released("default") >= 80
     assert released("tuned") <= 8
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc malloc tuning: Linux only")
+def test_keep_heap_can_be_switched_off() -> None:
+    """RAMS_KEEP_HEAP=0 leaves glibc's allocator alone (for host processes that embed rams)."""
+    code = "from rams.detector.predict import keep_activations_on_heap as k; print(k())"
+    for value, want in (("0", "False"), ("1", "True")):
+        env = dict(os.environ, RAMS_KEEP_HEAP=value)
+        out = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True, env=env)
+        assert out.stdout.strip().splitlines()[-1] == want

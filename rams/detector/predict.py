@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
@@ -91,11 +92,15 @@ def keep_activations_on_heap() -> bool:
     (docs/benchmarks.md): 2048 px tiles ran at 17.5-20.8 Mpx/s with glibc's defaults and 22.7-24.1 Mpx/s
     with both thresholds fixed at 1 GiB; 1024 px tiles 22-25 Mpx/s either way. Memory stays bounded by the
     largest working set (freed blocks are reused); ``rams detect`` still hands free memory back with
-    ``malloc_trim`` now and then. Idempotent; a no-op (False) where glibc is absent.
+    ``malloc_trim`` now and then. The setting is process-wide: a host process that embeds rams (a notebook, a GIS
+    plugin) and wants glibc's defaults sets ``RAMS_KEEP_HEAP=0``. Idempotent; a no-op (False) where glibc is
+    absent or the variable says no.
     """
     global _heap_tuned
     if _heap_tuned:
         return True
+    if os.environ.get("RAMS_KEEP_HEAP", "1").strip().lower() in ("0", "no", "false", "off"):
+        return False
     import ctypes
     import ctypes.util
 
