@@ -383,7 +383,7 @@ def process_batches(
         if reader is None:
             reader = OrthoReader(open_raster(plan.ortho, num_threads=gdal_threads), plan.grid, plan.bands,
                                  plan.value_range, cfg.read.resampling, cache_cap_mb(cfg.read),
-                                 row_cols=stripe_width_px(plan), threads=gdal_threads or 1)
+                                 row_cols=stripe_width_px(plan))
             local.reader = reader
             with lock:
                 readers.append(reader)
