@@ -47,32 +47,26 @@ def main() -> None:
     from rams.detector.bundle import resolve_bundle_path
 
     name, _, rate = a.point.partition("=")
-    blocks = [f"{a.first_seed + 6 * i}-{a.first_seed + 6 * i + 5}" for i in range(a.blocks)]
-    half = a.blocks // 2
-    splits = [c for c in itertools.combinations(range(a.blocks), half) if 0 in c]  # each split once
+    blocks = seed_blocks(a.first_seed, a.blocks)
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
-        for calib in splits:
-            test = tuple(i for i in range(a.blocks) if i not in calib)
-            for cal, ev in ((calib, test), (test, calib)):
-                bundle = Path(tmp) / "bundle"
-                shutil.rmtree(bundle, ignore_errors=True)
-                shutil.copytree(resolve_bundle_path(a.model), bundle)
-                common = ["--model", str(bundle), "--scenes-dir", a.scenes_dir]
-                cal_seeds = ",".join(blocks[i] for i in cal)
-                ev_seeds = ",".join(blocks[i] for i in ev)
-                rec = _eval_model([*common, "--seeds", cal_seeds, "--calibrate", f"{name}={rate}", "--per-class",
-                                   "--update-card"])  # fmt: skip
-                point = rec["points"][name]
-                out = {}
-                for mode, thr in (("single", point["score_threshold"]), ("per class", point["class_thresholds"])):
-                    _set_default(bundle, name, thr)
-                    r = _eval_model([*common, "--seeds", ev_seeds])
-                    per = [v["recall"] for v in r["per_class"].values() if v["recall"] is not None]
-                    out[mode] = (r["class_aware"]["recall"], statistics.mean(per), r["class_aware"]["fp_per_ha"],
-                                 r["area_ha"])  # fmt: skip
-                rows.append((cal_seeds, ev_seeds, point, out))
-                print(f"calibrated on {cal_seeds}, evaluated on {ev_seeds}: {out}", file=sys.stderr, flush=True)
+        for cal_seeds, ev_seeds in split_pairs(blocks):
+            bundle = Path(tmp) / "bundle"
+            shutil.rmtree(bundle, ignore_errors=True)
+            shutil.copytree(resolve_bundle_path(a.model), bundle)
+            common = ["--model", str(bundle), "--scenes-dir", a.scenes_dir]
+            rec = _eval_model([*common, "--seeds", cal_seeds, "--calibrate", f"{name}={rate}", "--per-class",
+                               "--update-card"])  # fmt: skip
+            point = rec["points"][name]
+            out = {}
+            for mode, thr in (("single", point["score_threshold"]), ("per class", point["class_thresholds"])):
+                _set_default(bundle, name, thr)
+                r = _eval_model([*common, "--seeds", ev_seeds])
+                per = [v["recall"] for v in r["per_class"].values() if v["recall"] is not None]
+                out[mode] = (r["class_aware"]["recall"], statistics.mean(per), r["class_aware"]["fp_per_ha"],
+                             r["area_ha"])  # fmt: skip
+            rows.append((cal_seeds, ev_seeds, point, out))
+            print(f"calibrated on {cal_seeds}, evaluated on {ev_seeds}: {out}", file=sys.stderr, flush=True)
     print(f"\n{a.model}, operating point {name} (<= {rate} FP/ha set on the calibration half)\n")
     print("| calibrated on | evaluated on | single: recall / mean per class / FP/ha | "
           "per class: recall / mean per class / FP/ha | per-class thresholds |")
@@ -113,6 +107,26 @@ def main() -> None:
         }
         update_card_metrics(resolve_bundle_path(a.model), "operating_point_cross_validation", record)
         print(f"recorded in {resolve_bundle_path(a.model) / 'model.json'} (metrics.operating_point_cross_validation)")
+
+
+def seed_blocks(first_seed: int, n_blocks: int) -> list[str]:
+    """Seed ranges of ``n_blocks`` consecutive blocks of six (one scene per terrain type each)."""
+    if n_blocks < 2 or n_blocks % 2:
+        raise SystemExit(f"--blocks {n_blocks}: use an even number >= 2 (the blocks are split in halves)")
+    return [f"{first_seed + 6 * i}-{first_seed + 6 * i + 5}" for i in range(n_blocks)]
+
+
+def split_pairs(blocks: list[str]) -> list[tuple[str, str]]:
+    """Every split of ``blocks`` into two equal halves, each way round: (calibration seeds, evaluation seeds)."""
+    n = len(blocks)
+    pairs = []
+    for calib in itertools.combinations(range(n), n // 2):
+        if 0 not in calib:  # each split once; both directions below
+            continue
+        test = tuple(i for i in range(n) if i not in calib)
+        for cal, ev in ((calib, test), (test, calib)):
+            pairs.append((",".join(blocks[i] for i in cal), ",".join(blocks[i] for i in ev)))
+    return pairs
 
 
 def _set_default(bundle: Path, point: str, thresholds: float | dict[str, float]) -> None:
