@@ -189,6 +189,11 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=1,
                     help="repeat the whole sequence (bare, mosaics, SAHI) this many times and summarise the pairs: "
                          "each mosaic's %% of bare uses the bare row of its own round")
+    ap.add_argument("--dense-from", type=Path, default=None,
+                    help="build the mosaics by tiling the rendered scenes in this folder (*/ortho.tif at the model "
+                         "GSD, e.g. runs/eval-scenes from scripts/eval_model.py): real targets and confusers, so "
+                         "detections, seam merging and writing them are in the timing (the random-texture mosaics "
+                         "give none); their own alpha sets the footprint")
     ap.add_argument("--workdir", type=Path, default=Path("/tmp/rams-bench-detect"))
     ap.add_argument("--mode", help=argparse.SUPPRESS)
     ap.add_argument("--ortho", help=argparse.SUPPRESS)
@@ -244,12 +249,19 @@ def one_round(a: argparse.Namespace, common: list[str], sizes: list[tuple[str, f
         side = int(math.sqrt(gpx * 1e9))
         k = a.source_ratio
         src_tag = f"_src{k}" if k != 1 else ""
-        path = a.workdir / f"detect_{'full_' if a.full_footprint else ''}{side}{src_tag}.tif"
-        if not path.exists():
-            write_mosaic(path, side * k, True, gsd / k, full=a.full_footprint)
+        if a.dense_from is not None:
+            path = a.workdir / f"detect_dense_{side}.tif"
+            if not path.exists():
+                write_dense_mosaic(path, side, a.dense_from, gsd)
+        else:
+            path = a.workdir / f"detect_{'full_' if a.full_footprint else ''}{side}{src_tag}.tif"
+            if not path.exists():
+                write_mosaic(path, side * k, True, gsd / k, full=a.full_footprint)
         label = f"{side}x{side} ({side * side / 1e9:.2f} Gpx)"
         if k != 1:
             label += f" from {side * k}x{side * k} at {gsd * 100 / k:g} cm"
+        if a.dense_from is not None:
+            label += ", tiled scenes"
         wk = [] if a.workers is None else ["--workers", str(a.workers)]
         r = _sub(["--mode", "detect", "--ortho", str(path), *wk, *common])
         rows.append((f"rams detect ({r['tile_px']} px tiles)", label, r))
@@ -259,6 +271,37 @@ def one_round(a: argparse.Namespace, common: list[str], sizes: list[tuple[str, f
             rows.append(("SAHI sliced", label, _sub(["--mode", "sahi", "--ortho", str(path), *common, *same_tile])))
             print("sahi done", file=sys.stderr, flush=True)
     return rows
+
+
+def write_dense_mosaic(path: Path, side: int, scenes: Path, gsd: float) -> None:
+    """A ``side`` x ``side`` mosaic tiled with the scene orthomosaics in ``scenes`` (those at ``gsd``), in turn."""
+    import rasterio
+    from rasterio.windows import Window
+
+    orthos = []
+    for p in sorted(scenes.glob("*/ortho.tif")):
+        with rasterio.open(p) as src:
+            if abs(src.res[0] - gsd) < 1e-9 and src.count == 4:
+                orthos.append(p)
+    if not orthos:
+        raise SystemExit(f"no RGBA scene at {gsd} m/px under {scenes}/*/ortho.tif; render some first "
+                         "(python scripts/eval_model.py --model default --seeds 8001-8024 --calibrate balanced=10)")
+    with rasterio.open(orthos[0]) as s0:
+        profile, interp, step_r, step_c = s0.profile, s0.colorinterp, s0.height, s0.width
+    profile.update(width=side, height=side, tiled=True, blockxsize=512, blockysize=512, compress="deflate",
+                   BIGTIFF="IF_SAFER")  # fmt: skip
+    tmp = path.with_name(path.stem + ".part.tif")
+    k = 0
+    with rasterio.open(tmp, "w", **profile) as dst:
+        dst.colorinterp = interp
+        for r0 in range(0, side, step_r):
+            for c0 in range(0, side, step_c):
+                with rasterio.open(orthos[k % len(orthos)]) as src:
+                    h, w = min(src.height, side - r0), min(src.width, side - c0)
+                    dst.write(src.read(window=Window(0, 0, w, h)), window=Window(c0, r0, w, h))
+                k += 1
+    os.replace(tmp, path)
+    print(f"wrote {path}: {k} tiles from {len(orthos)} scenes", file=sys.stderr, flush=True)
 
 
 def print_table(a: argparse.Namespace, rows: list[tuple[str, str, dict[str, float]]], tile: int, batch: int,
