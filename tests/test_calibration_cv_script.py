@@ -4,10 +4,8 @@ thresholds set as asked)."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import shutil
-import sys
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -15,18 +13,12 @@ from typing import Any
 import pytest
 
 from rams.detector.bundle import load_bundle, resolve_bundle_path
-
-SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "calibration_cv.py"
+from tests.script_helpers import load_script
 
 
 @pytest.fixture(scope="module")
 def cv() -> Any:
-    spec = importlib.util.spec_from_file_location("calibration_cv_script", SCRIPT)
-    assert spec is not None and spec.loader is not None
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules["calibration_cv_script"] = mod
-    spec.loader.exec_module(mod)
-    return mod
+    return load_script("calibration_cv")
 
 
 def test_seed_blocks_are_six_consecutive_seeds(cv: Any) -> None:

@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import sys
 from pathlib import Path
 from typing import Any
@@ -11,17 +10,14 @@ from typing import Any
 import numpy as np
 import pytest
 
-SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "eval_model.py"
+from tests.script_helpers import SCRIPTS, load_script
+
+SCRIPT = SCRIPTS / "eval_model.py"
 
 
 @pytest.fixture(scope="module")
 def eval_model() -> Any:
-    spec = importlib.util.spec_from_file_location("eval_model_script", SCRIPT)
-    assert spec is not None and spec.loader is not None
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules["eval_model_script"] = mod
-    spec.loader.exec_module(mod)
-    return mod
+    return load_script("eval_model")
 
 
 # per class: scores of the detections on items (each finds one item) and of the false alarms
