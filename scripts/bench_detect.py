@@ -14,6 +14,8 @@ Units. *Mosaic Mpx* is the orthomosaic's area at the model GSD (width x height o
 user waits for); *tile Mpx* is what the model was fed (overlap counted again, empty tiles skipped); *imaged
 Mpx* is the analysed (valid) part of the mosaic. "% of bare" is mosaic Mpx/s end to end over bare tile Mpx/s.
 Library imports (torch, torchvision, geopandas, SAHI) happen before the clock starts in every row.
+``--dense-from runs/eval-scenes`` tiles the mosaics from rendered scenes instead (targets, confusers, ragged
+alpha), so that detections, seam merging and their writing are timed too (random texture gives none).
 
     python scripts/bench_detect.py --threads 2 --gpx 1 --scale 4 --sahi-mpx 50
 """
