@@ -40,7 +40,10 @@ from __future__ import annotations
 
 import logging
 import math
+import os
+from collections import deque
 from collections.abc import Callable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -52,7 +55,7 @@ from scipy import ndimage as ndi
 
 from rams.classes import CLASS_NAMES, smallest_length_m
 from rams.config import ReadConfig, StrictModel
-from rams.errors import AOIError, BandError
+from rams.errors import AOIError, BandError, InputError
 from rams.ingest import MIN_TARGET_PX
 from rams.raster import Grid, OrthoReader, cache_cap_mb, gsd_of, open_raster, target_grid, value_range_for
 from rams.tiling import make_tiles
@@ -543,6 +546,21 @@ def _patches(
     return out
 
 
+def quality_workers() -> int:
+    """Threads that filter tiles for the quality pass: ``RAMS_QUALITY_WORKERS`` if set, else the usable cores
+    (at most 4: the main thread also reads and judges cells)."""
+    env = os.environ.get("RAMS_QUALITY_WORKERS")
+    if env:
+        try:
+            n = int(env)
+        except ValueError:
+            raise InputError(f"RAMS_QUALITY_WORKERS={env!r} is not a whole number; set it to 1 or more") from None
+        if n < 1:
+            raise InputError(f"RAMS_QUALITY_WORKERS={n} must be 1 or more")
+        return n
+    return max(1, min(4, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1))
+
+
 def assess_dataset(
     src: DatasetReader,
     cfg: QualityConfig,
@@ -595,15 +613,38 @@ def assess_dataset(
         "coverage quality: %d tiles, cells of %d px (%.2f m) at %.2f cm/px (native %.2f cm/px)",
         len(tiles), cell_px, cell_px * grid.gsd_m, grid.gsd_m * 100, native * 100,
     )
-    with OrthoReader(src, grid, bands, vr, cfg.read.resampling, cache_cap_mb(cfg.read)) as reader:
-        for n_done, tile in enumerate(tiles, start=1):
-            data = reader.read(tile.window)
+    def maps_of(data: Any) -> _PixelMaps | None:
+        return _pixel_maps(data.image, data.valid, band_names, cfg) if data.valid.any() else None
+
+    workers = quality_workers()
+    with (
+        OrthoReader(src, grid, bands, vr, cfg.read.resampling, cache_cap_mb(cfg.read)) as reader,
+        ThreadPoolExecutor(max_workers=workers, thread_name_prefix="rams-quality") as pool,
+    ):
+        # Reading stays in this thread (one GDAL handle); the filters of the next tiles run in the pool (SciPy
+        # releases the GIL); cells are judged here in tile order, so the layer is the same for any worker count.
+        pending: deque[tuple[Any, Any, Future[_PixelMaps | None]]] = deque()
+        next_tile = iter(tiles)
+
+        def submit() -> None:
+            tile = next(next_tile, None)
+            if tile is not None:
+                data = reader.read(tile.window)
+                pending.append((tile, data, pool.submit(maps_of, data)))
+
+        for _ in range(workers + 1):
+            submit()
+        n_done = 0
+        while pending:
+            tile, data, job = pending.popleft()
+            submit()
+            n_done += 1
+            maps = job.result()
             cells = _core_cells(tile.core, tile.window, cell_px)
-            if not data.valid.any():
+            if maps is None:
                 n_cells += len(cells)
                 gaps.extend(_to_map(_cell_box_px(win), grid) for win, _ in cells)
             else:
-                maps = _pixel_maps(data.image, data.valid, band_names, cfg)
                 for win, sl in cells:
                     n_cells += 1
                     m = _reduce(maps, sl, gsd_eff, cfg)

@@ -151,6 +151,34 @@ def test_scene_over_several_tiles(scene: Path) -> None:
     assert res.area_by_class_m2()["not_imaged"] == pytest.approx(6.0)
 
 
+@pytest.mark.parametrize("workers", ["1", "3"])
+def test_same_layer_for_any_worker_count(scene: Path, workers: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Tiles are filtered in a thread pool but judged in tile order: the layer does not depend on the workers."""
+    monkeypatch.setenv("RAMS_QUALITY_WORKERS", "2")
+    ref = assess_ortho(scene, cfg(tile_size_px=256)).layer
+    monkeypatch.setenv("RAMS_QUALITY_WORKERS", workers)
+    got = assess_ortho(scene, cfg(tile_size_px=256)).layer
+    assert len(got) == len(ref) > 4
+    assert list(got.cell_id) == list(ref.cell_id)
+    assert list(got.quality) == list(ref.quality)
+    assert np.array_equal(got.blur_idx.to_numpy(), ref.blur_idx.to_numpy(), equal_nan=True)
+    assert all(a.equals_exact(b, 0.0) for a, b in zip(got.geometry, ref.geometry, strict=True))
+
+
+def test_quality_workers_setting(monkeypatch: pytest.MonkeyPatch) -> None:
+    from rams.errors import InputError
+    from rams.quality import quality_workers
+
+    monkeypatch.setenv("RAMS_QUALITY_WORKERS", "3")
+    assert quality_workers() == 3
+    monkeypatch.delenv("RAMS_QUALITY_WORKERS")
+    assert 1 <= quality_workers() <= 4
+    for bad in ("0", "two"):
+        monkeypatch.setenv("RAMS_QUALITY_WORKERS", bad)
+        with pytest.raises(InputError, match="RAMS_QUALITY_WORKERS"):
+            quality_workers()
+
+
 def test_small_dark_and_green_patches_are_carved_out_of_adequate_cells(make_geotiff: Callable[..., Path]) -> None:
     """A 0.5 x 1 m shadow and a 1 x 0.5 m green patch in 2 m cells: too small to fail a cell, still never adequate."""
     rgb = ground(200, 200)
