@@ -566,6 +566,7 @@ def assess_dataset(
     cfg: QualityConfig,
     aoi: gpd.GeoDataFrame | None = None,
     progress: Callable[[int, int], None] | None = None,
+    workers: int | None = None,
 ) -> QualityResult:
     """Coverage quality of an open orthomosaic, streamed tile by tile (memory bounded by the tile size).
 
@@ -575,6 +576,7 @@ def assess_dataset(
         aoi: optional area of interest (any CRS). Cells are clipped to it, and AOI ground outside the
             imagery is reported ``not_imaged``. Without an AOI, the raster's extent is the frame.
         progress: called as ``progress(done, total)`` after each tile.
+        workers: threads that filter tiles (default :func:`quality_workers`); the result does not depend on it.
 
     Returns:
         A :class:`QualityResult` whose layer partitions the frame (AOI or raster extent) into classed cells
@@ -616,7 +618,7 @@ def assess_dataset(
     def maps_of(data: Any) -> _PixelMaps | None:
         return _pixel_maps(data.image, data.valid, band_names, cfg) if data.valid.any() else None
 
-    workers = quality_workers()
+    workers = workers if workers is not None and workers >= 1 else quality_workers()
     with (
         OrthoReader(src, grid, bands, vr, cfg.read.resampling, cache_cap_mb(cfg.read)) as reader,
         ThreadPoolExecutor(max_workers=workers, thread_name_prefix="rams-quality") as pool,
@@ -737,10 +739,11 @@ def assess_ortho(
     cfg: QualityConfig,
     aoi: gpd.GeoDataFrame | None = None,
     progress: Callable[[int, int], None] | None = None,
+    workers: int | None = None,
 ) -> QualityResult:
     """Open ``path`` (with the checks of :func:`rams.raster.open_raster`) and run :func:`assess_dataset`."""
     with open_raster(path) as src:
-        return assess_dataset(src, cfg, aoi=aoi, progress=progress)
+        return assess_dataset(src, cfg, aoi=aoi, progress=progress, workers=workers)
 
 
 LAYER = "coverage_quality"

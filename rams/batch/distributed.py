@@ -88,11 +88,12 @@ def detect_task(plan: DetectPlan, batch_indexes: Sequence[int], threads: int | N
 
 
 @portable_errors
-def quality_task(ortho: str, cfg: QualityConfig) -> QualityResult:
-    """Coverage quality of one mosaic."""
+def quality_task(ortho: str, cfg: QualityConfig, threads: int | None = None) -> QualityResult:
+    """Coverage quality of one mosaic, filtering tiles on ``threads`` threads (default: the worker's Dask threads,
+    as for the model: a local cluster shares the cores between its workers)."""
     from rams.quality import assess_ortho
 
-    return assess_ortho(Path(ortho), cfg)
+    return assess_ortho(Path(ortho), cfg, workers=threads if threads is not None else _worker_nthreads())
 
 
 def worker_predictor(plan: DetectPlan, threads: int | None) -> Any:

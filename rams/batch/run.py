@@ -449,7 +449,8 @@ class _Runner:
                 job.t0 = time.perf_counter()
                 self.active[fid] = job
                 self._submit(job, "plan", plan_task, str(job.flight.ortho), self.cfg.detect)
-                self._submit(job, "quality", quality_task, str(job.flight.ortho), self.qcfg)
+                self._submit(job, "quality", quality_task, str(job.flight.ortho), self.qcfg,
+                             self.cluster.torch_threads)
 
         launch()
         self._report("started")
