@@ -120,6 +120,7 @@ COMMANDS: list[tuple[str, str, str]] = [
     ("synth", "synth", "synth"),
     ("models", "models", "app"),
     ("train", "train", "train"),
+    ("train", "mine", "mine"),
     ("batch", "batch", "batch"),
 ]
 

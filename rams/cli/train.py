@@ -50,3 +50,29 @@ def train(
         f"(class-aware) at <= {h['fp_per_ha_limit']} FP/ha on {h['n_items']} items\n"
         f"run folder {s['out_dir']}; model bundle {s['bundle'] or '(none)'}"
     )
+
+
+def mine(
+    config: Path = typer.Option(..., "--config", "-c", help="Training config whose synthetic source is mined."),
+    model: str = typer.Option("default", "--model", "-m", help="Model bundle (name in models/ or a folder)."),
+    out: Path = typer.Option(..., "--out", help="JSON list of hard chips, for the source's hard_examples key."),
+    source: int = typer.Option(0, "--source", help="Which source of the config (0-based; must be synthetic)."),
+    keep: float = typer.Option(0.15, "--keep", help="Share kept of each list (missed objects, false alarms)."),
+    candidates: int | None = typer.Option(None, "--candidates", help="Chips to score (default: the pool_size)."),
+    threads: int | None = typer.Option(None, "--threads", help="torch CPU threads."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing --out file."),
+) -> None:
+    """Mine hard training chips: score every chip of a synthetic source with a model and keep those it gets most
+    wrong (missed objects, false alarms). Name the file as `hard_examples` of a synthetic source to train on them.
+    """
+    from rams.detector.mining import mine as run_mine
+
+    command = "rams mine " + " ".join(shlex.quote(a) for a in sys.argv[sys.argv.index("mine") + 1 :]) if (
+        "mine" in sys.argv
+    ) else ""
+    doc = run_mine(config, model, out, source, keep, candidates, threads, command=command, overwrite=overwrite)
+    typer.echo(
+        f"{len(doc['indices'])} hard chips of {doc['candidates']} written to {out} "
+        f"({doc['missed_positives']['chips']} by missed objects, {doc['false_alarms']['chips']} by false alarms; "
+        f"{doc['seconds']} s)"
+    )

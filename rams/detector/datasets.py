@@ -99,6 +99,9 @@ class SyntheticSourceConfig(_Source):
     """Where pooled chips are cached (one sub-folder per sampler setting); None disables the cache."""
     min_visible_fraction: float = Field(default=0.35, ge=0, le=1)
     """Labelled targets less visible than this are ``ignore`` (not positive, not background)."""
+    hard_examples: str | None = None
+    """A mined list of chip indices (``python -m rams.detector.mining``: the chips of this same sampler a model
+    found hardest); the source then draws only those chips. None draws from the whole pool."""
 
 
 class YoloSourceConfig(_Source):
@@ -257,15 +260,34 @@ class SyntheticSource:
         self.lookup = _label_lookup(ctx.classes)
         self.cache: Path | None = None
         if cfg.pool_size and cfg.cache_dir:
-            key = json.dumps(
-                {"seed": cfg.seed, "size": ctx.chip_size_px, "gsd": ctx.gsd_m, "bands": bands,
-                 "classes": list(ctx.classes), "sampler": kwargs}, sort_keys=True,
-            )  # fmt: skip
+            key = json.dumps(self.sampler_key(), sort_keys=True)
             self.cache = Path(cfg.cache_dir) / f"synth-{hashlib.sha256(key.encode()).hexdigest()[:16]}"
+        self.hard: list[int] | None = None
+        if cfg.hard_examples:
+            self.hard = read_hard_examples(Path(cfg.hard_examples), self.sampler_key(), cfg.pool_size)
+
+    def sampler_key(self) -> dict[str, Any]:
+        """What makes chip ``i`` of this source: seed, chip size, GSD, bands, classes and sampler options."""
+        return {
+            "seed": self.cfg.seed,
+            "size": self.ctx.chip_size_px,
+            "gsd": self.ctx.gsd_m,
+            "bands": self.sampler.bands,
+            "classes": list(self.ctx.classes),
+            "sampler": dict(self.cfg.sampler),
+        }
 
     def describe(self) -> str:
         pool = f", pool of {self.cfg.pool_size} chips" if self.cfg.pool_size else ""
-        return f"synthetic chips (rams.synth.chips, seed {self.cfg.seed}{pool})"
+        hard = f", {len(self.hard)} mined hard chips ({self.cfg.hard_examples})" if self.hard else ""
+        return f"synthetic chips (rams.synth.chips, seed {self.cfg.seed}{pool}{hard})"
+
+    def chip_index(self, index: int) -> int:
+        """The sampler's chip behind training sample ``index`` (pool modulo, or the mined list)."""
+        if self.hard is not None:
+            return self.hard[index % len(self.hard)]
+        pool = self.cfg.pool_size
+        return index % pool if pool else index
 
     def chip(self, index: int) -> Any:
         """Chip ``index`` (from the disk cache when pooled)."""
@@ -298,14 +320,40 @@ class SyntheticSource:
         return chip
 
     def sample(self, rng: np.random.Generator, index: int) -> Sample:
-        pool = self.cfg.pool_size
-        chip = self.chip(index % pool if pool else index)
+        return self.sample_chip(self.chip_index(index))
+
+    def sample_chip(self, chip_index: int) -> Sample:
+        """The sampler's chip ``chip_index`` as a training sample (labels in model order, ignore flags)."""
+        chip = self.chip(chip_index)
         labels, ignore = [], []
         for lab, vis in zip(chip.labels.tolist(), chip.visible_fraction.tolist(), strict=True):
             name = CLASS_NAMES[lab]
             labels.append(self.lookup.get(name, 0))
             ignore.append(name not in self.lookup or vis < self.cfg.min_visible_fraction)
         return Sample.make(chip.image, chip.valid, chip.boxes_xyxy_px, labels, ignore)
+
+
+def read_hard_examples(path: Path, key: dict[str, Any], pool_size: int | None) -> list[int]:
+    """Chip indices of a mined hard-example file, checked against the sampler that is to draw them."""
+    try:
+        doc = json.loads(path.read_text())
+    except FileNotFoundError as err:
+        raise InputNotFoundError(
+            f"hard_examples file {path} not found; mine it first (python -m rams.detector.mining) or drop the key"
+        ) from err
+    except (OSError, ValueError) as err:
+        raise ConfigError(f"hard_examples file {path} is not readable JSON ({err}); mine it again") from err
+    if not isinstance(doc, dict) or not isinstance(doc.get("indices"), list) or not doc["indices"]:
+        raise ConfigError(f"hard_examples file {path} has no 'indices' list; mine it again")
+    if doc.get("sampler") != json.loads(json.dumps(key)):
+        raise ConfigError(
+            f"hard_examples file {path} was mined from other chips (seed, chip size, GSD, classes or sampler "
+            "options differ from this source); mine it again for this source"
+        )
+    indices = [int(i) for i in doc["indices"]]
+    if min(indices) < 0 or (pool_size is not None and max(indices) >= pool_size):
+        raise ConfigError(f"hard_examples file {path} lists chips outside this source's pool of {pool_size}")
+    return indices
 
 
 # ------------------------------------------------------------------------------------------ chip datasets

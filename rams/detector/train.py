@@ -32,7 +32,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -104,6 +104,10 @@ class ValidationConfig(_Strict):
     """Stop after this many epochs without improving the selection metric by ``min_delta``."""
     min_delta: float = 0.002
     batch_size: int = Field(default=8, ge=1)
+    keep: Literal["best", "last"] = "best"
+    """Which epoch becomes the bundle: 'best' (chosen on the held-out chips, with early stopping) or 'last' (the
+    final epoch; the chips are still scored each epoch for the log). A few hundred chips hold too few items to
+    choose between epochs of a fine-tuned model (docs/detector.md); choose such a model on whole scenes."""
 
     @field_validator("select_on")
     @classmethod
@@ -860,6 +864,7 @@ def _end_epoch(
     metrics = validate(ema if ema is not None else model, val, cfg, dev)
     sel = metrics["selection"]
     improved = sel > state.best_selection + cfg.validation.min_delta or state.best_step < 0
+    improved = improved or cfg.validation.keep == "last"
     if improved:
         state.best_selection, state.best_step, state.best_metrics = sel, state.step, metrics
         state.stale_epochs = 0
@@ -988,7 +993,8 @@ def export_bundle(
         "metrics": {
             "held_out_chips": {
                 "what": (
-                    f"best epoch (step {meta['state']['best_step']}) on {metrics.get('n_chips')} held-out chips "
+                    f"{'last' if cfg.validation.keep == 'last' else 'best'} epoch (step {meta['state']['best_step']}) "
+                    f"on {metrics.get('n_chips')} held-out chips "
                     f"({metrics.get('area_ha', 0):.3f} ha), items >= {metrics.get('min_size_px')} px, recall at "
                     f"<= {metrics.get('fp_per_ha_limit')} FP/ha (rams.evaluate matching, pixels)"
                 ),
