@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import logging
 import os
 import shlex
 import sys
@@ -40,6 +41,8 @@ from rams.detector.datasets import SourceContext, SyntheticSource, SyntheticSour
 from rams.detector.loss import encode_targets
 from rams.detector.predict import normalise
 from rams.errors import ConfigError, OutputError
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -173,6 +176,7 @@ def mine(
     ctx = SourceContext(cfg.class_names, tuple(cfg.bands), cfg.gsd_m, cfg.chip_size_px)
     source = SyntheticSource(scfg, ctx)
     model = bundle.build_model()
+    log.info("scoring %d chips of %s with %s %s", n, source.describe(), card.name, card.version)
     t0 = time.monotonic()
     with Progress(
         TextColumn("mining"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(), transient=True
@@ -223,6 +227,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--batch-size", type=int, default=32)
     ap.add_argument("--overwrite", action="store_true")
     args = ap.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", stream=sys.stderr)
     command = "python -m rams.detector.mining " + " ".join(shlex.quote(a) for a in (argv or sys.argv[1:]))
     try:
         doc = mine(
