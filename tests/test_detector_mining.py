@@ -119,6 +119,8 @@ def test_mining_refuses_what_it_cannot_mine(tmp_path: Path, bundle_dir: Path) ->
     out = tmp_path / "x.json"
     with pytest.raises(ConfigError, match="no pool_size"):
         mine(_config(tmp_path, pool_size=None), str(bundle_dir), out)
+    with pytest.raises(ConfigError, match="--keep 1.5 must be a share"):
+        mine(_config(tmp_path), str(bundle_dir), out, keep=1.5)
     with pytest.raises(ConfigError, match="more than the source's pool"):
         mine(_config(tmp_path), str(bundle_dir), out, candidates=11)
     with pytest.raises(ConfigError, match="numbered from 0"):

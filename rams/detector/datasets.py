@@ -100,7 +100,7 @@ class SyntheticSourceConfig(_Source):
     min_visible_fraction: float = Field(default=0.35, ge=0, le=1)
     """Labelled targets less visible than this are ``ignore`` (not positive, not background)."""
     hard_examples: str | None = None
-    """A mined list of chip indices (``python -m rams.detector.mining``: the chips of this same sampler a model
+    """A mined list of chip indices (``rams mine``: the chips of this same sampler a model
     found hardest); the source then draws only those chips. None draws from the whole pool."""
 
 
@@ -339,7 +339,7 @@ def read_hard_examples(path: Path, key: dict[str, Any], pool_size: int | None) -
         doc = json.loads(path.read_text())
     except FileNotFoundError as err:
         raise InputNotFoundError(
-            f"hard_examples file {path} not found; mine it first (python -m rams.detector.mining) or drop the key"
+            f"hard_examples file {path} not found; mine it first (rams mine) or drop the key"
         ) from err
     except (OSError, ValueError) as err:
         raise ConfigError(f"hard_examples file {path} is not readable JSON ({err}); mine it again") from err

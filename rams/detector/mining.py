@@ -99,7 +99,7 @@ def chip_losses(
 def select_hard(losses: ChipLosses, keep: float) -> dict[str, Any]:
     """The ``keep`` share of chips with objects by centre loss, and of all chips by background loss."""
     if not 0 < keep <= 1:
-        raise ConfigError(f"keep={keep} must be a share in (0, 1]")
+        raise ConfigError(f"--keep {keep} must be a share in (0, 1], e.g. 0.15")
     with_obj = np.flatnonzero(losses.n_objects > 0)
     n_pos = max(1, int(round(keep * len(with_obj)))) if len(with_obj) else 0
     n_neg = max(1, int(round(keep * len(losses.indices))))
@@ -142,6 +142,8 @@ def mine(
     from rams.detector.bundle import load_bundle
     from rams.detector.train import load_train_config
 
+    if not 0 < keep <= 1:
+        raise ConfigError(f"--keep {keep} must be a share in (0, 1], e.g. 0.15")
     if out.exists() and not overwrite:
         raise OutputError(f"{out} exists; choose another --out or pass --overwrite")
     cfg = load_train_config(config)
