@@ -241,6 +241,14 @@ class EvalReport:
     confusion: dict[str, dict[str, int]]
     breakdowns: dict[str, tuple[BreakdownRow, ...]]
     notices: tuple[str, ...] = ()
+    false_alarms: Any = None
+    """GeoDataFrame of the detections no item of their class accounts for (class-aware false positives), in the
+    evaluation CRS: ``label``, ``score``, ``error`` ("no_item": no item of any class there; "wrong_class": it
+    sits on an item of another class, ``item_class``; "duplicate": the item was already found by a
+    higher-scoring detection). For review in GIS, and as hard negatives of a training ``ortho`` source."""
+    missed: Any = None
+    """GeoDataFrame of the items no detection of their class found, in the evaluation CRS: ``class``,
+    ``error`` ("not_detected", or "other_class": found only under ``detected_as``, ``score``)."""
 
     @property
     def area_ha(self) -> float | None:
@@ -918,6 +926,10 @@ def evaluate(
             rows.append(BreakdownRow(value, n_t, k, k / n_t, ci, kc, kc / n_t))
         breakdowns[attr] = tuple(rows)
 
+    near = _near_any_item(pred_xy[~agnostic.is_tp], truth_xy, radii, footprints)
+    false_alarms, missed = _error_layers(
+        pred, truth, pred_labels, pred_scores, truth_classes, agnostic, aware, near, crs
+    )
     return EvalReport(
         crs=crs.to_string(),
         area_m2=area_opt,
@@ -936,4 +948,78 @@ def evaluate(
         confusion=confusion,
         breakdowns=breakdowns,
         notices=tuple(notices),
+        false_alarms=false_alarms,
+        missed=missed,
     )
+
+
+def _error_layers(
+    pred: gpd.GeoDataFrame,
+    truth: gpd.GeoDataFrame,
+    pred_labels: np.ndarray,
+    pred_scores: np.ndarray,
+    truth_classes: np.ndarray,
+    agnostic: Matching,
+    aware: Matching,
+    near_item: np.ndarray,
+    crs: Any,
+) -> tuple[gpd.GeoDataFrame, gpd.GeoDataFrame]:
+    """The class-aware false alarms and missed items of a matching, as layers (see :class:`EvalReport`).
+
+    ``near_item``: for each detection that no item took in the any-ordnance matching (in order), whether it
+    lies on an item all the same (which another, higher-scoring detection found first: a duplicate)."""
+    import geopandas as gpd
+
+    near_of = dict(zip(np.flatnonzero(~agnostic.is_tp).tolist(), near_item.tolist(), strict=True))
+    fa = np.flatnonzero(~aware.is_tp)
+    kinds, item_cls = [], []
+    for i in fa.tolist():
+        j = int(agnostic.pred_match[i])
+        if j < 0:
+            kinds.append("duplicate" if near_of[i] else "no_item")
+            item_cls.append("")
+        else:
+            kinds.append("wrong_class" if truth_classes[j] != pred_labels[i] else "duplicate")
+            item_cls.append(str(truth_classes[j]))
+    false_alarms = gpd.GeoDataFrame(
+        {"label": [str(pred_labels[i]) for i in fa.tolist()], "score": pred_scores[fa].astype(float),
+         "error": kinds, "item_class": item_cls},
+        geometry=pred.geometry.to_numpy()[fa] if len(fa) else [], crs=crs,
+    )  # fmt: skip
+    miss = np.flatnonzero(aware.truth_match < 0)
+    err, det_as, det_score = [], [], []
+    for j in miss.tolist():
+        i = int(agnostic.truth_match[j])
+        err.append("not_detected" if i < 0 else "other_class")
+        det_as.append("" if i < 0 else str(pred_labels[i]))
+        det_score.append(float("nan") if i < 0 else float(pred_scores[i]))
+    missed = gpd.GeoDataFrame(
+        {"class": [str(truth_classes[j]) for j in miss.tolist()], "error": err, "detected_as": det_as,
+         "score": np.asarray(det_score, float)},
+        geometry=truth.geometry.to_numpy()[miss] if len(miss) else [], crs=crs,
+    )  # fmt: skip
+    return false_alarms, missed
+
+
+def _near_any_item(points_xy: np.ndarray, truth_xy: np.ndarray, radii: np.ndarray, footprints: np.ndarray
+                   ) -> np.ndarray:  # fmt: skip
+    """(N,) bool: each point lies within its radius of an item centre or inside an item footprint (the matching
+    rule of :func:`match_points`, without the one-to-one assignment)."""
+    import shapely
+
+    out = np.zeros(len(points_xy), bool)
+    if not len(points_xy) or not len(truth_xy):
+        return out
+    pts = shapely.points(points_xy)
+    tree = shapely.STRtree(shapely.points(truth_xy))
+    p_idx, t_idx = tree.query(pts, predicate="dwithin", distance=float(np.max(radii)))
+    d = np.hypot(*(points_xy[p_idx] - truth_xy[t_idx]).T)
+    out[p_idx[d <= radii[t_idx]]] = True
+    polys = np.array([g if g is not None and g.geom_type in ("Polygon", "MultiPolygon") else None
+                      for g in footprints], dtype=object)  # fmt: skip
+    has = np.array([g is not None for g in polys])
+    if has.any():
+        ftree = shapely.STRtree(polys[has])
+        p_idx, _ = ftree.query(pts, predicate="intersects")
+        out[p_idx] = True
+    return out

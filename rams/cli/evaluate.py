@@ -107,11 +107,15 @@ def evaluate(
     min_score: float | None = typer.Option(None, "--min-score", help="Ignore detections scoring below this."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON instead of the text table."),
     out: Path | None = typer.Option(None, "--out", help="Also write the JSON report to this file."),
+    errors: Path | None = typer.Option(
+        None, "--errors", help="Also write a GeoPackage of the false alarms and missed items (class-aware) to review "
+        "in GIS; its false_alarms layer can be the negatives of an ortho training source."
+    ),
     plot: Path | None = typer.Option(
         None, "--plot", help="Write a PNG: recall vs FP/ha, and precision-recall."
     ),
     curves: bool = typer.Option(False, "--curves", help="Include the full curves in the JSON."),
-    overwrite: bool = typer.Option(False, "--overwrite", help="Replace existing --out / --plot files."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace existing --out / --plot / --errors files."),
 ) -> None:
     """Match PRED detections to TRUTH items in metres; report recall, FP/ha, AP and operating points."""
     from rams.errors import AOIError
@@ -120,7 +124,7 @@ def evaluate(
     from rams.layers import list_layers, read_layer
     from rams.outputs import atomic_path, check_output
 
-    for dest in (out, plot):
+    for dest in (out, plot, errors):
         if dest is not None:
             check_output(dest, overwrite)
     radius_m = _parse_radius(radius)
@@ -168,11 +172,23 @@ def evaluate(
     if out is not None:
         with atomic_path(out, overwrite=overwrite) as tmp:
             tmp.write_text(text + "\n")
+    if errors is not None:
+        from rams.layers import write_gpkg
+
+        write_gpkg(
+            errors, {"false_alarms": report.false_alarms, "missed": report.missed},
+            metadata={"what": "rams evaluate errors: class-aware false alarms and missed items",
+                      "pred": str(pred_path), "truth": str(truth_path),
+                      "min_score": "" if min_score is None else str(min_score)},
+            overwrite=overwrite,
+        )  # fmt: skip
     if plot is not None:
         png = render_plot(report, title=f"{pred_path.name} vs {truth_path.name}")
         with atomic_path(plot, overwrite=overwrite) as tmp:
             tmp.write_bytes(png)
     typer.echo(text if as_json else render_text(report))
+    if errors is not None and not as_json:
+        typer.echo(f"errors: {len(report.false_alarms)} false alarms and {len(report.missed)} missed items in {errors}")
 
 
 # ------------------------------------------------------------------------------------------ rendering

@@ -149,6 +149,9 @@ class OrthoSourceConfig(_Source):
     """Box side for point annotations; None uses the class's largest item length."""
     negatives_layer: str | None = None
     """Optional layer of confusers (hard negatives) in the same file as the annotations."""
+    negatives: str | None = None
+    """Optional file of hard negatives (``path`` or ``path.gpkg:layer``; default layer ``false_alarms``), e.g. what
+    ``rams evaluate --errors`` writes for a model run on this orthomosaic; added to ``negatives_layer``'s."""
     positive_fraction: float = Field(default=0.6, ge=0, le=1)
     hard_negative_fraction: float = Field(default=0.2, ge=0, le=1)
     read_bands: list[int] | None = None
@@ -572,6 +575,12 @@ def _apply(t: Any, x: Any, y: Any) -> tuple[Any, Any]:
     return t.a * x + t.b * y + t.c, t.d * x + t.e * y + t.f
 
 
+def _has_layer_suffix(spec: str) -> bool:
+    """``path.gpkg:layer`` (not a Windows drive letter, not an existing file name with a colon)."""
+    head, sep, tail = spec.rpartition(":")
+    return bool(sep and head and tail) and not Path(spec).exists() and "/" not in tail and "\\" not in tail
+
+
 class OrthoSource:
     """Windows of an orthomosaic at the model GSD with boxes from a GIS annotation layer.
 
@@ -594,6 +603,11 @@ class OrthoSource:
         self.neg_boxes = np.zeros((0, 4), np.float32)
         if cfg.negatives_layer:
             self.neg_boxes, _, _ = self._read_boxes(cfg.negatives_layer, positives=False)
+        if cfg.negatives:
+            path, _, layer = cfg.negatives.rpartition(":") if _has_layer_suffix(cfg.negatives) else (
+                cfg.negatives, "", "false_alarms")  # fmt: skip
+            more, _, _ = self._read_boxes(layer, positives=False, path=Path(path))
+            self.neg_boxes = np.concatenate([self.neg_boxes, more])
         # centres of valid coarse cells, in grid pixels: where "empty ground" windows are centred
         inv = ~self.grid.transform
         rr, cc = np.nonzero(mask)
@@ -608,12 +622,15 @@ class OrthoSource:
     def describe(self) -> str:
         return f"ortho {self.cfg.raster} with {len(self.boxes)} annotations from {self.cfg.annotations}"
 
-    def _read_boxes(self, layer: str | None, positives: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def _read_boxes(
+        self, layer: str | None, positives: bool, path: Path | None = None
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         from rams.layers import read_layer
 
         cfg = self.cfg
         required = [cfg.class_column] if (positives and cfg.class_column) else []
-        gdf = read_layer(Path(cfg.annotations), layer, required_columns=required, what="annotation layer")
+        what = "annotation layer" if positives else "negatives layer"
+        gdf = read_layer(path or Path(cfg.annotations), layer, required_columns=required, what=what)
         if len(gdf) and gdf.crs is not None:
             gdf = gdf.to_crs(self.grid.crs)
         lookup = _label_lookup(self.ctx.classes)
