@@ -25,7 +25,6 @@ import datetime as dt
 import json
 import logging
 import os
-import shlex
 import sys
 import time
 import uuid
@@ -216,7 +215,6 @@ def main(argv: list[str] | None = None) -> int:
     """``python -m rams.detector.mining``."""
     import argparse
 
-    from rams.errors import RamsError, exit_code_for
 
     ap = argparse.ArgumentParser(prog="python -m rams.detector.mining", description=__doc__.splitlines()[0])
     ap.add_argument("--config", type=Path, required=True, help="training config whose source is mined")
@@ -229,22 +227,21 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--batch-size", type=int, default=32)
     ap.add_argument("--overwrite", action="store_true")
     args = ap.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", stream=sys.stderr)
-    command = "python -m rams.detector.mining " + " ".join(shlex.quote(a) for a in (argv or sys.argv[1:]))
-    try:
+
+    def body(command: str) -> None:
         doc = mine(
             args.config, args.model, args.out, args.source, args.keep, args.candidates, args.threads,
             args.batch_size, command, args.overwrite,
         )  # fmt: skip
-    except RamsError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return exit_code_for(err)
-    print(
-        f"{len(doc['indices'])} hard chips of {doc['candidates']} -> {args.out} "
-        f"({doc['missed_positives']['chips']} by missed objects, {doc['false_alarms']['chips']} by false alarms; "
-        f"{doc['seconds']} s)"
-    )
-    return 0
+        print(
+            f"{len(doc['indices'])} hard chips of {doc['candidates']} -> {args.out} "
+            f"({doc['missed_positives']['chips']} by missed objects, {doc['false_alarms']['chips']} by false "
+            f"alarms; {doc['seconds']} s)"
+        )
+
+    from rams.detector.train import run_module_command
+
+    return run_module_command("rams.detector.mining", argv, body)
 
 
 if __name__ == "__main__":

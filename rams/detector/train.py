@@ -29,7 +29,7 @@ import os
 import shlex
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -1025,7 +1025,6 @@ def main(argv: list[str] | None = None) -> int:
     """``python -m rams.detector.train``: the same as ``rams train`` for machines without the full CLI stack."""
     import argparse
 
-    from rams.errors import RamsError, exit_code_for
 
     ap = argparse.ArgumentParser(prog="python -m rams.detector.train", description="Train a rams detector.")
     ap.add_argument("--config", type=Path)
@@ -1037,17 +1036,30 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--threads", type=int)
     ap.add_argument("--overwrite", action="store_true")
     args = ap.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", stream=sys.stderr)
-    command = "python -m rams.detector.train " + " ".join(shlex.quote(a) for a in (argv or sys.argv[1:]))
-    try:
+
+    def body(command: str) -> None:
         result = run_training(
             args.config, args.out, args.resume, args.max_minutes, args.device, args.workers, args.threads,
             args.overwrite, command=command,
         )  # fmt: skip
+        print(json.dumps(summary(result), indent=2))
+
+    return run_module_command("rams.detector.train", argv, body)
+
+
+def run_module_command(module: str, argv: list[str] | None, body: Callable[[str], None]) -> int:
+    """The shared tail of the ``python -m rams.detector.*`` entry points: log to stderr, run ``body`` with the
+    exact command line (recorded in what it writes), and turn a :class:`RamsError` into one line and its exit code.
+    """
+    from rams.errors import RamsError, exit_code_for
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", stream=sys.stderr)
+    command = f"python -m {module} " + " ".join(shlex.quote(a) for a in (argv or sys.argv[1:]))
+    try:
+        body(command)
     except RamsError as err:
         print(f"error: {err}", file=sys.stderr)
         return exit_code_for(err)
-    print(json.dumps(summary(result), indent=2))
     return 0
 
 
