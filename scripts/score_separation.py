@@ -30,7 +30,8 @@ from rams.detector.train import load_train_config
 
 
 def separation(model: torch.nn.Module, source: SyntheticSource, n_chips: int, classes: tuple[str, ...],
-               mean: list[float], std: list[float], batch: int = 32) -> dict[str, dict[str, Any]]:  # fmt: skip
+               mean: list[float], std: list[float], batch: int = 32, gsd_m: float = 0.01,
+               cells_per_ha: tuple[float, ...] = ()) -> dict[str, dict[str, Any]]:  # fmt: skip
     """Centre scores and background quantiles per class (see the module doc)."""
     k = len(classes)
     centres: list[list[float]] = [[] for _ in range(k)]
@@ -52,6 +53,7 @@ def separation(model: torch.nn.Module, source: SyntheticSource, n_chips: int, cl
                 far = (hm.max(0) < 0.01) & (t["ignore"] > 0) & (t["reg_mask"] == 0)
                 background.append(p[i][:, far])
     bg = np.concatenate(background, axis=1) if background else np.zeros((k, 0))
+    bg_ha = bg.shape[1] * (4 * gsd_m) ** 2 / 1e4  # ground of the background cells (stride 4)
     out: dict[str, dict[str, Any]] = {}
     for c, name in enumerate(classes):
         cen = np.asarray(centres[c])
@@ -63,7 +65,13 @@ def separation(model: torch.nn.Module, source: SyntheticSource, n_chips: int, cl
             "background_q99.99": q4,
             "share_above_q99.99": float((cen > q4).mean()) if len(cen) and q4 is not None else None,
             "background_cells": int(bg.shape[1]),
+            "background_ha": bg_ha,
         }
+        for rate in cells_per_ha:
+            n_above = int(rate * bg_ha)  # cells allowed above the threshold on this much ground
+            t = float(np.sort(bg[c])[-n_above - 1]) if bg.shape[1] > n_above else None
+            out[name][f"background_at_{rate:g}_per_ha"] = t
+            out[name][f"share_above_{rate:g}_per_ha"] = float((cen > t).mean()) if len(cen) and t is not None else None
     return out
 
 
@@ -74,6 +82,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--source", type=int, default=0)
     ap.add_argument("--chips", type=int, default=1600)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--cells-per-ha", default="100,1000",
+                    help="background cells per hectare allowed above a threshold (comma-separated rates)")
     ap.add_argument("--json", type=Path)
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
@@ -88,15 +98,22 @@ def main(argv: list[str] | None = None) -> int:
         return 10
     ctx = SourceContext(cfg.class_names, tuple(cfg.bands), cfg.gsd_m, cfg.chip_size_px)
     source = SyntheticSource(scfg.model_copy(update={"hard_examples": None}), ctx)
-    res = separation(bundle.build_model(), source, args.chips, cfg.class_names, cfg.norm_mean, cfg.norm_std)
+    rates = tuple(float(x) for x in args.cells_per_ha.split(",") if x.strip())
+    res = separation(bundle.build_model(), source, args.chips, cfg.class_names, cfg.norm_mean, cfg.norm_std,
+                     gsd_m=cfg.gsd_m, cells_per_ha=rates)  # fmt: skip
     cells = next(iter(res.values()))["background_cells"]
     print(f"{bundle.card.name} {bundle.card.version} on {args.chips} chips of {args.config} source {args.source} "
           f"({cells} background cells)")  # fmt: skip
-    print("| class | centres | centre median | background q99.9 | background q99.99 | centres above q99.99 |")
-    print("|---|---:|---:|---:|---:|---:|")
+    keys = ["centre_median", "background_q99.9", "background_q99.99", "share_above_q99.99"]
+    head = ["centre median", "background q99.9", "background q99.99", "centres above q99.99"]
+    for rate in rates:
+        keys += [f"background_at_{rate:g}_per_ha", f"share_above_{rate:g}_per_ha"]
+        head += [f"background at {rate:g} cells/ha", "centres above it"]
+    print(f"({next(iter(res.values()))['background_ha']:.3f} ha of background at {cfg.gsd_m * 100:g} cm/px)")
+    print("| class | centres | " + " | ".join(head) + " |")
+    print("|---|---:|" + "---:|" * len(head))
     for name, r in res.items():
-        f = [f"{r[x]:.2f}" if r[x] is not None else "-" for x in
-             ("centre_median", "background_q99.9", "background_q99.99", "share_above_q99.99")]  # fmt: skip
+        f = [f"{r[x]:.2f}" if r[x] is not None else "-" for x in keys]
         print(f"| {name} | {r['centres']} | " + " | ".join(f) + " |")
     if args.json:
         args.json.write_text(json.dumps({"model": bundle.card.name, "version": bundle.card.version,

@@ -25,7 +25,8 @@ def test_separation_counts_every_centre_and_background_cell(tmp_path: Path) -> N
     cfg = tmp_path / "c.yaml"
     cfg.write_text(yaml.safe_dump({"name": "s", "classes": CLASSES, "chip_size_px": 64, "sources": [src]}))
     out = tmp_path / "s.json"
-    assert mod.main(["--config", str(cfg), "--model", str(tmp_path / "m"), "--chips", "6", "--json", str(out)]) == 0
+    assert mod.main(["--config", str(cfg), "--model", str(tmp_path / "m"), "--chips", "6",
+                     "--cells-per-ha", "1e5,1e6", "--json", str(out)]) == 0
     res = json.loads(out.read_text())["classes"]
     # the same chips, counted independently
     source = SyntheticSource(SyntheticSourceConfig(**src), SourceContext(tuple(CLASSES), ("red", "green", "blue"),
@@ -40,6 +41,12 @@ def test_separation_counts_every_centre_and_background_cell(tmp_path: Path) -> N
     if r["centres"]:
         assert 0 <= r["centre_median"] <= 1 and 0 <= r["share_above_q99.99"] <= 1
     assert np.isfinite(res["tm62"]["background_q99.99"])
+    # area-normalised thresholds: R cells per hectare of background ground lie above the threshold at R
+    assert r["background_ha"] == far * 0.04**2 / 1e4
+    lo, hi = r["background_at_100000_per_ha"], r["background_at_1e+06_per_ha"]
+    assert lo is not None and hi is not None and lo >= hi
+    if r["centres"]:
+        assert 0 <= r["share_above_100000_per_ha"] <= r["share_above_1e+06_per_ha"] <= 1
     # a chip dataset is not a synthetic source
     yolo = write_toy_yolo(tmp_path / "yolo", n_per_zone=2)
     ycfg = tmp_path / "y.yaml"

@@ -764,11 +764,12 @@ def train(
                     cfg, model, ema, optimizer, state, val, dev, ckpt_dir, log_path, sums, count,
                     time.monotonic() - t_epoch,
                 )  # fmt: skip
+                kept = (f"best {state.best_selection:.3f} at step {state.best_step}{' *' if improved else ''}"
+                        if cfg.validation.keep == "best" else "keep: last, the final epoch is exported")  # fmt: skip
                 log.info(
-                    "epoch %.2f step %d: loss %.4f, held-out recall@%g FP/ha %.3f (best %.3f at step %d)%s",
+                    "epoch %.2f step %d: loss %.4f, held-out recall@%g FP/ha %.3f (%s)",
                     state.step / cfg.steps_per_epoch, state.step, sums["loss"] / max(count, 1),
-                    cfg.validation.fp_per_ha, state.history[-1]["selection"], state.best_selection,
-                    state.best_step, " *" if improved else "",
+                    cfg.validation.fp_per_ha, state.history[-1]["selection"], kept,
                 )  # fmt: skip
                 sums, count, t_epoch = {}, 0, time.monotonic()
                 if out_of_time:
