@@ -47,6 +47,9 @@ from typing import Any
 
 import numpy as np
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from scene_cache import detections_name, parse_seeds  # noqa: E402  (a sibling script module)
+
 TERRAINS = ("ploughed", "dry_grass", "crop", "gravel", "sand", "mixed")
 TEST_SEEDS = (9001, 9002, 9003, 9004, 9005, 9006)  # the evaluation scenes: never used to calibrate
 
@@ -55,15 +58,6 @@ def _run(cmd: list[str]) -> None:
     res = subprocess.run(cmd, capture_output=True, text=True)
     if res.returncode != 0:
         sys.exit(f"failed ({res.returncode}): {' '.join(cmd)}\n{res.stderr[-2000:]}")
-
-
-def parse_seeds(text: str) -> list[int]:
-    """'9001,9002' or '8001-8012' (inclusive ranges) or a mix."""
-    out: list[int] = []
-    for part in text.split(","):
-        lo, _, hi = part.partition("-")
-        out.extend(range(int(lo), int(hi or lo) + 1))
-    return out
 
 
 def scene_specs(args: argparse.Namespace) -> list[dict[str, Any]]:
@@ -172,7 +166,7 @@ def main() -> None:
             _run([args.rams, "-q", "synth", str(d), "--seed", str(sc["seed"]), "--size", args.size,
                   "--gsd", str(sc["gsd_m"]), "--terrain", sc["terrain"], "--density", str(args.density),
                   "--overwrite"])  # fmt: skip
-        det = d / f"det-{card.name}-{card.weights_sha256[:8]}.gpkg"
+        det = d / detections_name(card)
         if det.exists() and not _cached_detections_current(det, d / "ortho.tif", args.model, args.score_floor):
             print(f"scene {d.name}: cached detections were made with other tiles; detecting again", flush=True)
             det.unlink()

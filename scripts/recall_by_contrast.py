@@ -32,15 +32,10 @@ from scipy import ndimage as ndi
 from rams.detector.bundle import load_bundle
 from rams.evaluate import default_radius_m, match_points
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from scene_cache import parse_seeds, scene_detections  # noqa: E402  (a sibling script module)
+
 BINS = (0.0, 0.5, 1.0, 2.0, 3.0, 5.0, float("inf"))
-
-
-def parse_seeds(text: str) -> list[int]:
-    out: list[int] = []
-    for part in text.split(","):
-        a, _, b = part.partition("-")
-        out.extend(range(int(a), int(b) + 1) if b else [int(a)])
-    return out
 
 
 def item_contrast(img: np.ndarray, transform: Any, geom: Any, others: np.ndarray, size_px: float) -> float | None:
@@ -123,17 +118,12 @@ def main(argv: list[str] | None = None) -> int:
     thresholds = card.thresholds()
     root = Path(args.scenes_dir)
     items: list[tuple[str, float, bool]] = []
-    for seed in parse_seeds(args.seeds):
-        folders = sorted(root.glob(f"s{seed}-*"))
-        if not folders:
-            print(f"error: no scene for seed {seed} in {root}; run scripts/eval_model.py first", file=sys.stderr)
-            return 3
-        det = folders[0] / f"det-{card.name}-{card.weights_sha256[:8]}.gpkg"
-        if not det.exists():
-            print(f"error: {det} missing; run scripts/eval_model.py --model {args.model} on these seeds first",
-                  file=sys.stderr)  # fmt: skip
-            return 3
-        items += scene_items(folders[0], det, thresholds, args.min_px, card.gsd_m)
+    scenes = scene_detections(root, parse_seeds(args.seeds), card, args.model)
+    if isinstance(scenes, str):
+        print(f"error: {scenes}", file=sys.stderr)
+        return 3
+    for folder, det in scenes:
+        items += scene_items(folder, det, thresholds, args.min_px, card.gsd_m)
     res = table(items)
     pairs = zip(BINS[:-1], BINS[1:], strict=True)
     heads = [f"{lo:g}-{hi:g}" if hi != float("inf") else f">= {lo:g}" for lo, hi in pairs]
