@@ -233,10 +233,14 @@ def main() -> None:
         return {"items": n, "found": tp, "recall": tp / n if n else None,
                 "recall_ci95": list(ci) if ci else None, "fp": fp, "fp_per_ha": fp / area_ha}  # fmt: skip
 
-    def best_at_rate(class_aware: bool, items: np.ndarray) -> dict[str, Any]:
-        best: dict[str, Any] = {"score_threshold": None, "recall": 0.0}
-        for thr in np.unique(ps)[::-1]:
-            r = counts(class_aware, items, float(thr))
+    def best_at_rate(class_aware: bool, items: np.ndarray, cls: str | None = None) -> dict[str, Any]:
+        """Best recall with false alarms within ``--fp-per-ha`` over single thresholds (in hindsight); with ``cls``,
+        that class's items and detections only (its own false alarms against the whole budget)."""
+        best: dict[str, Any] = {"score_threshold": None, **counts(class_aware, items, float("inf"), cls)}
+        if best["recall"] is None:  # no items
+            return best
+        for thr in np.unique(ps if cls is None else ps[pl == cls])[::-1]:
+            r = counts(class_aware, items, float(thr), cls)
             if r["fp_per_ha"] > args.fp_per_ha:
                 break
             if r["recall"] is not None and r["recall"] > best["recall"]:
@@ -267,6 +271,7 @@ def main() -> None:
         f"best_recall_at_{args.fp_per_ha:g}_fp_per_ha": {
             "class_aware": best_at_rate(True, keep),
             "any_ordnance": best_at_rate(False, keep),
+            "per_class": {c: best_at_rate(True, keep, c) for c in card.classes},
         },
         "evaluated": time.strftime("%Y-%m-%d"),
         "duration_s": round(time.time() - t_start, 1),
@@ -289,6 +294,8 @@ def main() -> None:
     for k in ("class_aware", "any_ordnance"):
         rb, tb = b[k].get("recall"), b[k].get("score_threshold")
         print(f"best {k} recall at <= {args.fp_per_ha:g} FP/ha: {rb} (threshold {tb})")
+    print(f"per class, best recall with the class's own false alarms <= {args.fp_per_ha:g} FP/ha (hindsight): "
+          + ", ".join(f"{c} {r['recall']:.3f}" for c, r in b["per_class"].items() if r["items"]))  # fmt: skip
     if args.json:
         Path(args.json).write_text(json.dumps(result, indent=2))
     if args.update_card:

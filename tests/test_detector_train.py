@@ -160,6 +160,14 @@ def test_cli_train_and_its_errors(yolo: Path, tmp_path: Path) -> None:
     assert res.exit_code == 11 and "checkpoint" in res.output and "not found" in res.output
     res = runner.invoke(app, ["train"])
     assert res.exit_code == 10 and "give --config" in res.output
+    # a finished run continued for longer: --resume with --max-epochs (2 more steps of 2 per epoch)
+    res = runner.invoke(app, ["train", "--resume", str(out), "--max-epochs", "2"])
+    assert res.exit_code == 0, res.output
+    assert "trained 4 steps (2.0 epochs)" in res.output
+    assert [int(r["step"]) for r in _rows(out / "steps.csv")] == [1, 2, 3, 4]
+    assert load_bundle(out / "bundle").card.training.steps == 4
+    res = runner.invoke(app, ["train", "--resume", str(out), "--max-epochs", "0"])
+    assert res.exit_code == 10 and "--max-epochs 0" in res.output
     res = runner.invoke(app, ["train", "--config", str(cfg), "--out", str(tmp_path / "g"), "--device", "cuda"])
     if not torch.cuda.is_available():
         assert res.exit_code == 14 and "CUDA is not available" in res.output

@@ -23,6 +23,10 @@ def train(
     workers: int | None = typer.Option(None, "--workers", help="DataLoader worker processes (sample rendering)."),
     threads: int | None = typer.Option(None, "--threads", help="torch CPU threads in the main process."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Start over in an --out folder that holds a run."),
+    max_epochs: int | None = typer.Option(
+        None, "--max-epochs", help="Override the config's max_epochs; with --resume, continue a finished run for "
+        "longer (the cosine learning-rate schedule becomes the longer run's)."
+    ),
     as_json: bool = typer.Option(False, "--json", help="Print a JSON summary instead of text."),
 ) -> None:
     """Train a detector: sample and augment chips, validate each epoch on held-out chips (recall at a fixed
@@ -37,7 +41,8 @@ def train(
         if ("train" in sys.argv)
         else None
     )
-    result = run_training(config, out, resume, max_minutes, device, workers, threads, overwrite, command=command)
+    result = run_training(config, out, resume, max_minutes, device, workers, threads, overwrite, command=command,
+                          max_epochs=max_epochs)  # fmt: skip
     s = summary(result)
     if as_json:
         typer.echo(json.dumps(s, indent=2))

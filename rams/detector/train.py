@@ -1036,12 +1036,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--workers", type=int)
     ap.add_argument("--threads", type=int)
     ap.add_argument("--overwrite", action="store_true")
+    ap.add_argument("--max-epochs", type=int, help="override the config's max_epochs (e.g. to extend a finished run)")
     args = ap.parse_args(argv)
 
     def body(command: str) -> None:
         result = run_training(
             args.config, args.out, args.resume, args.max_minutes, args.device, args.workers, args.threads,
-            args.overwrite, command=command,
+            args.overwrite, command=command, max_epochs=args.max_epochs,
         )  # fmt: skip
         print(json.dumps(summary(result), indent=2))
 
@@ -1075,15 +1076,24 @@ def run_training(
     overwrite: bool,
     command: str | None = None,
     progress: bool = True,
+    max_epochs: int | None = None,
 ) -> TrainResult:
-    """Resolve config (file or checkpoint), CLI overrides and output folder, then :func:`train`."""
+    """Resolve config (file or checkpoint), CLI overrides and output folder, then :func:`train`.
+
+    ``max_epochs`` overrides the config's, e.g. to continue a finished run for longer with ``resume``: the cosine
+    schedule is then that of the longer run, so the learning rate rises again at the resumed step.
+    """
     if config is None and resume is None:
         raise ConfigError("give --config FILE (or --resume RUN_DIR to continue a run)")
+    if max_epochs is not None and max_epochs < 1:
+        raise ConfigError(f"--max-epochs {max_epochs}: give a whole number of epochs >= 1")
     if config is not None:
         cfg = load_train_config(config)
     else:
         assert resume is not None
         cfg = config_from_checkpoint(resume)
+    if max_epochs is not None:
+        cfg.max_epochs = max_epochs
     if workers is not None:
         cfg.num_workers = workers
     if threads is not None:
