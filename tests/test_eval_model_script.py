@@ -115,3 +115,14 @@ def test_calibrates_on_annotated_flights(tmp_path: Path) -> None:
     out = subprocess.run([sys.executable, str(SCRIPT), "--model", str(model), "--flights", str(bad)],
                          capture_output=True, text=True)
     assert out.returncode != 0 and "missing ortho.tif, truth.gpkg" in out.stderr
+
+
+def test_a_thin_false_alarm_budget_is_flagged(eval_model: Any) -> None:
+    rates = {"precise": 2.0, "balanced": 10.0, "high_recall": 30.0}
+    # half a hectare: 1 and 5 false alarms allowed; 15 is enough
+    notes = eval_model.thin_budget_notes(rates, 0.5)
+    assert len(notes) == 2
+    assert notes[0].startswith("precise (2 FP/ha) rests on 1.0 false alarms in 0.50 ha")
+    assert "at least 5.0 ha" in notes[0] and "at least 1.0 ha" in notes[1]
+    assert eval_model.thin_budget_notes(rates, 5.0) == []
+    assert eval_model.thin_budget_notes(rates, 4.9)[0].startswith("precise")
