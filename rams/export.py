@@ -31,7 +31,6 @@ from __future__ import annotations
 import csv
 import logging
 import shutil
-import sqlite3
 import tempfile
 import zipfile
 from collections.abc import Mapping, Sequence
@@ -43,7 +42,7 @@ from pydantic import field_validator
 
 from rams.config import StrictModel
 from rams.errors import InputError, VectorInputError
-from rams.layers import geometry_type_option, list_layers, read_layer, write_metadata, write_styles
+from rams.layers import geometry_type_option, list_layers, read_layer, write_extras
 from rams.outputs import atomic_path
 
 if TYPE_CHECKING:
@@ -150,23 +149,7 @@ def derive_gpkg(
         for name, gdf in layers.items():
             pyogrio.write_dataframe(gdf, tmp, layer=name, driver="GPKG", promote_to_multi=False,
                                     **geometry_type_option(name, gdf))  # fmt: skip
-        if metadata is not None or styles:
-            con = sqlite3.connect(tmp)
-            try:
-                if metadata is not None:
-                    write_metadata(con, metadata)
-                if styles:
-                    has_styles = con.execute(
-                        "SELECT name FROM sqlite_master WHERE type='table' AND name='layer_styles'"
-                    ).fetchone()
-                    if has_styles:
-                        con.executemany(
-                            "DELETE FROM layer_styles WHERE f_table_name = ?", [(k,) for k in styles]
-                        )
-                    write_styles(con, styles)
-                con.commit()
-            finally:
-                con.close()
+        write_extras(tmp, metadata, styles)
     return Path(dest)
 
 

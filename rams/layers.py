@@ -106,17 +106,68 @@ def write_gpkg(
             opts = {"dataset_options": {"VERSION": GPKG_VERSION}} if i == 0 else {}
             pyogrio.write_dataframe(gdf, tmp, layer=name, driver="GPKG", promote_to_multi=False,
                                     **geometry_type_option(name, gdf), **opts)  # fmt: skip
-        if metadata is not None or styles:
-            con = sqlite3.connect(tmp)
-            try:
-                if metadata is not None:
-                    write_metadata(con, metadata)
-                if styles:
-                    write_styles(con, styles)
-                con.commit()
-            finally:
-                con.close()
+        write_extras(tmp, metadata, styles)
     return Path(dest)
+
+
+def write_extras(path: Path, metadata: Mapping[str, Any] | None, styles: Mapping[str, str] | None) -> None:
+    """Add metadata keys (replacing same-named ones) and default QGIS styles (replacing those of the same
+    layers) to a GeoPackage being written."""
+    if metadata is None and not styles:
+        return
+    con = sqlite3.connect(path)
+    try:
+        if metadata is not None:
+            write_metadata(con, metadata)
+        if styles:
+            has_styles = con.execute(
+                "SELECT name FROM sqlite_master WHERE type='table' AND name='layer_styles'"
+            ).fetchone()
+            if has_styles:
+                con.executemany("DELETE FROM layer_styles WHERE f_table_name = ?", [(k,) for k in styles])
+            write_styles(con, styles)
+        con.commit()
+    finally:
+        con.close()
+
+
+class ChunkedLayerWriter:
+    """One layer of a GeoPackage written chunk by chunk, so that memory holds a chunk, not the layer.
+
+    The first non-empty chunk creates the layer (replacing a same-named one in an existing file), later chunks
+    are appended; every chunk must have the same columns and dtypes. :meth:`finish` writes the layer empty
+    (with its declared geometry type) when no chunk had rows. Use it on the temporary path of
+    :func:`rams.outputs.atomic_path`, so that an interrupted run leaves nothing under the final name.
+    """
+
+    def __init__(self, path: Path, name: str, new_file: bool) -> None:
+        self.path = Path(path)
+        self.name = name
+        self.new_file = new_file
+        self.rows = 0
+        self.chunks = 0
+
+    def write(self, gdf: gpd.GeoDataFrame) -> None:
+        import pyogrio
+
+        if gdf.empty:
+            return
+        opts = {"dataset_options": {"VERSION": GPKG_VERSION}} if self.new_file and self.chunks == 0 else {}
+        pyogrio.write_dataframe(gdf, self.path, layer=self.name, driver="GPKG", promote_to_multi=False,
+                                append=self.chunks > 0, **opts)  # fmt: skip
+        self.rows += len(gdf)
+        self.chunks += 1
+
+    def finish(self, empty: gpd.GeoDataFrame) -> None:
+        """Write ``empty`` (the layer's columns, no rows) if nothing was written."""
+        import pyogrio
+
+        if self.chunks:
+            return
+        opts = {"dataset_options": {"VERSION": GPKG_VERSION}} if self.new_file else {}
+        pyogrio.write_dataframe(empty, self.path, layer=self.name, driver="GPKG", promote_to_multi=False,
+                                **geometry_type_option(self.name, empty), **opts)  # fmt: skip
+        self.chunks += 1
 
 
 def geometry_type_option(name: str, gdf: gpd.GeoDataFrame) -> dict[str, str]:

@@ -390,8 +390,9 @@ def classify(m: QualityMetrics, cfg: QualityConfig) -> str:
 class QualityResult:
     """The ``coverage_quality`` layer of one orthomosaic and what it adds up to."""
 
-    layer: gpd.GeoDataFrame
-    """Polygons in the grid CRS, one per cell (classed part) plus dissolved ``not_imaged`` parts."""
+    layer: gpd.GeoDataFrame | None
+    """Polygons in the grid CRS, one per cell (classed part) plus dissolved ``not_imaged`` parts; None when the
+    layer was streamed to a ``sink`` instead of held (see :func:`assess_dataset`)."""
     native_gsd_m: float
     analysis_gsd_m: float
     smallest_target_m: float
@@ -399,12 +400,21 @@ class QualityResult:
     tiles: int
     cells: int
     """Quality cells assessed (the layer also holds carved-out patches and not-imaged parts)."""
+    area_m2_by_class: dict[str, float]
+    """Area of the layer's polygons per ``quality`` value (summed chunk by chunk as the layer is made)."""
+    rows: int
+    """Rows of the layer."""
+    crs: Any
+    """CRS of the layer (the analysis grid's)."""
 
     def area_by_class_m2(self) -> dict[str, float]:
-        if self.layer.empty:
-            return {}
-        areas = self.layer.geometry.area.groupby(self.layer["quality"]).sum()
-        return {str(k): float(v) for k, v in areas.items()}
+        return dict(sorted(self.area_m2_by_class.items()))
+
+    def require_layer(self) -> gpd.GeoDataFrame:
+        """The layer held in memory (an error if it was streamed to a sink)."""
+        if self.layer is None:
+            raise RuntimeError("this coverage quality layer was streamed to a file; read it from there")
+        return self.layer
 
     def summary(self) -> dict[str, Any]:
         by_class = self.area_by_class_m2()
@@ -546,6 +556,10 @@ def _patches(
     return out
 
 
+#: Rows of the coverage quality layer per chunk handed to a sink (a few MB of polygons and attributes).
+CHUNK_ROWS = 10_000
+
+
 def quality_workers() -> int:
     """Threads that filter tiles for the quality pass: ``RAMS_QUALITY_WORKERS`` if set, else the usable cores
     (at most 4: the main thread also reads and judges cells)."""
@@ -567,6 +581,8 @@ def assess_dataset(
     aoi: gpd.GeoDataFrame | None = None,
     progress: Callable[[int, int], None] | None = None,
     workers: int | None = None,
+    sink: Callable[[gpd.GeoDataFrame], None] | None = None,
+    chunk_rows: int = CHUNK_ROWS,
 ) -> QualityResult:
     """Coverage quality of an open orthomosaic, streamed tile by tile (memory bounded by the tile size).
 
@@ -577,12 +593,17 @@ def assess_dataset(
             imagery is reported ``not_imaged``. Without an AOI, the raster's extent is the frame.
         progress: called as ``progress(done, total)`` after each tile.
         workers: threads that filter tiles (default :func:`quality_workers`); the result does not depend on it.
+        sink: if given, receives the layer in chunks, in layer order (cells in tile order, then the
+            ``not_imaged`` parts), and the result holds no layer: memory then stays bounded whatever the mosaic
+            size (``rams quality`` appends the chunks to its GeoPackage).
+        chunk_rows: a chunk leaves after the tile whose cells bring it to this many rows.
 
     Returns:
         A :class:`QualityResult` whose layer partitions the frame (AOI or raster extent) into classed cells
-        and ``not_imaged`` parts.
+        and ``not_imaged`` parts (the concatenated chunks are the same layer, row for row).
     """
     import geopandas as gpd
+    import pandas as pd
     from shapely import box, make_valid, union_all
     from shapely.geometry import MultiPolygon, Polygon
 
@@ -611,6 +632,33 @@ def assess_dataset(
     geoms: list[Any] = []
     gaps: list[Any] = []
     n_cells = 0
+    frames: list[gpd.GeoDataFrame] = []
+    areas: dict[str, float] = {}
+    n_rows = 0
+    not_imaged_acc: Any = None  # union of the gaps flushed so far
+
+    def emit(chunk: gpd.GeoDataFrame) -> None:
+        nonlocal n_rows
+        if chunk.empty:
+            return
+        n_rows += len(chunk)
+        for k, v in chunk["area_m2"].groupby(chunk["quality"]).sum().items():
+            areas[str(k)] = areas.get(str(k), 0.0) + float(v)
+        if sink is not None:
+            sink(chunk)
+        else:
+            frames.append(chunk)
+
+    def flush() -> None:
+        nonlocal rows, geoms, gaps, not_imaged_acc
+        emit(_layer_chunk(rows, geoms, aoi_geom, grid.crs))
+        rows, geoms = [], []
+        if gaps:
+            parts = [g for g in gaps if not g.is_empty]
+            if not_imaged_acc is not None:
+                parts.append(not_imaged_acc)
+            not_imaged_acc = union_all(parts) if parts else None
+            gaps = []
     log.info(
         "coverage quality: %d tiles, cells of %d px (%.2f m) at %.2f cm/px (native %.2f cm/px)",
         len(tiles), cell_px, cell_px * grid.gsd_m, grid.gsd_m * 100, native * 100,
@@ -687,14 +735,16 @@ def assess_dataset(
                     geoms.append(_to_map(part_px, grid))
             if progress is not None:
                 progress(n_done, len(tiles))
+            if len(rows) >= chunk_rows:
+                flush()
+    flush()
+    # the not-imaged ground: gaps between and inside cells, and AOI ground outside the raster
+    gap_parts = []
+    if not_imaged_acc is not None:
+        gap_parts.append(not_imaged_acc if aoi_geom is None else not_imaged_acc.intersection(aoi_geom))
     if aoi_geom is not None:
-        geoms = [g.intersection(aoi_geom) for g in geoms]
-        gaps = [g.intersection(aoi_geom) for g in gaps]
-        gaps.append(aoi_geom.difference(grid_box))
-    keep = [i for i, g in enumerate(geoms) if not g.is_empty and g.area > 0]
-    rows = [rows[i] for i in keep]
-    geoms = [_polygonal(geoms[i]) for i in keep]
-    not_imaged = _polygonal(union_all([g for g in gaps if not g.is_empty])) if gaps else None
+        gap_parts.append(aoi_geom.difference(grid_box))
+    not_imaged = _polygonal(union_all([g for g in gap_parts if not g.is_empty])) if gap_parts else None
     if not_imaged is not None and not not_imaged.is_empty:
         parts = list(not_imaged.geoms) if isinstance(not_imaged, MultiPolygon) else [not_imaged]
         for k, part in enumerate(parts):
@@ -702,10 +752,14 @@ def assess_dataset(
                 continue
             rows.append({"cell_id": f"not_imaged_{k}", "tile_id": "", "quality": NOT_IMAGED, "reasons": ""})
             geoms.append(part)
-    layer = gpd.GeoDataFrame(rows, columns=COLUMNS[:-1], geometry=geoms, crs=grid.crs)
-    layer["area_m2"] = layer.geometry.area
-    layer = gpd.GeoDataFrame(layer[[*COLUMNS, "geometry"]], geometry="geometry", crs=grid.crs)
-    layer["geometry"] = [MultiPolygon([g]) if isinstance(g, Polygon) else g for g in layer.geometry]
+            if len(rows) >= chunk_rows:
+                emit(_layer_chunk(rows, geoms, None, grid.crs))
+                rows, geoms = [], []
+    emit(_layer_chunk(rows, geoms, None, grid.crs))
+    layer = None
+    if sink is None:
+        layer = pd.concat(frames, ignore_index=True) if frames else _layer_chunk([], [], None, grid.crs)
+        layer = gpd.GeoDataFrame(layer, geometry="geometry", crs=grid.crs)
     return QualityResult(
         layer=layer,
         native_gsd_m=native,
@@ -714,7 +768,38 @@ def assess_dataset(
         band_names=band_names,
         tiles=len(tiles),
         cells=n_cells,
+        area_m2_by_class=areas,
+        rows=n_rows,
+        crs=grid.crs,
     )
+
+
+_NUMERIC = [c for c in COLUMNS if c not in ("cell_id", "tile_id", "quality", "reasons")]
+
+
+def empty_layer(crs: Any) -> gpd.GeoDataFrame:
+    """The ``coverage_quality`` layer's columns with no rows."""
+    return _layer_chunk([], [], None, crs)
+
+
+def _layer_chunk(rows: list[dict[str, Any]], geoms: list[Any], aoi_geom: Any, crs: Any) -> gpd.GeoDataFrame:
+    """Rows and grid-CRS polygons -> a piece of the layer: clipped to the AOI, empty pieces dropped, polygonal
+    parts only, multi-polygons, ``area_m2``, fixed column order and dtypes (so that chunks append alike)."""
+    import geopandas as gpd
+    from shapely.geometry import MultiPolygon, Polygon
+
+    if aoi_geom is not None:
+        geoms = [g.intersection(aoi_geom) for g in geoms]
+    keep = [i for i, g in enumerate(geoms) if not g.is_empty and g.area > 0]
+    rows = [rows[i] for i in keep]
+    geoms = [_polygonal(geoms[i]) for i in keep]
+    layer = gpd.GeoDataFrame(rows, columns=COLUMNS[:-1], geometry=geoms, crs=crs)
+    layer["area_m2"] = layer.geometry.area
+    layer = gpd.GeoDataFrame(layer[[*COLUMNS, "geometry"]], geometry="geometry", crs=crs)
+    for col in _NUMERIC:
+        layer[col] = layer[col].astype("float64")
+    layer["geometry"] = [MultiPolygon([g]) if isinstance(g, Polygon) else g for g in layer.geometry]
+    return layer
 
 
 def _polygonal(geom: Any) -> Any:
@@ -740,10 +825,13 @@ def assess_ortho(
     aoi: gpd.GeoDataFrame | None = None,
     progress: Callable[[int, int], None] | None = None,
     workers: int | None = None,
+    sink: Callable[[gpd.GeoDataFrame], None] | None = None,
+    chunk_rows: int = CHUNK_ROWS,
 ) -> QualityResult:
     """Open ``path`` (with the checks of :func:`rams.raster.open_raster`) and run :func:`assess_dataset`."""
     with open_raster(path) as src:
-        return assess_dataset(src, cfg, aoi=aoi, progress=progress, workers=workers)
+        return assess_dataset(src, cfg, aoi=aoi, progress=progress, workers=workers, sink=sink,
+                              chunk_rows=chunk_rows)  # fmt: skip
 
 
 LAYER = "coverage_quality"
@@ -758,6 +846,7 @@ def quality_file(
     add_to: Path | None = None,
     overwrite: bool = False,
     progress: Callable[[int, int], None] | None = None,
+    chunk_rows: int = CHUNK_ROWS,
 ) -> QualityResult:
     """``rams quality``: assess ``ortho`` and write the ``coverage_quality`` layer to a new GeoPackage ``out``.
 
@@ -765,12 +854,13 @@ def quality_file(
     holds the detections and the quality that ``rams reduce`` needs; the input is never modified.
     """
     import datetime as dt
+    import shutil
 
     from rams import __version__
     from rams.config import dump_config
     from rams.errors import OutputError
-    from rams.export import derive_gpkg
-    from rams.layers import read_layer, write_gpkg
+    from rams.layers import ChunkedLayerWriter, read_layer, write_extras
+    from rams.outputs import atomic_path
     from rams.styles import default_styles
 
     cfg = cfg or QualityConfig()
@@ -779,21 +869,24 @@ def quality_file(
     aoi_gdf = read_layer(aoi, aoi_layer, what="AOI layer") if aoi is not None else None
     if add_to is not None:
         read_layer(add_to, "detections", what="detections layer")  # fail before the long run, not after
-    res = assess_ortho(ortho, cfg, aoi=aoi_gdf, progress=progress)
-    st = Path(ortho).stat()
-    meta = {
-        "quality.time": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-        "quality.rams_version": __version__,
-        "quality.ortho": str(ortho),
-        "quality.ortho_size_bytes": st.st_size,
-        "quality.ortho_mtime": dt.datetime.fromtimestamp(st.st_mtime, dt.UTC).isoformat(timespec="seconds"),
-        "quality.aoi": f"{aoi}:{aoi_layer or ''}" if aoi is not None else "",
-        "quality.config": dump_config(cfg),
-        "quality.summary": res.summary(),
-    }
-    styles = default_styles([LAYER])
-    if add_to is not None:
-        derive_gpkg(add_to, out, {LAYER: res.layer}, metadata=meta, styles=styles, overwrite=overwrite)
-    else:
-        write_gpkg(out, {LAYER: res.layer}, metadata=meta, overwrite=overwrite, styles=styles)
+    # The layer goes to the temporary file chunk by chunk as the cells are judged (memory does not grow with the
+    # mosaic); the file appears under ``out`` only when it is complete.
+    with atomic_path(Path(out), overwrite=overwrite) as tmp:
+        if add_to is not None:
+            shutil.copyfile(add_to, tmp)
+        writer = ChunkedLayerWriter(tmp, LAYER, new_file=add_to is None)
+        res = assess_ortho(ortho, cfg, aoi=aoi_gdf, progress=progress, sink=writer.write, chunk_rows=chunk_rows)
+        writer.finish(empty_layer(res.crs))
+        st = Path(ortho).stat()
+        meta = {
+            "quality.time": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+            "quality.rams_version": __version__,
+            "quality.ortho": str(ortho),
+            "quality.ortho_size_bytes": st.st_size,
+            "quality.ortho_mtime": dt.datetime.fromtimestamp(st.st_mtime, dt.UTC).isoformat(timespec="seconds"),
+            "quality.aoi": f"{aoi}:{aoi_layer or ''}" if aoi is not None else "",
+            "quality.config": dump_config(cfg),
+            "quality.summary": res.summary(),
+        }
+        write_extras(tmp, meta, default_styles([LAYER]))
     return res

@@ -9,6 +9,7 @@ from typing import Any
 
 import geopandas as gpd
 import numpy as np
+import pandas as pd
 import pytest
 from scipy import ndimage as ndi
 from shapely.geometry import box
@@ -274,6 +275,64 @@ def test_aoi_clips_and_reports_unimaged_ground(scene: Path) -> None:
     far = gpd.GeoDataFrame(geometry=[box(X0 + 500, Y0, X0 + 510, Y0 + 10)], crs=UTM)
     with pytest.raises(AOIError, match="does not overlap"):
         assess_ortho(scene, cfg(), aoi=far)
+
+
+def _same_layer(got: gpd.GeoDataFrame, ref: gpd.GeoDataFrame) -> None:
+    """Row for row the same cells; the dissolved not-imaged parts the same ground (unions made in another order
+    may differ in vertex order)."""
+    assert list(got.columns) == list(ref.columns)
+    assert list(got.cell_id) == list(ref.cell_id) and list(got.quality) == list(ref.quality)
+    for col in ("blur_idx", "valid_frac", "dark_frac", "area_m2"):
+        assert np.allclose(got[col].to_numpy(float), ref[col].to_numpy(float), equal_nan=True, rtol=0, atol=1e-9)
+    for a, b, q in zip(got.geometry, ref.geometry, ref.quality, strict=True):
+        if q == "not_imaged":
+            assert a.symmetric_difference(b).area < 1e-9
+        else:
+            assert a.equals_exact(b, 1e-9)
+
+
+@pytest.mark.parametrize("chunk_rows", [1, 7])
+def test_streamed_chunks_make_the_same_layer(scene: Path, chunk_rows: int) -> None:
+    """With a sink the layer leaves in chunks (bounded memory); put together they are the held layer, and the
+    summary is the same."""
+    aoi = gpd.GeoDataFrame(geometry=[box(X0 - 1, Y0 + 0.5, X0 + 12, Y0 + 5.5)], crs=UTM)  # past both raster edges
+    ref = assess_ortho(scene, cfg(tile_size_px=256), aoi=aoi)
+    chunks: list[gpd.GeoDataFrame] = []
+    got = assess_ortho(scene, cfg(tile_size_px=256), aoi=aoi, sink=chunks.append, chunk_rows=chunk_rows)
+    assert got.layer is None
+    with pytest.raises(RuntimeError, match="streamed"):
+        got.require_layer()
+    layer = ref.require_layer()
+    # flushed after the tile that reaches chunk_rows (a tile's cells stay together), then the not-imaged parts
+    tiles = len(set(layer.tile_id) - {""})
+    assert len(chunks) >= min(tiles, len(layer) // (chunk_rows + 12)) > 3
+    assert max(len(c) for c in chunks) < len(layer) / 3
+    _same_layer(gpd.GeoDataFrame(pd.concat(chunks, ignore_index=True), crs=layer.crs), layer)
+    assert got.rows == ref.rows == len(layer)
+    assert got.area_by_class_m2().keys() == ref.area_by_class_m2().keys()
+    for k, v in ref.area_by_class_m2().items():
+        assert got.area_by_class_m2()[k] == pytest.approx(v, abs=1e-6)
+    assert sum(ref.area_by_class_m2().values()) == pytest.approx(13 * 5)
+    assert ref.area_by_class_m2()["not_imaged"] == pytest.approx((1 + 1 + 2) * 5)  # west, alpha, east
+
+
+def test_quality_file_streams_to_the_geopackage(scene: Path, tmp_path: Path) -> None:
+    """``quality_file`` writes the layer chunk by chunk into its temporary file: same layer as held in memory,
+    nothing under the final name before it is complete, and an existing file refused before the long run."""
+    from rams.errors import OutputError
+    from rams.quality import quality_file
+
+    ref = assess_ortho(scene, cfg(tile_size_px=256)).require_layer()
+    out = tmp_path / "q.gpkg"
+    res = quality_file(scene, out, cfg(tile_size_px=256), chunk_rows=5)
+    assert res.layer is None and res.rows == len(ref)
+    _same_layer(read_layer(out, "coverage_quality"), ref)
+    assert read_metadata(out)["quality.summary"].startswith("{")
+    assert [p.name for p in tmp_path.iterdir()] == ["q.gpkg"]  # no temporary file left
+    calls: list[int] = []
+    with pytest.raises(OutputError, match="already exists"):
+        quality_file(scene, out, cfg(tile_size_px=256), progress=lambda done, total: calls.append(done))
+    assert calls == []  # refused before any tile was read
 
 
 def test_cli_quality_writes_styled_layer(scene: Path, tmp_path: Path) -> None:

@@ -659,7 +659,8 @@ def write_flight(
     dets = read_layer(det_path, "detections", what="detections layer")
     cov = read_layer(det_path, "coverage", what="coverage layer")
     hazard = build_hazard_polygons(dets, cfg.decisions.polygons)
-    layers: dict[str, gpd.GeoDataFrame] = {"coverage_quality": quality.layer, "hazard_polygons": hazard}
+    qlayer = quality.require_layer()  # assess_ortho without a sink holds the layer
+    layers: dict[str, gpd.GeoDataFrame] = {"coverage_quality": qlayer, "hazard_polygons": hazard}
     summary: dict[str, Any] = {
         "detections": int(det["detections"]),
         "detections_by_class": det["by_class"],
@@ -679,7 +680,7 @@ def write_flight(
         "polygons.summary": summarise(hazard),
     }
     if sha_gdf is not None:
-        frame = gpd.GeoSeries([box(*quality.layer.total_bounds)], crs=quality.layer.crs).to_crs(sha_gdf.crs).iloc[0]
+        frame = gpd.GeoSeries([box(*qlayer.total_bounds)], crs=qlayer.crs).to_crs(sha_gdf.crs).iloc[0]
         touched = sha_gdf[sha_gdf.intersects(frame)]
         if len(touched):
             from rams.gate import run_detector_gate, threat_classes_of
@@ -687,7 +688,7 @@ def write_flight(
 
             gate = run_detector_gate(read_metadata(det_path), threat_classes_of({}, qcfg.classes),
                                      cfg.decisions.reduce.min_model_recall)  # fmt: skip
-            res = reduce_sha(touched, hazard, quality.layer, cov, dets, cfg.decisions.reduce, cfg.decisions.polygons,
+            res = reduce_sha(touched, hazard, qlayer, cov, dets, cfg.decisions.reduce, cfg.decisions.polygons,
                              detector_unproven=gate)  # fmt: skip
             layers[TABLE_LAYER] = res.table
             layers[REMAINING_LAYER] = res.remaining
