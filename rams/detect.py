@@ -46,12 +46,11 @@ from rams.raster import (
     cache_cap_mb,
     describe,
     open_raster,
-    row_cache_mb,
     select_bands,
     target_grid,
     value_range_for,
 )
-from rams.tiling import Tile, axis_starts, make_tiles, stripe_order
+from rams.tiling import Tile, make_tiles, stripe_cols_for, stripe_order, stripe_span_px
 
 log = logging.getLogger(__name__)
 
@@ -250,7 +249,7 @@ def plan_detect(
         # skip unimaged tiles, which cost less to read (their blocks decode fast) than that pass, and are then
         # skipped before the model (process_batches). Unimaged ground never enters the coverage either way.
         tiles = make_tiles(grid, tile_px, overlap_px, aoi=aoi_geom)
-        stripe_cols = _stripe_cols(src, card.gsd_m, grid, tile_px, overlap_px)
+        stripe_cols = stripe_cols_for(src, card.gsd_m, grid, tile_px, overlap_px, STRIPE_CACHE_MB)
         tiles = stripe_order(tiles, stripe_cols)
     finally:
         src.close()
@@ -266,24 +265,9 @@ def plan_detect(
     )
 
 
-def _stripe_cols(src: Any, gsd_m: float, grid: Grid, tile_px: int, overlap_px: int) -> int:
-    """Tile columns per stripe: the most whose row of source blocks fits ``STRIPE_CACHE_MB`` (at least one).
-
-    Untiled (strip) files decode whole-width strips whatever the window, so stripes would only decode every strip
-    once per stripe: they run row by row across the whole width."""
-    n_cols = len(axis_starts(grid.width, tile_px, overlap_px))
-    if src.block_shapes[0][1] >= src.width:
-        return n_cols
-    step = tile_px - overlap_px
-    n = 1
-    while n < n_cols and row_cache_mb(src, gsd_m, tile_px, (n + 1) * step + overlap_px) <= STRIPE_CACHE_MB:
-        n += 1
-    return n
-
-
 def stripe_width_px(plan: DetectPlan) -> int:
     """Grid columns one row of tiles of a stripe spans (for sizing the readers' block cache)."""
-    return min(plan.grid.width, plan.stripe_cols * (plan.tile_px - plan.overlap_px) + plan.overlap_px)
+    return stripe_span_px(plan.grid, plan.stripe_cols, plan.tile_px, plan.overlap_px)
 
 
 def default_tile_px(grid: Grid, card_tile_px: int, overlap_px: int, max_tile_px: int = DETECT_TILE_PX) -> int:

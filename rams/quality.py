@@ -58,7 +58,7 @@ from rams.config import ReadConfig, StrictModel
 from rams.errors import AOIError, BandError, InputError
 from rams.ingest import MIN_TARGET_PX
 from rams.raster import Grid, OrthoReader, cache_cap_mb, gsd_of, open_raster, target_grid, value_range_for
-from rams.tiling import make_tiles
+from rams.tiling import make_tiles, stripe_cols_for, stripe_order, stripe_span_px
 
 if TYPE_CHECKING:
     import geopandas as gpd
@@ -556,6 +556,8 @@ def _patches(
     return out
 
 
+#: GDAL block cache (MB) that one row of tiles of a stripe may need (as ``rams.detect.STRIPE_CACHE_MB``).
+STRIPE_CACHE_MB = 256
 #: Rows of the coverage quality layer per chunk handed to a sink (a few MB of polygons and attributes).
 CHUNK_ROWS = 10_000
 
@@ -625,7 +627,10 @@ def assess_dataset(
     # Context each side of a tile core: the filters' reach, plus the local blur window and its dilation.
     halo = cfg.blur_filter_px // 2 + 2 + (cfg.blur_block_px or 0)
     tile_px = max(cfg.tile_size_px, 4 * halo + 8)
-    tiles = make_tiles(grid, tile_px, 2 * halo + 2, aoi=aoi_geom)
+    overlap_px = 2 * halo + 2
+    # down vertical stripes, as rams detect: the block cache then holds a stripe's row of blocks, not the mosaic's
+    cols = stripe_cols_for(src, grid.gsd_m, grid, tile_px, overlap_px, STRIPE_CACHE_MB)
+    tiles = stripe_order(make_tiles(grid, tile_px, overlap_px, aoi=aoi_geom), cols)
     cell_px = max(8, round(cfg.cell_size_m / grid.gsd_m))
     smallest = cfg.smallest_target_m()
     rows: list[dict[str, Any]] = []
@@ -660,15 +665,17 @@ def assess_dataset(
             not_imaged_acc = union_all(parts) if parts else None
             gaps = []
     log.info(
-        "coverage quality: %d tiles, cells of %d px (%.2f m) at %.2f cm/px (native %.2f cm/px)",
-        len(tiles), cell_px, cell_px * grid.gsd_m, grid.gsd_m * 100, native * 100,
+        "coverage quality: %d tiles (stripes of %d tile columns), cells of %d px (%.2f m) at %.2f cm/px "
+        "(native %.2f cm/px)",
+        len(tiles), cols, cell_px, cell_px * grid.gsd_m, grid.gsd_m * 100, native * 100,
     )
     def maps_of(data: Any) -> _PixelMaps | None:
         return _pixel_maps(data.image, data.valid, band_names, cfg) if data.valid.any() else None
 
     workers = workers if workers is not None and workers >= 1 else quality_workers()
     with (
-        OrthoReader(src, grid, bands, vr, cfg.read.resampling, cache_cap_mb(cfg.read)) as reader,
+        OrthoReader(src, grid, bands, vr, cfg.read.resampling, cache_cap_mb(cfg.read),
+                    row_cols=stripe_span_px(grid, cols, tile_px, overlap_px)) as reader,
         ThreadPoolExecutor(max_workers=workers, thread_name_prefix="rams-quality") as pool,
     ):
         # Reading stays in this thread (one GDAL handle); the filters of the next tiles run in the pool (SciPy

@@ -17,7 +17,7 @@ import numpy as np
 from affine import Affine
 from rasterio.windows import Window
 
-from rams.raster import Grid
+from rams.raster import Grid, row_cache_mb
 
 
 @dataclass(frozen=True)
@@ -125,6 +125,27 @@ def stripe_order(tiles: list[Tile], cols_per_stripe: int) -> list[Tile]:
     the stripe's width only (at the price of decoding the blocks under each stripe border twice)."""
     n = max(1, int(cols_per_stripe))
     return sorted(tiles, key=lambda t: (t.col // n, t.row, t.col))
+
+
+def stripe_cols_for(src: Any, gsd_m: float, grid: Grid, tile_px: int, overlap_px: int, budget_mb: float) -> int:
+    """Tile columns per stripe (:func:`stripe_order`): the most whose row of source blocks fits ``budget_mb`` of
+    GDAL block cache (at least one).
+
+    Untiled (strip) files decode whole-width strips whatever the window, so stripes would only decode every strip
+    once per stripe: they run row by row across the whole width."""
+    n_cols = len(axis_starts(grid.width, tile_px, overlap_px))
+    if src.block_shapes[0][1] >= src.width:
+        return n_cols
+    step = tile_px - overlap_px
+    n = 1
+    while n < n_cols and row_cache_mb(src, gsd_m, tile_px, (n + 1) * step + overlap_px) <= budget_mb:
+        n += 1
+    return n
+
+
+def stripe_span_px(grid: Grid, cols_per_stripe: int, tile_px: int, overlap_px: int) -> int:
+    """Grid columns one row of tiles of a stripe spans (what the readers' block cache is sized for)."""
+    return min(grid.width, cols_per_stripe * (tile_px - overlap_px) + overlap_px)
 
 
 def _any_valid(grid: Grid, core: Window, mask: np.ndarray, mask_t: Affine) -> bool:

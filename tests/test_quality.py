@@ -316,6 +316,23 @@ def test_streamed_chunks_make_the_same_layer(scene: Path, chunk_rows: int) -> No
     assert ref.area_by_class_m2()["not_imaged"] == pytest.approx((1 + 1 + 2) * 5)  # west, alpha, east
 
 
+def test_stripes_give_the_row_major_layer(scene: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Tiles run down one-column stripes (a tiny stripe budget: the block cache then holds one stripe's row of
+    blocks, not the mosaic's) or row by row: the same cells with the same values, only in another order."""
+    import rams.quality as quality_mod
+
+    monkeypatch.setattr(quality_mod, "STRIPE_CACHE_MB", 10**6)
+    rows = assess_ortho(scene, cfg(tile_size_px=256)).require_layer()
+    monkeypatch.setattr(quality_mod, "STRIPE_CACHE_MB", 0)
+    stripes = assess_ortho(scene, cfg(tile_size_px=256)).require_layer()
+    assert list(stripes.cell_id) != list(rows.cell_id)  # another order: down the first column of tiles first
+    cols = [int(t.split("c")[1]) for t in stripes.tile_id if t]
+    assert cols == sorted(cols)
+    key = "cell_id"
+    _same_layer(stripes.sort_values(key, kind="stable").reset_index(drop=True),
+                rows.sort_values(key, kind="stable").reset_index(drop=True))
+
+
 def test_quality_file_streams_to_the_geopackage(scene: Path, tmp_path: Path) -> None:
     """``quality_file`` writes the layer chunk by chunk into its temporary file: same layer as held in memory,
     nothing under the final name before it is complete, and an existing file refused before the long run."""
