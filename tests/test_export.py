@@ -303,3 +303,39 @@ def test_qml_styles_parse_and_follow_land_release_colours() -> None:
     q = ET.fromstring(styles["coverage_quality"])
     assert {c.get("value") for c in q.iter("category")} == set(QUALITY_CLASSES)
     assert ogr_style(SHA_SYMBOL) == "BRUSH(fc:#F4A71880);PEN(c:#F4A718FF,w:2px)"
+
+
+def test_chunked_layer_writer_appends_and_writes_an_empty_layer(tmp_path: Path) -> None:
+    """Chunks append to one layer (a same-named layer in an existing file is replaced by the first chunk); a layer
+    that never got a row is still written, with its columns and declared geometry type."""
+    import sqlite3
+
+    from rams.layers import GPKG_VERSION, ChunkedLayerWriter
+
+    def chunk(start: int, n: int) -> gpd.GeoDataFrame:
+        return gpd.GeoDataFrame({"cell_id": [f"c{i}" for i in range(start, start + n)], "v": np.arange(n, dtype=float)},
+                                geometry=[box(i, 0, i + 1, 1) for i in range(start, start + n)], crs="EPSG:32638")
+
+    path = tmp_path / "a.gpkg"
+    w = ChunkedLayerWriter(path, "coverage_quality", new_file=True)
+    for start, n in ((0, 3), (3, 0), (3, 2)):
+        w.write(chunk(start, n))
+    w.finish(chunk(0, 0))
+    got = read_layer(path, "coverage_quality")
+    assert list(got.cell_id) == [f"c{i}" for i in range(5)] and w.rows == 5 and w.chunks == 2
+    con = sqlite3.connect(path)
+    assert con.execute("PRAGMA application_id").fetchone()[0] == 0x47504B47  # 'GPKG'
+    major, minor = (int(v) for v in GPKG_VERSION.split("."))
+    assert con.execute("PRAGMA user_version").fetchone()[0] == major * 10000 + minor * 100  # 1.2 -> 10200
+    con.close()
+    # into an existing file: the old same-named layer is replaced, other layers kept
+    w2 = ChunkedLayerWriter(path, "coverage_quality", new_file=False)
+    w2.write(chunk(10, 1))
+    w2.finish(chunk(0, 0))
+    assert list(read_layer(path, "coverage_quality").cell_id) == ["c10"]
+    empty = tmp_path / "e.gpkg"
+    w3 = ChunkedLayerWriter(empty, "coverage_quality", new_file=True)
+    w3.write(chunk(0, 0))
+    w3.finish(chunk(0, 0))
+    info = pyogrio.read_info(empty, layer="coverage_quality")
+    assert info["features"] == 0 and info["geometry_type"] == "MultiPolygon" and "cell_id" in list(info["fields"])
