@@ -22,7 +22,9 @@ def detect(
     ),
     batch_size: int | None = typer.Option(None, "--batch-size", help="Tiles per model batch (default: ~1 Mpx)."),
     tile_size: int | None = typer.Option(
-        None, "--tile-size", help="Tile size in px at the model GSD (default: 1024, or the mosaic's shorter side)."
+        None,
+        "--tile-size",
+        help="Tile size in px at the model GSD (default: 1536, or the mosaic's shorter side if smaller).",
     ),
     workers: int | None = typer.Option(
         None, "--workers", help="Reader threads decoding tiles ahead (0: none; default: by core count)."
