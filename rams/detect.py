@@ -78,6 +78,10 @@ class DetectConfig(StrictModel):
 
     model: str = "default"
     """Model bundle: a name under ``models/`` or a path to a bundle folder."""
+    extra_models: list[str] = Field(default_factory=list)
+    """More bundles run over the same mosaic into the same result (``rams detect --model A --model B``; e.g. a
+    small-item model at 0.5 cm beside the 1 cm default): each runs as ``model`` does, then the results are
+    joined by :mod:`rams.combine` (detections of all, coverage where all looked, per class the best recall)."""
     operating_point: str | None = None
     """Named score threshold from the model card (default: the card's default operating point)."""
     threshold: float | None = Field(default=None, ge=0.0, le=1.0)
@@ -463,7 +467,112 @@ def run_detect(
         raise OutputError(f"--out must be a GeoPackage path ending in .gpkg, got {out.name}")
     check_output(out, overwrite)
     t_start = time.perf_counter()
+    cfg = cfg or DetectConfig()
+    if cfg.extra_models:
+        return _run_models(ortho, out, cfg, aoi, aoi_layer, resume, overwrite, progress, t_start)
     plan = plan_detect(ortho, cfg, aoi, aoi_layer)
+    return _run_plan(plan, out, resume, overwrite, progress, t_start)
+
+
+def models_dir_of(out: Path) -> Path:
+    """Folder of the per-model results of a several-model run: ``RESULT.gpkg.models/`` (removed at the end)."""
+    return out.with_name(out.name + ".models")
+
+
+def _run_models(
+    ortho: Path,
+    out: Path,
+    cfg: DetectConfig,
+    aoi: Path | None,
+    aoi_layer: str | None,
+    resume: bool,
+    overwrite: bool,
+    progress: ProgressFn | None,
+    t_start: float,
+) -> DetectSummary:
+    """Each model of ``cfg`` over the mosaic into its own result, then one combined result (:mod:`rams.combine`).
+
+    Every model is planned (bundle, bands, GSD, AOI) before any runs, so a bad one fails in seconds, not after
+    the first model's hours. Each model's run has its own checkpoint; with ``--resume`` a model whose result is
+    already complete (same input, weights, config and thresholds) is not run again.
+    """
+    from rams.combine import combine_results
+    from rams.layers import read_metadata
+
+    names = [cfg.model, *cfg.extra_models]
+    if len(set(names)) != len(names):
+        raise InputError(f"model {sorted(n for n in names if names.count(n) > 1)[0]!r} is named twice; "
+                         "give each model once")
+    plans = [plan_detect(ortho, cfg.model_copy(update={"model": m, "extra_models": []}), aoi, aoi_layer)
+             for m in names]
+    cards = [p.card.name for p in plans]
+    if len(set(cards)) != len(cards):
+        raise InputError(f"two of the models are both called {sorted(c for c in cards if cards.count(c) > 1)[0]!r} "
+                         "in their cards; their detections could not be told apart")
+    folder = models_dir_of(out)
+    if not resume and folder.exists():
+        shutil.rmtree(folder)
+    folder.mkdir(exist_ok=True)
+    total = sum(len(p.tiles) for p in plans)
+    offset = [0, 0.0]
+    parts: list[Path] = []
+    resumed = processed = empty = 0
+    mpx = 0.0
+    for i, plan in enumerate(plans):
+        part = folder / f"{i}-{plan.card.name}.gpkg"
+        key = json.dumps(plan.checkpoint_key(), sort_keys=True)
+        if resume and part.exists() and read_metadata(part).get("checkpoint_key") == key:
+            log.info("model %s: complete result from the interrupted run kept", plan.card.name)
+            resumed += len(plan.tiles)
+            empty += int(read_metadata(part).get("tiles_empty", 0))
+        else:
+
+            def model_progress(done: int, _total: int, mpx_done: float) -> None:
+                if progress:
+                    progress(int(offset[0]) + done, total, offset[1] + mpx_done)
+
+            s = _run_plan(plan, part, resume, True, model_progress, time.perf_counter(),
+                          extra_metadata={"checkpoint_key": key})
+            resumed += s.tiles_resumed
+            processed += s.tiles_processed
+            empty += s.tiles_empty
+            mpx += s.mpx
+        offset[0] += len(plan.tiles)
+        offset[1] = mpx
+        parts.append(part)
+    combined = combine_results(parts, out, overwrite, cfg.merge_distance_m,
+                               extra_metadata={"resolved_config": dump_config(cfg)})
+    out.with_name(out.stem + ".config.yaml").write_text(dump_config(cfg))
+    shutil.rmtree(folder, ignore_errors=True)
+    thresholds = combined["class_thresholds"]
+    return DetectSummary(
+        output=str(out),
+        tiles_total=total,
+        tiles_processed=processed,
+        tiles_resumed=resumed,
+        tiles_empty=empty,
+        analysed_ha=combined["analysed_ha"],
+        detections=combined["detections"],
+        detections_by_class=combined["by_class"],
+        threshold=min(thresholds.values()),
+        class_thresholds=dict(thresholds),
+        model="+".join(cards),
+        seconds=time.perf_counter() - t_start,
+        mpx=mpx,
+        warnings=[w for p in plans for w in p.warnings],
+    )
+
+
+def _run_plan(
+    plan: DetectPlan,
+    out: Path,
+    resume: bool,
+    overwrite: bool,
+    progress: ProgressFn | None,
+    t_start: float,
+    extra_metadata: dict[str, Any] | None = None,
+) -> DetectSummary:
+    """One model's run of a plan: checkpointed batches, then the result GeoPackage."""
     done = _open_checkpoint(out, plan.checkpoint_key(), resume)
     batches = plan.batches
     n_done = sum(len(batches[bi]) for bi in done)
@@ -493,14 +602,16 @@ def run_detect(
     finally:
         ckpt.close()
     all_results = [r for bi in sorted(done) for r in done[bi]]
-    summary = write_detections(plan, out, all_results, overwrite)
+    n_empty = sum(1 for r in all_results if r.valid_px == 0)
+    summary = write_detections(plan, out, all_results, overwrite,
+                               extra_metadata={**(extra_metadata or {}), "tiles_empty": n_empty})
     shutil.rmtree(partial_dir(out), ignore_errors=True)
     return DetectSummary(
         output=str(out),
         tiles_total=len(plan.tiles),
         tiles_processed=len(plan.tiles) - resumed,
         tiles_resumed=resumed,
-        tiles_empty=sum(1 for r in all_results if r.valid_px == 0),
+        tiles_empty=n_empty,
         analysed_ha=summary["analysed_ha"],
         detections=summary["detections"],
         detections_by_class=summary["by_class"],

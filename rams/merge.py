@@ -64,31 +64,40 @@ def merge_duplicates(dets: Sequence[MapDetection], min_distance_m: float = 0.03)
     A detection is dropped when a kept one of the same class has its centre inside the detection's box,
     the detection's centre inside the kept box, or the centres closer than ``min_distance_m``.
     """
+    kept = [dets[i] for i in merge_groups(dets, min_distance_m)]
+    kept.sort(key=lambda d: (d.tile_id, -d.score, d.cx, d.cy))
+    return kept
+
+
+def merge_groups(dets: Sequence[MapDetection], min_distance_m: float = 0.03) -> dict[int, list[int]]:
+    """The merge of :func:`merge_duplicates` as groups: index of each kept detection -> the indexes of the
+    detections merged into it, itself first (kept in descending score order)."""
     order = sorted(range(len(dets)), key=lambda i: (-dets[i].score, i))
     cell = 1.0  # metres: spatial hash for neighbour look-ups
-    kept: list[MapDetection] = []
-    index: dict[tuple[int, int, int], list[MapDetection]] = defaultdict(list)
+    groups: dict[int, list[int]] = {}
+    index: dict[tuple[int, int, int], list[int]] = defaultdict(list)
     for i in order:
         d = dets[i]
         gx, gy = int(np.floor(d.cx / cell)), int(np.floor(d.cy / cell))
         reach = max(d.x1 - d.x0, d.y1 - d.y0, min_distance_m)
         n = int(np.ceil(reach / cell))
-        dup = False
+        owner = -1
         for dx in range(-n, n + 1):
             for dy in range(-n, n + 1):
                 for k in index.get((d.label, gx + dx, gy + dy), ()):
-                    if _same_object(d, k, min_distance_m):
-                        dup = True
+                    if _same_object(d, dets[k], min_distance_m):
+                        owner = k
                         break
-                if dup:
+                if owner >= 0:
                     break
-            if dup:
+            if owner >= 0:
                 break
-        if not dup:
-            kept.append(d)
-            index[(d.label, gx, gy)].append(d)
-    kept.sort(key=lambda d: (d.tile_id, -d.score, d.cx, d.cy))
-    return kept
+        if owner >= 0:
+            groups[owner].append(i)
+        else:
+            groups[i] = [i]
+            index[(d.label, gx, gy)].append(i)
+    return groups
 
 
 def _same_object(a: MapDetection, b: MapDetection, min_distance_m: float) -> bool:

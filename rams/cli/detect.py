@@ -11,7 +11,13 @@ import typer
 def detect(
     ortho: Path = typer.Argument(..., help="Orthomosaic GeoTIFF (RGB/RGBA, any size; EPSG:4326 is warped to UTM)."),
     out: Path = typer.Option(..., "--out", "-o", help="Result GeoPackage (.gpkg) to write."),
-    model: str | None = typer.Option(None, "--model", "-m", help="Model name under models/ or bundle path."),
+    model: list[str] | None = typer.Option(
+        None,
+        "--model",
+        "-m",
+        help="Model name under models/ or bundle path; repeat it to run several models into one result "
+        "(e.g. a small-item model beside the default).",
+    ),
     aoi: Path | None = typer.Option(None, "--aoi", help="Area of interest polygons (e.g. the SHAs)."),
     aoi_layer: str | None = typer.Option(None, "--aoi-layer", help="Layer of the AOI file to use."),
     operating_point: str | None = typer.Option(
@@ -52,7 +58,8 @@ def detect(
     from rams.detect import DetectConfig, run_detect
 
     overrides = {
-        "model": model,
+        "model": model[0] if model else None,
+        "extra_models": model[1:] if model else None,  # --model given: exactly the models named
         "operating_point": operating_point,
         "threshold": threshold,
         "batch_size": batch_size,
@@ -94,7 +101,9 @@ def detect(
     lines = [
         f"tiles       {summary.tiles_total} ({summary.tiles_resumed} from checkpoint, {summary.tiles_empty} without "
         "imagery)",
-        f"analysed    {summary.analysed_ha:.3f} ha at the model GSD (layer 'coverage'; outside it: not analysed)",
+        f"analysed    {summary.analysed_ha:.3f} ha at the model GSD (layer 'coverage'; outside it: not analysed)"
+        if "+" not in summary.model
+        else f"analysed    {summary.analysed_ha:.3f} ha by every model (layer 'coverage'; outside it: not analysed)",
         f"detections  {summary.detections} at {_threshold_words(summary.class_thresholds, summary.threshold)} "
         f"({by_class}): candidates for review",
         f"speed       {summary.mpx:.0f} Mpx in {summary.seconds:.1f} s ({summary.mpx_per_s:.1f} Mpx/s)",

@@ -1,0 +1,236 @@
+"""Several detectors over one orthomosaic, one result: ``rams detect ORTHO --model A --model B``.
+
+A specialist beside the general model: the default RGB model works at 1 cm and barely finds 12 x 6 px PFM-1; a
+small-item model at 0.5 cm finds several times as many on the same flight (``docs/detector.md``). Running both
+must give the survey one detection layer, one coverage layer and one honest statement of what the run can find.
+``rams detect`` runs each model over the mosaic as it runs one (own tiles, GSD, thresholds, checkpoint), then
+:func:`combine_results` joins the per-model results:
+
+* **detections**: every model's detections; where two models report the same class on the same object (centres
+  inside each other's footprint or closer than ``merge_distance_m``, the within-model rule of
+  :mod:`rams.merge`), one object is kept, the highest-scoring detection's row, and its ``model`` column names
+  every model that found it (``default+small-items``). Scores of different models are not on one scale; the kept
+  score is that detection's own model's.
+* **coverage**: the ground *every* model analysed (intersection). Only there does the absence of a detection
+  carry each model's evidence; ground only some models analysed is left out, never claimed.
+* **what the run can find** (``model_recall``, read by the detector gate, :mod:`rams.gate`): per class, the
+  measured recall of the model that finds that class best (highest lower 95 % bound, else highest recall),
+  with that model's thresholds. The union of several models' detections finds at least what each finds, so
+  the best model's recall is a lower bound of the run's; nothing is added up. False alarms, by contrast, add up
+  over the models.
+
+Pure functions of the per-model GeoPackages written by ``rams detect``; the per-model metadata stays in the
+result as ``models`` (a JSON list).
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from rams.errors import InputError
+
+#: Metadata keys that describe one model's run; the combined result replaces them (see :func:`combine_results`).
+PER_MODEL_KEYS = (
+    "model_name", "model_version", "weights_sha256", "model_classes", "model_recall", "score_threshold",
+    "class_thresholds", "analysis_gsd_m", "gsd_check", "tile_size_px", "overlap_px", "tiles", "resolved_config",
+    "detections", "detections_by_class", "analysed_area_m2", "started_utc", "finished_utc", "warnings",
+)
+
+
+def _class_strength(record: Mapping[str, Any], cls: str) -> tuple[float, float] | None:
+    """(lower 95 % bound or recall, recall) of ``cls`` in a recall record; None when not measured."""
+    rec = (record.get("per_class") or {}).get(cls)
+    if rec is None:
+        return None
+    lo = (record.get("recall_lower_95") or {}).get(cls)
+    return (float(lo) if lo is not None else float(rec), float(rec))
+
+
+def _measured_threshold(record: Mapping[str, Any], cls: str) -> float | None:
+    per = record.get("class_thresholds")
+    if isinstance(per, Mapping) and cls in per:
+        return float(per[cls])
+    t = record.get("score_threshold")
+    return None if t is None else float(t)
+
+
+def combine_recall(
+    runs: Sequence[tuple[str, Mapping[str, Any] | None, Mapping[str, float]]],
+) -> tuple[dict[str, Any] | None, dict[str, float], dict[str, str]]:
+    """The combined run's recall record, its per-class score thresholds and which model answers for each class.
+
+    Args:
+        runs: per model, in order: (name, its ``model_recall`` record or None, the thresholds its detections
+            were kept at, per class).
+
+    Returns:
+        (record, thresholds, chosen): for each class any model detects, the record and thresholds of the model
+        with the strongest measured recall for it (ties: the earlier model); a class no model measured takes the
+        lowest threshold any model kept it at and no recall. ``record`` is None when no model has a record.
+    """
+    classes: list[str] = []
+    for _, _, thresholds in runs:
+        classes += [c for c in thresholds if c not in classes]
+    per_class: dict[str, Any] = {}
+    lower: dict[str, float] = {}
+    measured_at: dict[str, float] = {}
+    thresholds_out: dict[str, float] = {}
+    chosen: dict[str, str] = {}
+    for c in classes:
+        best: tuple[tuple[float, float], int] | None = None
+        for i, (_, record, thresholds) in enumerate(runs):
+            if record is None or c not in thresholds:
+                continue
+            strength = _class_strength(record, c)
+            if strength is not None and (best is None or strength > best[0]):
+                best = (strength, i)
+        if best is None:
+            holders = [(t[c], name) for name, _, t in runs if c in t]
+            thresholds_out[c], chosen[c] = min(holders)
+            continue
+        name, record, thresholds = runs[best[1]]
+        assert record is not None
+        chosen[c] = name
+        thresholds_out[c] = float(thresholds[c])
+        per_class[c] = record["per_class"][c]
+        lo = (record.get("recall_lower_95") or {}).get(c)
+        if lo is not None:
+            lower[c] = float(lo)
+        at = _measured_threshold(record, c)
+        if at is not None:
+            measured_at[c] = at
+    if not any(r is not None for _, r, _ in runs):
+        return None, thresholds_out, chosen
+    sources = sorted({f"{name}: {r.get('source', '')}" for name, r, _ in runs if r is not None})
+    combined: dict[str, Any] = {
+        "per_class": per_class,
+        "class_thresholds": measured_at,
+        "score_threshold": min(measured_at.values()) if measured_at else None,
+        "what": "per class, the measured recall of the model that finds the class best ("
+        + ", ".join(f"{c}: {chosen[c]}" for c in per_class)
+        + "); the run reports the union of every model's detections, which finds at least that",
+        "source": "; ".join(sources),
+        "models_by_class": {c: chosen[c] for c in per_class},
+    }
+    if lower:
+        combined["recall_lower_95"] = lower
+    return combined, thresholds_out, chosen
+
+
+def combine_results(
+    parts: Sequence[Path],
+    out: Path,
+    overwrite: bool,
+    merge_distance_m: float,
+    extra_metadata: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Join per-model ``rams detect`` results of one orthomosaic into ``out`` (written atomically).
+
+    Returns the summary ``rams detect`` prints: detections, detections per class, analysed hectares, and the
+    combined per-class thresholds.
+    """
+    import geopandas as gpd
+    import pandas as pd
+    from shapely import intersection_all
+
+    from rams.layers import read_layer, read_metadata, write_gpkg
+    from rams.merge import MapDetection, merge_groups
+    from rams.styles import default_styles
+
+    if len(parts) < 2:
+        raise ValueError("combine_results needs the results of at least two models")
+    metas = [read_metadata(p) for p in parts]
+    hashes = {m.get("input_hash") for m in metas}
+    if len(hashes) != 1:
+        raise InputError(f"the results {', '.join(p.name for p in parts)} come from different orthomosaics; "
+                         "combine only runs of several models over the same mosaic")
+    names = [m.get("model_name", p.stem) for m, p in zip(metas, parts, strict=True)]
+    dets = [read_layer(p, "detections", what="detections layer") for p in parts]
+    covs = [read_layer(p, "coverage", what="coverage layer") for p in parts]
+    crs = covs[0].crs
+    metric = crs if crs is not None and crs.is_projected else covs[0].estimate_utm_crs()
+
+    # detections: one object per class and place; the highest-scoring row stands for it
+    rows = pd.concat([d.assign(_model_i=i) for i, d in enumerate(dets)], ignore_index=True)
+    labels = sorted(set(rows["label"].astype(str)))
+    geom_m = gpd.GeoSeries(rows.geometry, crs=crs).to_crs(metric)
+    map_dets = [
+        MapDetection(b[0], b[1], b[2], b[3], float(s), labels.index(str(lab)), str(i))
+        for i, (b, s, lab) in enumerate(zip(geom_m.bounds.to_numpy(), rows["score"], rows["label"], strict=True))
+    ]
+    groups = merge_groups(map_dets, merge_distance_m)
+    keep = sorted(groups, key=lambda k: (int(rows["_model_i"].iloc[k]), int(rows["det_id"].iloc[k])))
+    found_by = {
+        k: "+".join(names[j] for j in sorted({int(rows["_model_i"].iloc[i]) for i in groups[k]})) for k in keep
+    }
+    merged = rows.iloc[keep].copy()
+    merged["model"] = [found_by[k] for k in keep]
+    merged["det_id"] = range(1, len(merged) + 1)
+    merged = gpd.GeoDataFrame(merged.drop(columns="_model_i"), geometry="geometry", crs=crs)
+
+    # coverage: only the ground every model analysed
+    geoms = [g for c in covs for g in c.geometry if g is not None]
+    cov_geom = intersection_all(geoms) if len(geoms) == len(covs) else None
+    if cov_geom is None or cov_geom.is_empty:
+        raise InputError("the models analysed no common ground (their coverage layers do not overlap); "
+                         "check their GSD ranges and the AOI")
+    area_m2 = float(gpd.GeoSeries([cov_geom], crs=crs).to_crs(metric).area.iloc[0])
+    gsds = [float(c["gsd_m"].iloc[0]) for c in covs]
+    cov = gpd.GeoDataFrame(
+        [{"area_m2": round(area_m2, 3), "area_ha": round(area_m2 / 1e4, 6), "gsd_m": max(gsds),
+          "meaning": "ground analysed by every model of the run (" + ", ".join(
+              f"{n} at {g * 100:g} cm" for n, g in zip(names, gsds, strict=True))
+          + "); outside it at least one model did not look: nothing there is cleared by this run",
+          "geometry": cov_geom}],
+        geometry="geometry", crs=crs,
+    )
+
+    runs = []
+    for name, m in zip(names, metas, strict=True):
+        record = json.loads(m["model_recall"]) if m.get("model_recall") not in (None, "", "null") else None
+        runs.append((name, record, {str(c): float(t) for c, t in json.loads(m["class_thresholds"]).items()}))
+    record, thresholds, chosen = combine_recall(runs)
+    by_class = dict(sorted(Counter(merged["label"].astype(str)).items()))
+    per_model = [{k: _loads(m.get(k)) for k in PER_MODEL_KEYS if k in m} for m in metas]
+    metadata: dict[str, Any] = {k: v for k, v in metas[0].items() if k not in PER_MODEL_KEYS}
+    warnings = [w for m in per_model for w in (m.get("warnings") or [])]
+    metadata.update({
+        "model_name": "+".join(names),
+        "model_version": "+".join(str(m.get("model_version", "")) for m in metas),
+        "weights_sha256": ",".join(str(m.get("weights_sha256", "")) for m in metas),
+        "model_classes": list(thresholds),
+        "model_recall": record,
+        "class_thresholds": thresholds,
+        "score_threshold": min(thresholds.values()),
+        "class_models": chosen,
+        "analysis_gsd_m": max(gsds),
+        "gsd_check": " | ".join(f"{n}: {m.get('gsd_check', '')}" for n, m in zip(names, metas, strict=True)),
+        "tile_size_px": json.dumps({n: _loads(m.get("tile_size_px")) for n, m in zip(names, metas, strict=True)}),
+        "overlap_px": json.dumps({n: _loads(m.get("overlap_px")) for n, m in zip(names, metas, strict=True)}),
+        "tiles": sum(int(m.get("tiles", 0)) for m in metas),
+        "models": per_model,
+        "started_utc": min(str(m.get("started_utc", "")) for m in metas),
+        "finished_utc": max(str(m.get("finished_utc", "")) for m in metas),
+        "warnings": sorted(set(warnings), key=warnings.index),
+        "detections": len(merged),
+        "detections_by_class": by_class,
+        "analysed_area_m2": area_m2,
+        **(extra_metadata or {}),
+    })
+    write_gpkg(out, {"detections": merged, "coverage": cov}, metadata=metadata, overwrite=overwrite,
+               styles=default_styles(["detections", "coverage"]))
+    return {"detections": len(merged), "by_class": by_class, "analysed_ha": area_m2 / 1e4,
+            "class_thresholds": thresholds, "class_models": chosen}
+
+
+def _loads(text: str | None) -> Any:
+    if text is None:
+        return None
+    try:
+        return json.loads(text)
+    except ValueError:
+        return text

@@ -1,0 +1,216 @@
+"""Several models over one orthomosaic into one result (`rams detect --model A --model B`, rams.combine).
+
+Real GeoTIFFs and real (tiny, randomly initialised) bundles: the detections are meaningless, what is tested is
+how the per-model results join: every detection kept once, the coverage where every model looked, the per-class
+recall record the detector gate reads, resume, and the errors.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import geopandas as gpd
+import numpy as np
+import pyogrio
+import pytest
+from typer.testing import CliRunner
+
+from rams.cli.main import app
+from rams.combine import combine_recall
+from rams.detect import DetectConfig, models_dir_of, run_detect
+from rams.errors import EXIT_CODES, GSDError, InputError
+from rams.gate import run_detector_gate
+from rams.layers import read_metadata
+
+runner = CliRunner()
+
+
+@pytest.fixture(scope="module")
+def bundles(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """Two different tiny bundles: 'tiny-a' at 1 cm, all classes; 'tiny-b' at 0.5 cm, the small classes."""
+    from rams.detector.bundle import make_test_bundle
+
+    root = tmp_path_factory.mktemp("models")
+    make_test_bundle(root / "tiny-a", tile_size_px=256, threshold=0.3)
+    make_test_bundle(root / "tiny-b", classes=("pfm1", "pom2", "submunition"), seed=1, gsd_m=0.005,
+                     tile_size_px=256, threshold=0.3)
+    return root / "tiny-a", root / "tiny-b"
+
+
+def _recall(model: Path, per_class: dict[str, tuple[float, float]], threshold: float = 0.3) -> None:
+    """Give a bundle a measured recall (per class: recall, lower 95 % bound) at ``threshold``."""
+    from rams.detector.bundle import update_card_metrics
+
+    update_card_metrics(model, "synthetic_scenes", {
+        "what": "test", "score_threshold": threshold,
+        "per_class": {c: {"recall": r, "recall_ci95": [lo, 1.0]} for c, (r, lo) in per_class.items()},
+    })
+
+
+def _ortho(make_geotiff) -> Path:
+    am = np.zeros((900, 1000), np.uint8)
+    am[:, :700] = 255  # the right 1.5 m not imaged
+    return make_geotiff(height=900, width=1000, gsd=0.005, alpha=True, alpha_mask=am, seed=5)
+
+
+def _cfg(models: list[Path], **kw: object) -> DetectConfig:
+    return DetectConfig(model=str(models[0]), extra_models=[str(m) for m in models[1:]], batch_size=2, threads=1,
+                        tile_size_px=256, **kw)  # type: ignore[arg-type]
+
+
+def _dets(path: Path) -> gpd.GeoDataFrame:
+    return pyogrio.read_dataframe(path, layer="detections")
+
+
+def test_a_model_run_twice_under_two_names_gives_each_detection_once(make_geotiff, bundles, tmp_path) -> None:
+    """The same weights under two names see exactly the same objects: the combined layer is the single run's,
+    row for row, and every row names both models."""
+    a = bundles[0]
+    twin = tmp_path / "twin"
+    shutil.copytree(a, twin)
+    card = json.loads((twin / "model.json").read_text())
+    card["name"] = "twin"
+    (twin / "model.json").write_text(json.dumps(card))
+    ortho = _ortho(make_geotiff)
+    single, both = tmp_path / "single.gpkg", tmp_path / "both.gpkg"
+    run_detect(ortho, single, _cfg([a]))
+    s = run_detect(ortho, both, _cfg([a, twin]))
+    one, two = _dets(single), _dets(both)
+    assert len(one) > 0 and s.detections == len(two) == len(one)
+    assert set(two["model"]) == {"tiny-a+twin"}
+    cols = ["det_id", "label", "score", "tile_id", "length_m", "width_m", "lon", "lat"]
+    assert one[cols].equals(two[cols])
+    assert one.geometry.equals(two.geometry)
+    c1 = pyogrio.read_dataframe(single, layer="coverage").geometry.iloc[0]
+    c2 = pyogrio.read_dataframe(both, layer="coverage").geometry.iloc[0]
+    assert c2.symmetric_difference(c1).area < 1e-9
+    assert not models_dir_of(both).exists()
+    assert (tmp_path / "both.config.yaml").exists()
+
+
+def test_two_models_join_detections_coverage_and_recall(make_geotiff, bundles, tmp_path) -> None:
+    a0, b0 = bundles
+    a, b = tmp_path / "tiny-a", tmp_path / "tiny-b"
+    shutil.copytree(a0, a)
+    shutil.copytree(b0, b)
+    # tiny-a finds PMN well and PFM-1 badly; tiny-b, the small-item model, finds PFM-1 better
+    _recall(a, {"pfm1": (0.10, 0.05), "pmn": (0.96, 0.95), "pom2": (0.5, 0.4), "submunition": (0.2, 0.1)})
+    _recall(b, {"pfm1": (0.90, 0.85), "pom2": (0.3, 0.2), "submunition": (0.2, 0.1)})
+    ortho = _ortho(make_geotiff)
+    ra, rb, out = tmp_path / "a.gpkg", tmp_path / "b.gpkg", tmp_path / "ab.gpkg"
+    run_detect(ortho, ra, _cfg([a]))
+    run_detect(ortho, rb, _cfg([b]))
+    s = run_detect(ortho, out, _cfg([a, b]))
+    da, db, dab = _dets(ra), _dets(rb), _dets(out)
+    assert len(da) > 0 and len(db) > 0
+    # every detection of either model is in the result, or merged into a same-class one at the same place
+    assert len(dab) <= len(da) + len(db)
+    assert set(dab["model"]) <= {"tiny-a", "tiny-b", "tiny-a+tiny-b"}
+    for src, name in ((da, "tiny-a"), (db, "tiny-b")):
+        mine = dab[dab["model"].str.contains(name, regex=False)]
+        assert len(mine) <= len(src)
+        for _, row in src.iterrows():
+            # the same detection, or the same-class one it was merged into (rams.merge's rule)
+            same = dab[(dab["label"] == row["label"]) & (dab["score"] >= row["score"] - 1e-6)]
+            c = row.geometry.centroid
+            near = (same.geometry.centroid.distance(c) < 0.03) | same.geometry.buffer(1e-9).covers(c)
+            near |= same.geometry.centroid.within(row.geometry.buffer(1e-9))
+            assert near.any(), (name, row["det_id"])
+    assert list(dab["det_id"]) == list(range(1, len(dab) + 1))
+    assert s.detections == len(dab) and s.model == "tiny-a+tiny-b"
+    # coverage: where both looked (here the same imaged ground, resampled on a 1 cm and a 0.5 cm grid)
+    cov = pyogrio.read_dataframe(out, layer="coverage")
+    ca = pyogrio.read_dataframe(ra, layer="coverage").geometry.iloc[0]
+    cb = pyogrio.read_dataframe(rb, layer="coverage").geometry.iloc[0]
+    assert cov.geometry.iloc[0].symmetric_difference(ca.intersection(cb)).area < 1e-6
+    assert cov["gsd_m"].iloc[0] == pytest.approx(0.01)
+    # what the run can find: per class the better model's record, with its thresholds
+    meta = read_metadata(out)
+    record = json.loads(meta["model_recall"])
+    assert record["per_class"] == {"pfm1": 0.90, "pmn": 0.96, "pom2": 0.5, "submunition": 0.2}
+    assert record["recall_lower_95"]["pfm1"] == 0.85
+    assert record["models_by_class"]["pfm1"] == "tiny-b" and record["models_by_class"]["pmn"] == "tiny-a"
+    assert json.loads(meta["class_models"])["mon"] == "tiny-a"  # measured by neither: the model that looks for it
+    models = json.loads(meta["models"])
+    assert [m["model_name"] for m in models] == ["tiny-a", "tiny-b"]
+    assert meta["model_name"] == "tiny-a+tiny-b"
+    # the gate: PFM-1 and PMN are found well enough only because each has its own model
+    assert run_detector_gate(meta, ["pfm1", "pmn"], 0.8) is None
+    assert run_detector_gate(read_metadata(ra), ["pfm1", "pmn"], 0.8) is not None
+    assert "pom2" in (run_detector_gate(meta, ["pfm1", "pom2"], 0.8) or "")
+
+
+def test_combine_recall_keeps_each_models_thresholds() -> None:
+    a = {"per_class": {"pfm1": 0.1, "pmn": 0.9}, "score_threshold": 0.5, "source": "metrics.synthetic_scenes"}
+    b = {"per_class": {"pfm1": 0.6}, "class_thresholds": {"pfm1": 0.2}, "recall_lower_95": {"pfm1": 0.5},
+         "source": "metrics.held_out_flights"}
+    record, thresholds, chosen = combine_recall([
+        ("a", a, {"pfm1": 0.5, "pmn": 0.55}), ("b", b, {"pfm1": 0.25, "pom2": 0.4}),
+    ])
+    assert record is not None
+    assert chosen == {"pfm1": "b", "pmn": "a", "pom2": "b"}
+    assert thresholds == {"pfm1": 0.25, "pmn": 0.55, "pom2": 0.4}
+    assert record["per_class"] == {"pfm1": 0.6, "pmn": 0.9}
+    assert record["class_thresholds"] == {"pfm1": 0.2, "pmn": 0.5}
+    assert record["recall_lower_95"] == {"pfm1": 0.5}
+    # no record at all: thresholds still combine, nothing is claimed
+    none, thr, _ = combine_recall([("a", None, {"pfm1": 0.5}), ("b", None, {"pfm1": 0.3})])
+    assert none is None and thr == {"pfm1": 0.3}
+
+
+def test_interrupted_two_model_run_resumes_to_the_same_result(make_geotiff, bundles, tmp_path) -> None:
+    ortho = _ortho(make_geotiff)
+    ref, out = tmp_path / "ref.gpkg", tmp_path / "r.gpkg"
+    run_detect(ortho, ref, _cfg(list(bundles)))
+    first_tiles = run_detect(ortho, tmp_path / "a.gpkg", _cfg([bundles[0]])).tiles_total
+    calls = {"n": 0}
+
+    def stop_in_second_model(done: int, total: int, mpx: float) -> None:
+        calls["n"] += 1
+        if done > first_tiles + 2:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        run_detect(ortho, out, _cfg(list(bundles)), progress=stop_in_second_model)
+    assert not out.exists()
+    parts = models_dir_of(out)
+    done_part = parts / "0-tiny-a.gpkg"
+    assert done_part.exists()
+    s = run_detect(ortho, out, _cfg(list(bundles)), resume=True)
+    # the finished model's result is kept whole (all its tiles count as resumed), the second resumes its checkpoint
+    assert s.tiles_resumed > first_tiles
+    assert s.tiles_processed == s.tiles_total - s.tiles_resumed
+    a, b = _dets(ref), _dets(out)
+    assert a.drop(columns="geometry").equals(b.drop(columns="geometry"))
+    assert not parts.exists()
+
+
+def test_several_model_errors(make_geotiff, bundles, tmp_path) -> None:
+    ortho = _ortho(make_geotiff)
+    with pytest.raises(InputError, match="named twice"):
+        run_detect(ortho, tmp_path / "x.gpkg", _cfg([bundles[0], bundles[0]]))
+    # a model that cannot run on this mosaic fails before any model runs (here: too coarse for tiny-b)
+    coarse = make_geotiff(height=300, width=300, gsd=0.012, alpha=False, seed=2)
+    r = runner.invoke(app, ["detect", str(coarse), "--out", str(tmp_path / "c.gpkg"), "--model", str(bundles[0]),
+                            "--model", str(bundles[1]), "--tile-size", "256"])
+    assert r.exit_code == EXIT_CODES[GSDError], r.output
+    assert "too coarse for model tiny-b" in r.output
+    assert not (tmp_path / "c.gpkg").exists() and not models_dir_of(tmp_path / "c.gpkg").exists()
+    # rams batch runs one model per flight and says so
+    from rams.batch.run import BatchConfig, run_batch
+
+    cfg = BatchConfig(detect=_cfg(list(bundles)))
+    with pytest.raises(InputError, match="one model per flight"):
+        run_batch(tmp_path, tmp_path / "batch-out", cfg=cfg)
+
+
+def test_cli_runs_several_models(make_geotiff, bundles, tmp_path) -> None:
+    ortho = _ortho(make_geotiff)
+    out = tmp_path / "cli.gpkg"
+    r = runner.invoke(app, ["detect", str(ortho), "--out", str(out), "--model", str(bundles[0]), "--model",
+                            str(bundles[1]), "--tile-size", "256", "--batch-size", "2"])
+    assert r.exit_code == 0, r.output
+    assert "by every model" in r.output and "output" in r.output
+    assert read_metadata(out)["model_name"] == "tiny-a+tiny-b"
