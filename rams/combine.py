@@ -197,7 +197,7 @@ def combine_results(
     by_class = dict(sorted(Counter(merged["label"].astype(str)).items()))
     per_model = [{k: _loads(m.get(k)) for k in PER_MODEL_KEYS if k in m} for m in metas]
     metadata: dict[str, Any] = {k: v for k, v in metas[0].items() if k not in PER_MODEL_KEYS}
-    warnings = [w for m in per_model for w in (m.get("warnings") or [])]
+    warnings = [f"{n}: {w}" for n, m in zip(names, per_model, strict=True) for w in (m.get("warnings") or [])]
     metadata.update({
         "model_name": "+".join(names),
         "model_version": "+".join(str(m.get("model_version", "")) for m in metas),

@@ -559,7 +559,7 @@ def _run_models(
         model="+".join(cards),
         seconds=time.perf_counter() - t_start,
         mpx=mpx,
-        warnings=[w for p in plans for w in p.warnings],
+        warnings=[f"{p.card.name}: {w}" for p in plans for w in p.warnings],
     )
 
 

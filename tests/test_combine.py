@@ -136,6 +136,9 @@ def test_two_models_join_detections_coverage_and_recall(make_geotiff, bundles, t
     models = json.loads(meta["models"])
     assert [m["model_name"] for m in models] == ["tiny-a", "tiny-b"]
     assert meta["model_name"] == "tiny-a+tiny-b"
+    # each model's warnings, named: the small classes are too small for tiny-a at 1 cm, not for tiny-b at 0.5 cm
+    assert any(w.startswith("tiny-a: ") and "span under" in w for w in json.loads(meta["warnings"]))
+    assert not any(w.startswith("tiny-b: ") for w in json.loads(meta["warnings"]))
     # the gate: PFM-1 and PMN are found well enough only because each has its own model
     assert run_detector_gate(meta, ["pfm1", "pmn"], 0.8) is None
     assert run_detector_gate(read_metadata(ra), ["pfm1", "pmn"], 0.8) is not None
@@ -214,3 +217,16 @@ def test_cli_runs_several_models(make_geotiff, bundles, tmp_path) -> None:
     assert r.exit_code == 0, r.output
     assert "by every model" in r.output and "output" in r.output
     assert read_metadata(out)["model_name"] == "tiny-a+tiny-b"
+
+
+def test_results_of_different_mosaics_are_not_combined(make_geotiff, bundles, tmp_path) -> None:
+    from rams.combine import combine_results
+
+    one = _ortho(make_geotiff)
+    other = make_geotiff(height=600, width=600, gsd=0.005, alpha=False, seed=9)
+    ra, rb = tmp_path / "a.gpkg", tmp_path / "b.gpkg"
+    run_detect(one, ra, _cfg([bundles[0]]))
+    run_detect(other, rb, _cfg([bundles[1]]))
+    with pytest.raises(InputError, match="different orthomosaics"):
+        combine_results([ra, rb], tmp_path / "ab.gpkg", overwrite=False, merge_distance_m=0.03)
+    assert not (tmp_path / "ab.gpkg").exists()

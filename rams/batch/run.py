@@ -195,14 +195,14 @@ def run_batch(
 
     t0 = time.perf_counter()
     cfg = cfg or BatchConfig()
-    out_dir = Path(out_dir).absolute()
-    _check_out_dir(out_dir)
-    flights = load_flights(Path(flights_source), exclude=[out_dir])
     if cfg.detect.extra_models:
         raise InputError(
             f"rams batch runs one model per flight; detect.extra_models {cfg.detect.extra_models} is only for "
             "rams detect (run it per flight, or remove extra_models from the batch config)"
         )
+    out_dir = Path(out_dir).absolute()
+    _check_out_dir(out_dir)
+    flights = load_flights(Path(flights_source), exclude=[out_dir])
     cfg = _absolute_model(cfg)
     card = load_bundle(cfg.detect.model).card
     sha_gdf, sha_hash = _load_sha(sha, sha_layer)
