@@ -38,6 +38,7 @@ PER_MODEL_KEYS = (
     "model_name", "model_version", "weights_sha256", "model_classes", "model_recall", "score_threshold",
     "class_thresholds", "analysis_gsd_m", "gsd_check", "tile_size_px", "overlap_px", "tiles", "resolved_config",
     "detections", "detections_by_class", "analysed_area_m2", "started_utc", "finished_utc", "warnings",
+    "model_recall_withheld", "tiles_empty", "checkpoint_key",
 )
 
 
@@ -219,6 +220,10 @@ def combine_results(
         "detections": len(merged),
         "detections_by_class": by_class,
         "analysed_area_m2": area_m2,
+        # a model forced outside its GSD range records no recall and is never chosen for a class; when that is
+        # every model, the run says why it can vouch for nothing
+        "model_recall_withheld": "; ".join(str(m["model_recall_withheld"]) for m in per_model)
+        if all(m.get("model_recall_withheld") for m in per_model) else None,
         **(extra_metadata or {}),
     })
     write_gpkg(out, {"detections": merged, "coverage": cov}, metadata=metadata, overwrite=overwrite,

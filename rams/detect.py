@@ -192,6 +192,10 @@ class DetectPlan:
     gsd_check: str
     warnings: list[str]
     started_utc: str
+    recall_withheld: str | None = None
+    """Why the card's measured recall does not apply to this run (the mosaic is coarser than the GSD range the
+    model serves and was measured at, ``--force``); None when it applies. The result then records no recall, so
+    the detector gate cannot let the run's silence cancel ground."""
 
     @property
     def threshold(self) -> float:
@@ -239,6 +243,12 @@ def plan_detect(
     try:
         info = describe(src, footprint=False)
         gsd_ok_text = _check_model_gsd(info.gsd_m, card, cfg, warnings)
+        lo, hi = card.gsd_range_m
+        withheld = (
+            f"model {card.name} ran on {info.gsd_m * 100:.2f} cm/px imagery, coarser than the {lo * 100:.2f}-"
+            f"{hi * 100:.2f} cm/px it serves and was measured at (--force)"
+            if _too_coarse(info.gsd_m, card) else None
+        )
         grid = target_grid(src, card.gsd_m)
         bands = select_bands(src, card.bands, cfg.read.bands)
         vr = cfg.read.value_range or _card_value_range(card, info.dtype)
@@ -265,7 +275,7 @@ def plan_detect(
         tile_px=tile_px, overlap_px=overlap_px, batch_size=batch_size, tiles=tiles, stripe_cols=stripe_cols,
         class_thresholds=_thresholds(card, cfg),
         input_hash=fast_file_hash(Path(ortho), full=cfg.full_hash), resolved_config=dump_config(cfg),
-        gsd_check=gsd_ok_text, warnings=warnings, started_utc=started,
+        gsd_check=gsd_ok_text, warnings=warnings, started_utc=started, recall_withheld=withheld,
     )
 
 
@@ -657,7 +667,8 @@ def write_detections(plan: DetectPlan, out: Path, results: list[TileResult], ove
         "model_version": card.version,
         "weights_sha256": card.weights_sha256,
         "model_classes": list(card.classes),
-        "model_recall": model_recall_record(card.metrics),
+        "model_recall": None if plan.recall_withheld else model_recall_record(card.metrics),
+        "model_recall_withheld": plan.recall_withheld,
         "score_threshold": plan.threshold,
         "class_thresholds": dict(plan.class_thresholds),
         "operating_point": cfg.operating_point
@@ -718,7 +729,7 @@ def _check_model_gsd(gsd_m: float, card: Any, cfg: DetectConfig, warnings: list[
 
     lo, hi = card.gsd_range_m
     analysis = max(gsd_m, card.gsd_m)
-    if gsd_m > hi * 1.05:
+    if _too_coarse(gsd_m, card):
         msg = (f"{gsd_m * 100:.2f} cm/px is too coarse for model {card.name}, which serves "
                f"{lo * 100:.2f}-{hi * 100:.2f} cm/px imagery")
         if not cfg.force:
@@ -735,6 +746,11 @@ def _check_model_gsd(gsd_m: float, card: Any, cfg: DetectConfig, warnings: list[
         log.warning(note)
         return f"{text}; {note}"
     return f"{text}; every model class spans >= {cfg.min_target_px:g} px"
+
+
+def _too_coarse(gsd_m: float, card: Any) -> bool:
+    """Whether imagery of ``gsd_m`` is coarser than the model serves (5 % tolerance for GSD estimates)."""
+    return bool(gsd_m > card.gsd_range_m[1] * 1.05)
 
 
 def _card_value_range(card: Any, dtype: str) -> tuple[float, float] | None:

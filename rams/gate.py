@@ -131,7 +131,11 @@ def threat_classes_of(meta: Mapping[str, str], fallback: Sequence[str] | None) -
 
 def run_detector_gate(meta: Mapping[str, str], threat_classes: Sequence[str] | None, min_recall: float) -> str | None:
     """:func:`detector_gate` for a detection result's ``rams_metadata`` (keys ``model_recall``,
-    ``class_thresholds``, ``score_threshold``)."""
+    ``class_thresholds``, ``score_threshold``; ``model_recall_withheld``, set when the model ran outside the GSD
+    range it was measured at, refuses with its reason)."""
+    withheld = meta.get("model_recall_withheld")
+    if min_recall > 0 and withheld not in (None, "", "null"):
+        return f"{withheld}: its measured recall does not apply, so its silence is no evidence"
     record = None
     if meta.get("model_recall"):
         try:

@@ -230,3 +230,28 @@ def test_results_of_different_mosaics_are_not_combined(make_geotiff, bundles, tm
     with pytest.raises(InputError, match="different orthomosaics"):
         combine_results([ra, rb], tmp_path / "ab.gpkg", overwrite=False, merge_distance_m=0.03)
     assert not (tmp_path / "ab.gpkg").exists()
+
+
+def test_a_model_forced_off_its_gsd_range_answers_for_no_class(make_geotiff, bundles, tmp_path) -> None:
+    a, b = tmp_path / "tiny-a", tmp_path / "tiny-b"
+    shutil.copytree(bundles[0], a)
+    shutil.copytree(bundles[1], b)
+    _recall(a, {"pfm1": (0.10, 0.05), "pmn": (0.96, 0.95)})
+    _recall(b, {"pfm1": (0.90, 0.85)})
+    # 1.2 cm: served by tiny-a (0.5-1.2 cm), too coarse for tiny-b (0.25-0.6 cm), which runs only with --force
+    mosaic = make_geotiff(height=400, width=400, gsd=0.012, alpha=False, seed=4)
+    out = tmp_path / "ab.gpkg"
+    run_detect(mosaic, out, _cfg([a, b], force=True))
+    meta = read_metadata(out)
+    record = json.loads(meta["model_recall"])
+    assert record["per_class"] == {"pfm1": 0.10, "pmn": 0.96}  # tiny-b's better PFM-1 figure does not apply here
+    assert set(record["models_by_class"].values()) == {"tiny-a"}
+    assert meta["model_recall_withheld"] == "null"
+    models = json.loads(meta["models"])
+    assert models[0]["model_recall_withheld"] is None and "(--force)" in models[1]["model_recall_withheld"]
+    assert "pfm1 0.10" in (run_detector_gate(meta, ["pfm1"], 0.8) or "")
+    # both forced (3 cm): the run vouches for nothing and says why
+    both = tmp_path / "both.gpkg"
+    run_detect(make_geotiff(height=200, width=200, gsd=0.03, alpha=False, seed=4), both, _cfg([a, b], force=True))
+    why = run_detector_gate(read_metadata(both), ["pmn"], 0.5) or ""
+    assert "model tiny-a ran on 3.00 cm/px" in why and "model tiny-b ran on 3.00 cm/px" in why

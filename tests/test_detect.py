@@ -302,6 +302,33 @@ def test_coarse_gsd_force_proceeds_with_warning(make_geotiff, bundle_dir: Path, 
     assert "too coarse" in read_metadata(out)["warnings"]
 
 
+def test_a_forced_run_carries_no_recall_to_the_gate(make_geotiff, bundle_dir: Path, tmp_path: Path) -> None:
+    """The card's recall was measured at the GSDs the model serves; a run forced onto coarser imagery must not
+    let the detector gate use it (its silence says nothing), while the same card on imagery it serves may."""
+    import json
+    import shutil
+
+    from rams.detector.bundle import update_card_metrics
+    from rams.gate import run_detector_gate
+
+    model = tmp_path / "m"
+    shutil.copytree(bundle_dir, model)
+    update_card_metrics(model, "synthetic_scenes", {
+        "what": "test", "score_threshold": 0.3, "per_class": {"tm62": {"recall": 0.99, "recall_ci95": [0.97, 1.0]}},
+    })
+    served, coarse = tmp_path / "served.gpkg", tmp_path / "coarse.gpkg"
+    run_detect(make_geotiff(height=300, width=300, gsd=0.01, seed=3), served, _cfg(model))
+    run_detect(make_geotiff(height=100, width=100, gsd=0.05, seed=3), coarse, _cfg(model, force=True))
+    ok, forced = read_metadata(served), read_metadata(coarse)
+    assert json.loads(ok["model_recall"])["per_class"] == {"tm62": 0.99}
+    assert run_detector_gate(ok, ["tm62"], 0.9) is None
+    assert forced["model_recall"] == "null"
+    assert "5.00 cm/px imagery, coarser than the 0.50-1.20 cm/px" in forced["model_recall_withheld"]
+    why = run_detector_gate(forced, ["tm62"], 0.9)
+    assert why is not None and "(--force): its measured recall does not apply" in why
+    assert run_detector_gate(forced, ["tm62"], 0.0) is None  # no minimum asked: nothing to refuse
+
+
 def test_core_coverage_blocks_cover_exactly_the_valid_pixels() -> None:
     """Coverage pieces (all-valid block runs as rectangles, mixed blocks polygonised) are exactly the valid
     pixels of the core: same region as polygonising the whole core at once."""
