@@ -133,6 +133,8 @@ class DetectSummary:
     mpx: float
     warnings: list[str] = field(default_factory=list)
     class_thresholds: dict[str, float] = field(default_factory=dict)
+    models: list[str] = field(default_factory=list)
+    """The models of a several-model run (``model`` joins them with '+'); empty for one model."""
 
     @property
     def mpx_per_s(self) -> float:
@@ -567,6 +569,7 @@ def _run_models(
         threshold=min(thresholds.values()),
         class_thresholds=dict(thresholds),
         model="+".join(cards),
+        models=cards,
         seconds=time.perf_counter() - t_start,
         mpx=mpx,
         warnings=[f"{p.card.name}: {w}" for p in plans for w in p.warnings],

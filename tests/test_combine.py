@@ -255,3 +255,13 @@ def test_a_model_forced_off_its_gsd_range_answers_for_no_class(make_geotiff, bun
     run_detect(make_geotiff(height=200, width=200, gsd=0.03, alpha=False, seed=4), both, _cfg([a, b], force=True))
     why = run_detector_gate(read_metadata(both), ["pmn"], 0.5) or ""
     assert "model tiny-a ran on 3.00 cm/px" in why and "model tiny-b ran on 3.00 cm/px" in why
+
+
+def test_json_summary_names_the_models(make_geotiff, bundles, tmp_path) -> None:
+    ortho = _ortho(make_geotiff)
+    r = runner.invoke(app, ["detect", str(ortho), "--out", str(tmp_path / "j.gpkg"), "--model", str(bundles[0]),
+                            "--model", str(bundles[1]), "--tile-size", "256", "--json"])
+    assert r.exit_code == 0, r.output
+    s = json.loads(r.output[r.output.index("{"):])
+    assert s["models"] == ["tiny-a", "tiny-b"] and s["model"] == "tiny-a+tiny-b"
+    assert set(s["class_thresholds"]) >= {"pfm1", "pmn", "pom2"}

@@ -102,7 +102,7 @@ def detect(
         f"tiles       {summary.tiles_total} ({summary.tiles_resumed} from checkpoint, {summary.tiles_empty} without "
         "imagery)",
         f"analysed    {summary.analysed_ha:.3f} ha at the model GSD (layer 'coverage'; outside it: not analysed)"
-        if "+" not in summary.model
+        if not summary.models
         else f"analysed    {summary.analysed_ha:.3f} ha by every model (layer 'coverage'; outside it: not analysed)",
         f"detections  {summary.detections} at {_threshold_words(summary.class_thresholds, summary.threshold)} "
         f"({by_class}): candidates for review",
