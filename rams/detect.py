@@ -15,7 +15,10 @@ The flow (see ``docs/architecture.md``):
 5. after every batch the tile results are appended to a checkpoint (``OUT.partial/``; flushed every batch,
    forced to disk every ``CHECKPOINT_SYNC_S``), so that an
    interrupted run (Ctrl-C or kill -9) resumes with ``--resume`` and gives the same result;
-6. duplicates across seams are merged, and the GeoPackage is written atomically with provenance.
+6. duplicates across seams are merged, and the GeoPackage is written atomically with provenance;
+7. with several models (``extra_models``: ``rams detect --model A --model B``) each runs as above into
+   ``OUT.models/`` (every model planned first, so a bad one fails before any runs), then :mod:`rams.combine` joins
+   the results into ``OUT``.
 """
 
 from __future__ import annotations
