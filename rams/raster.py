@@ -5,7 +5,9 @@ raster paths opened. Everything downstream takes a :class:`Grid`, windows and ar
 
 Reading rules (what the open tools in this field get wrong):
 
-* alpha, nodata and internal masks become a *validity mask*, never image content;
+* alpha, nodata and internal masks become a *validity mask*, never image content; a mosaic of three or more
+  integer bands that declares none of them has its pixels 0 in every band taken as not imaged (the black collar
+  an export leaves around the footprint when it writes no mask; :data:`ZERO_COLLAR`), never as imaged ground;
 * values are scaled to [0, 1] with a fixed range per dtype (never a per-tile stretch: tiles must agree);
 * imagery is resampled on read to the model's GSD, so objects have the physical size the model learnt;
 * geographic (EPSG:4326) mosaics are warped on read to the local UTM zone, so pixels are square metres;
@@ -231,6 +233,14 @@ def gsd_of(src: DatasetReader) -> float:
     return float((math.hypot(t.a, t.d) + math.hypot(t.b, t.e)) / 2 * unit)
 
 
+#: Mask kind of a mosaic with no alpha, nodata or internal mask, of three or more integer bands: its pixels 0 in
+#: every band are not imaged. Orthomosaic exports without a mask fill the ground they did not image with black;
+#: counting that collar as imaged would claim it was analysed. Real ground is never exactly 0 in every band (a
+#: black shadow that is, is excluded: conservative). Single-band and float mosaics (thermal: 0 can be a reading)
+#: are left as declared; to keep zeros as data, give the file an alpha band or a nodata value.
+ZERO_COLLAR = "none declared: 0 in every band = not imaged"
+
+
 def _mask_kind(src: DatasetReader) -> tuple[str, int | None]:
     alpha = None
     for i, ci in enumerate(src.colorinterp, start=1):
@@ -245,7 +255,14 @@ def _mask_kind(src: DatasetReader) -> tuple[str, int | None]:
     flags = src.mask_flag_enums[0]
     if MaskFlags.per_dataset in flags and MaskFlags.alpha not in flags:
         return "internal mask", None
+    if src.count >= 3 and np.issubdtype(np.dtype(src.dtypes[0]), np.integer):
+        return ZERO_COLLAR, None
     return "none", None
+
+
+def _not_all_zero(data: np.ndarray) -> np.ndarray:
+    """Pixels of ``(bands, rows, cols)`` data that are not 0 in every band."""
+    return np.asarray((data != 0).any(axis=0))
 
 
 def describe(src: DatasetReader, footprint: bool = True, footprint_max_px: int = 1024) -> OrthoInfo:
@@ -306,8 +323,11 @@ def valid_footprint(src: DatasetReader, max_px: int = 1024) -> tuple[Any, float]
 
     scale = max(1.0, max(src.width, src.height) / max_px)
     h, w = max(1, round(src.height / scale)), max(1, round(src.width / scale))
-    mask = src.dataset_mask(out_shape=(h, w), resampling=Resampling.average)
-    valid = (mask > 0).astype(np.uint8)
+    if _mask_kind(src)[0] == ZERO_COLLAR:  # decimated by averaging: a cell is 0 only if all under it is 0
+        valid = _not_all_zero(src.read(out_shape=(src.count, h, w), resampling=Resampling.average)).astype(np.uint8)
+    else:
+        mask = src.dataset_mask(out_shape=(h, w), resampling=Resampling.average)
+        valid = (mask > 0).astype(np.uint8)
     t = src.transform @ Affine.scale(src.width / w, src.height / h)
     polys = [shape(g) for g, v in features.shapes(valid, mask=valid.astype(bool), transform=t) if v == 1]
     frac = float(valid.mean())
@@ -324,16 +344,21 @@ def coarse_valid_mask(src: DatasetReader, grid: Grid, max_px: int = 2048) -> tup
     scale = max(1.0, max(grid.width, grid.height) / max_px)
     h, w = max(1, math.ceil(grid.height / scale)), max(1, math.ceil(grid.width / scale))
     t = grid.transform @ Affine.scale(grid.width / w, grid.height / h)
+    zero = _mask_kind(src)[0] == ZERO_COLLAR
     if needs_warp(src):
         with WarpedVRT(
             src, crs=grid.crs, transform=t, width=w, height=h, resampling=Resampling.nearest,
-            add_alpha=_mask_kind(src)[0] == "none",
+            add_alpha=_mask_kind(src)[0] in ("none", ZERO_COLLAR),
         ) as vrt:
-            m = vrt.dataset_mask()
+            m = vrt.dataset_mask() > 0
+            if zero:
+                m &= _not_all_zero(vrt.read(list(range(1, src.count + 1))))
     else:
-        m = src.dataset_mask(out_shape=(h, w), resampling=Resampling.average)
         t = src.transform @ Affine.scale(src.width / w, src.height / h)
-    return m > 0, t
+        if zero:
+            return _not_all_zero(src.read(out_shape=(src.count, h, w), resampling=Resampling.average)), t
+        m = src.dataset_mask(out_shape=(h, w), resampling=Resampling.average) > 0
+    return m, t
 
 
 def utm_crs_for(lon: float, lat: float) -> CRS:
@@ -494,7 +519,7 @@ class OrthoReader:
                 width=grid.width,
                 height=grid.height,
                 resampling=self.resampling,
-                add_alpha=_mask_kind(src)[0] == "none",
+                add_alpha=self._mask_kind in ("none", ZERO_COLLAR),
             )
 
     def close(self) -> None:
@@ -584,8 +609,10 @@ class OrthoReader:
         out_shape = (len(self.bands), int(inner.height), int(inner.width))
         if self._vrt is not None:
             data = self._vrt.read(self.bands, window=inner)
-            m = self._vrt.dataset_mask(window=inner)
-            return data, m == 255, 1
+            valid = self._vrt.dataset_mask(window=inner) == 255
+            if self._mask_kind == ZERO_COLLAR:
+                valid &= _not_all_zero(data)
+            return data, valid, 1
         # Projected north-up: map the grid window to a (fractional) source window and resample on read.
         src_t = self.src.transform
         left, bottom, right, top = self.grid.window_bounds(inner)
@@ -605,7 +632,10 @@ class OrthoReader:
         data = self.src.read(self.bands, window=src_win, out_shape=out_shape, resampling=self.resampling)
         # A resampled pixel is valid only if every source pixel under it was valid (average == 255).
         m = self.src.dataset_mask(window=src_win, out_shape=out_shape[1:], resampling=Resampling.average)
-        return data, m == 255, 1
+        valid = m == 255
+        if self._mask_kind == ZERO_COLLAR:  # resampled: a pixel is 0 where all under it is (edge pixels stay)
+            valid &= _not_all_zero(data)
+        return data, valid, 1
 
     def _size_cache(self, window_rows: int) -> None:
         """Size GDAL's block cache to the source blocks one row of tiles touches (capped).
@@ -642,6 +672,8 @@ class OrthoReader:
             valid_src = raw[nb] > 0
         elif self._mask_kind == "nodata" and self.src.nodata is not None:
             valid_src = ~(data == self.src.nodata).all(axis=0)
+        elif self._mask_kind == ZERO_COLLAR:
+            valid_src = _not_all_zero(data)
         elif self._mask_kind == "none":
             valid_src = None
         else:

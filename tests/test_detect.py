@@ -302,6 +302,24 @@ def test_coarse_gsd_force_proceeds_with_warning(make_geotiff, bundle_dir: Path, 
     assert "too coarse" in read_metadata(out)["warnings"]
 
 
+def test_black_collar_of_an_unmasked_mosaic_is_not_coverage(make_geotiff, bundle_dir: Path, tmp_path: Path) -> None:
+    """An RGB export with no alpha, nodata or mask fills the ground it did not image with 0: that collar is not
+    analysed ground, and no detection is centred on it."""
+    rng = np.random.default_rng(2)
+    data = rng.integers(1, 250, (3, 600, 800)).astype(np.uint8)
+    data[:, :, 500:] = 0  # 4 x 3 m at 0.5 cm; 2.5 x 2.0 m imaged: the right 1.5 m collar
+    data[:, 400:, :] = 0  # and the bottom 1.0 m
+    ortho = make_geotiff(height=600, width=800, gsd=0.005, data=data)
+    out = tmp_path / "c.gpkg"
+    s = run_detect(ortho, out, _cfg(bundle_dir))
+    cov = pyogrio.read_dataframe(out, layer="coverage").geometry.iloc[0]
+    assert cov.area == pytest.approx(2.5 * 2.0, abs=1e-6)
+    assert cov.bounds == pytest.approx((ORIGIN[0], ORIGIN[1] - 2.0, ORIGIN[0] + 2.5, ORIGIN[1]))
+    assert s.analysed_ha == pytest.approx(5.0 / 1e4)
+    dets = _dets(out)
+    assert dets.geometry.centroid.within(cov.buffer(1e-9)).all()
+
+
 def test_a_forced_run_carries_no_recall_to_the_gate(make_geotiff, bundle_dir: Path, tmp_path: Path) -> None:
     """The card's recall was measured at the GSDs the model serves; a run forced onto coarser imagery must not
     let the detector gate use it (its silence says nothing), while the same card on imagery it serves may."""

@@ -183,7 +183,7 @@ def test_quality_workers_setting(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_small_dark_and_green_patches_are_carved_out_of_adequate_cells(make_geotiff: Callable[..., Path]) -> None:
     """A 0.5 x 1 m shadow and a 1 x 0.5 m green patch in 2 m cells: too small to fail a cell, still never adequate."""
     rgb = ground(200, 200)
-    rgb[:, 50:100, 100:200] = 0  # shadow: rows 0.5-1.0 m, cols 1-2 m (6 % of the image)
+    rgb[:, 50:100, 100:200] = 3  # shadow (near black; 0 in every band would be a collar): rows 0.5-1.0 m, cols 1-2 m
     rgb[0, 150:200, 0:100] = (rgb[0, 150:200, 0:100] * 0.4).astype("uint8")
     rgb[2, 150:200, 0:100] = (rgb[2, 150:200, 0:100] * 0.3).astype("uint8")
     p = make_geotiff(height=200, width=200, gsd=0.01, data=rgb)

@@ -124,7 +124,7 @@ def test_uint16_fixed_scaling_tiles_agree(make_geotiff) -> None:
 
 def test_resample_to_coarser_model_gsd(make_geotiff) -> None:
     # 0.5 cm mosaic read at 1 cm: a 40x40 px bright square (20 x 20 cm) becomes 20x20 px
-    data = np.zeros((3, 200, 200), np.uint8)
+    data = np.full((3, 200, 200), 20, np.uint8)  # dark ground, not 0 (0 in every band is a collar: not imaged)
     data[:, 60:100, 80:120] = 200
     p = make_geotiff(height=200, width=200, gsd=0.005, data=data)
     with open_raster(p) as src:
@@ -320,3 +320,67 @@ def test_reader_gives_gdal_a_real_block_cache(make_geotiff) -> None:
         reader.read(Window(0, 0, 256, 256))
         got = gdal_cache_bytes()
     assert got is not None and MIN_CACHE_MB * 2**20 <= got <= STRIP_CACHE_CAP_MB * 2**20
+
+
+def _collar_rgb(h: int, w: int, imaged_cols: int) -> np.ndarray:
+    """Ground (never 0 in all bands; some pixels 0 in one or two bands) with a black collar right of
+    ``imaged_cols``, as an export without a mask writes it."""
+    rng = np.random.default_rng(1)
+    data = rng.integers(1, 250, (3, h, w)).astype(np.uint8)
+    data[0, ::7, ::5] = 0  # 0 in one band only: still imaged ground
+    data[:2, 3::11, 2::9] = 0  # 0 in two bands: still imaged
+    data[:, :, imaged_cols:] = 0
+    return data
+
+
+@pytest.mark.parametrize("gsd", [0.01, 0.005, 0.007])  # read 1:1, by the 2x2 block mean, resampled (1/0.7)
+def test_unmasked_rgb_black_collar_is_not_imaged(make_geotiff, gsd: float) -> None:
+    from rams.raster import ZERO_COLLAR
+
+    n = round(1.2 / gsd)  # 1.2 m square; the right third is collar
+    p = make_geotiff(height=n, width=n, gsd=gsd, data=_collar_rgb(n, n, 2 * n // 3))
+    with open_raster(p) as src:
+        info = describe(src)
+        assert info.mask_kind == ZERO_COLLAR
+        assert info.valid_fraction == pytest.approx(2 / 3, abs=0.02)
+        reader = make_reader(src, RGB, 0.01, ReadConfig())
+        td = reader.read(Window(0, 0, reader.grid.width, reader.grid.height))
+        m, _ = coarse_valid_mask(src, reader.grid)
+    cols = td.valid.any(axis=0)
+    edge = 80  # the collar starts 0.8 m in, at grid column 80
+    assert td.valid[:, : edge - 1].all()  # ground, including pixels 0 in one or two bands
+    assert not td.valid[:, edge + 1 :].any()  # the collar
+    assert cols.sum() == pytest.approx(edge, abs=1)
+    assert not (td.image[:, ~td.valid] != 0).any()
+    assert m.mean() == pytest.approx(2 / 3, abs=0.03)
+
+
+def test_zeros_stay_data_where_the_file_says_how_to_mask(make_geotiff) -> None:
+    """The collar rule is only for files that declare no mask: alpha or nodata decide where they exist, and a
+    single-band mosaic (thermal: 0 can be a reading) keeps its zeros."""
+    data = _collar_rgb(100, 120, 80)
+    am = np.full((100, 120), 255, np.uint8)
+    with_alpha = make_geotiff(data=data, alpha=True, alpha_mask=am)
+    with_nodata = make_geotiff(data=data, nodata=7)
+    grey = make_geotiff(bands=1, data=data[:1], colorinterp=[ColorInterp.gray])
+    for path, bands, kind in ((with_alpha, RGB, "alpha"), (with_nodata, RGB, "nodata"), (grey, ["gray"], "none")):
+        with open_raster(path) as src:
+            assert describe(src, footprint=False).mask_kind == kind
+            reader = make_reader(src, bands, 0.01, ReadConfig())
+            assert reader.read(Window(0, 0, 120, 100)).valid.all(), kind
+
+
+def test_epsg4326_black_collar_is_not_imaged(make_geotiff) -> None:
+    from affine import Affine
+
+    t = Affine(1.2e-7, 0, 49.8, 0, -0.9e-7, 40.4)
+    data = _collar_rgb(100, 120, 120)
+    data[:, :50] = 0  # the top half is collar
+    p = make_geotiff(crs="EPSG:4326", transform=t, data=data)
+    with open_raster(p) as src:
+        reader = make_reader(src, RGB, 0.01, ReadConfig())
+        g = reader.grid
+        td = reader.read(Window(0, 0, g.width, g.height))
+        reader.close()
+    area_src = 50 * 120 * 1.2e-7 * 0.9e-7 * (111320 * math.cos(math.radians(40.4))) * 111000
+    assert td.valid.sum() == pytest.approx(area_src / 1e-4, rel=0.08)
