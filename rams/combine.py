@@ -140,6 +140,7 @@ def combine_results(
 
     from rams.layers import read_layer, read_metadata, write_gpkg
     from rams.merge import MapDetection, merge_groups
+    from rams.polygons import metric_crs
     from rams.styles import default_styles
 
     if len(parts) < 2:
@@ -153,7 +154,7 @@ def combine_results(
     dets = [read_layer(p, "detections", what="detections layer") for p in parts]
     covs = [read_layer(p, "coverage", what="coverage layer") for p in parts]
     crs = covs[0].crs
-    metric = crs if crs is not None and crs.is_projected else covs[0].estimate_utm_crs()
+    metric = metric_crs(crs, covs[0].geometry)
 
     # detections: one object per class and place; the highest-scoring row stands for it
     rows = pd.concat([d.assign(_model_i=i) for i, d in enumerate(dets)], ignore_index=True)

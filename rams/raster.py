@@ -125,6 +125,8 @@ class OrthoInfo:
     band_names: tuple[str, ...]
     crs: str
     crs_is_geographic: bool
+    crs_is_metric: bool
+    """Projected in metres: read on its own grid; otherwise (degrees, feet) through a warp to UTM."""
     transform: tuple[float, ...]
     bounds: tuple[float, float, float, float]
     gsd_m: float
@@ -224,13 +226,21 @@ def gsd_of(src: DatasetReader) -> float:
         _, _, dx = geod.inv(lon, lat, lon + abs(t.a), lat)
         _, _, dy = geod.inv(lon, lat, lon, lat + abs(t.e))
         return float((dx + dy) / 2)
-    unit = 1.0
-    if src.crs is not None:
-        try:
-            unit = ProjCRS.from_wkt(src.crs.to_wkt()).axis_info[0].unit_conversion_factor
-        except Exception:  # pragma: no cover - exotic CRS without axis info
-            unit = 1.0
+    unit = metres_per_unit(src.crs) if src.crs is not None else 1.0
     return float((math.hypot(t.a, t.d) + math.hypot(t.b, t.e)) / 2 * unit)
+
+
+def metres_per_unit(crs: CRS) -> float:
+    """Metres per linear unit of a projected CRS (1 for metres, 0.3048006 for US survey feet)."""
+    try:
+        return float(ProjCRS.from_wkt(crs.to_wkt()).axis_info[0].unit_conversion_factor)
+    except Exception:  # pragma: no cover - exotic CRS without axis info
+        return 1.0
+
+
+def is_metric(crs: CRS) -> bool:
+    """A projected CRS whose unit is the metre (UTM, national grids); not feet, not degrees."""
+    return bool(crs.is_projected and abs(metres_per_unit(crs) - 1.0) < 1e-9)
 
 
 #: Mask kind of a mosaic with no alpha, nodata or internal mask, of three or more integer bands: its pixels 0 in
@@ -285,6 +295,7 @@ def describe(src: DatasetReader, footprint: bool = True, footprint_max_px: int =
         band_names=tuple(_ci_name(ci) for ci in src.colorinterp),
         crs=src.crs.to_string() if src.crs else "",
         crs_is_geographic=bool(src.crs and src.crs.is_geographic),
+        crs_is_metric=bool(src.crs and is_metric(src.crs)),
         transform=tuple(src.transform)[:6],
         bounds=tuple(src.bounds),
         gsd_m=gsd_of(src),
@@ -312,7 +323,7 @@ def _area_m2(geom: Any, crs: CRS) -> float:
     if crs.is_geographic:
         geod = Geod(ellps="WGS84")
         return float(abs(geod.geometry_area_perimeter(geom)[0]))
-    return float(geom.area)
+    return float(geom.area) * metres_per_unit(crs) ** 2
 
 
 def valid_footprint(src: DatasetReader, max_px: int = 1024) -> tuple[Any, float]:
@@ -372,15 +383,17 @@ def utm_crs_for(lon: float, lat: float) -> CRS:
 
 
 def needs_warp(src: DatasetReader) -> bool:
-    """Geographic CRS or a rotated/sheared geotransform: read through a warp to a metric north-up grid."""
+    """Geographic CRS, a projected CRS not in metres (e.g. US State Plane feet), or a rotated/sheared
+    geotransform: read through a warp to a metric north-up grid."""
     t = src.transform
-    return bool(src.crs.is_geographic or t.b != 0 or t.d != 0 or t.a <= 0 or t.e >= 0)
+    return bool(not is_metric(src.crs) or t.b != 0 or t.d != 0 or t.a <= 0 or t.e >= 0)
 
 
 def target_grid(src: DatasetReader, gsd_m: float | None = None) -> Grid:
     """The metric north-up grid at ``gsd_m`` (native GSD when None) covering the whole raster.
 
-    Projected mosaics keep their CRS and top-left corner; geographic ones move to their local UTM zone.
+    Mosaics projected in metres keep their CRS and top-left corner; geographic ones, and projected ones in other
+    units (feet), move to their local UTM zone, so that a grid step of ``gsd_m`` is ``gsd_m`` metres.
     """
     gsd = float(gsd_m) if gsd_m else gsd_of(src)
     if not needs_warp(src):
@@ -391,8 +404,8 @@ def target_grid(src: DatasetReader, gsd_m: float | None = None) -> Grid:
     from rasterio.warp import transform_bounds
 
     dst_crs = src.crs
-    if src.crs.is_geographic:
-        left, bottom, right, top = src.bounds
+    if not is_metric(src.crs):
+        left, bottom, right, top = transform_bounds(src.crs, "EPSG:4326", *src.bounds, densify_pts=21)
         dst_crs = utm_crs_for((left + right) / 2, (bottom + top) / 2)
     left, bottom, right, top = transform_bounds(src.crs, dst_crs, *src.bounds, densify_pts=21)
     width = max(1, math.ceil((right - left) / gsd - 1e-6))

@@ -320,6 +320,20 @@ def test_black_collar_of_an_unmasked_mosaic_is_not_coverage(make_geotiff, bundle
     assert dets.geometry.centroid.within(cov.buffer(1e-9)).all()
 
 
+def test_mosaic_in_feet_gives_areas_in_square_metres(make_geotiff, bundle_dir: Path, tmp_path: Path) -> None:
+    from affine import Affine
+
+    ft = 0.005 / 0.3048006096  # 0.5 cm in US survey feet
+    ortho = make_geotiff(height=600, width=600, crs="EPSG:2263", transform=Affine(ft, 0, 1e6, 0, -ft, 2e5))
+    out = tmp_path / "ft.gpkg"
+    s = run_detect(ortho, out, _cfg(bundle_dir))
+    cov = pyogrio.read_dataframe(out, layer="coverage")
+    assert cov.crs.to_epsg() == 2263  # layers in the mosaic's own CRS, for its GIS project
+    assert s.analysed_ha * 1e4 == pytest.approx(9.0, rel=0.02)  # 3 x 3 m
+    assert cov["area_m2"].iloc[0] == pytest.approx(9.0, rel=0.02)
+    assert cov.to_crs(32618).area.iloc[0] == pytest.approx(9.0, rel=0.02)
+
+
 def test_a_forced_run_carries_no_recall_to_the_gate(make_geotiff, bundle_dir: Path, tmp_path: Path) -> None:
     """The card's recall was measured at the GSDs the model serves; a run forced onto coarser imagery must not
     let the detector gate use it (its silence says nothing), while the same card on imagery it serves may."""

@@ -384,3 +384,24 @@ def test_epsg4326_black_collar_is_not_imaged(make_geotiff) -> None:
         reader.close()
     area_src = 50 * 120 * 1.2e-7 * 0.9e-7 * (111320 * math.cos(math.radians(40.4))) * 111000
     assert td.valid.sum() == pytest.approx(area_src / 1e-4, rel=0.08)
+
+
+def test_projected_crs_in_feet_is_read_in_metres(make_geotiff) -> None:
+    """A State Plane mosaic in US survey feet: the grid steps in metres (through a warp to UTM), so a 1 cm model
+    sees objects at their size, and areas are square metres, not square feet."""
+    from affine import Affine
+
+    ft = 0.01 / 0.3048006096  # 1 cm in US survey feet
+    p = make_geotiff(height=200, width=200, crs="EPSG:2263", transform=Affine(ft, 0, 1_000_000, 0, -ft, 200_000))
+    with open_raster(p) as src:
+        info = describe(src)
+        assert info.gsd_m == pytest.approx(0.01, rel=1e-6)
+        assert not info.crs_is_metric and not info.crs_is_geographic
+        assert info.footprint_area_m2 == pytest.approx(4.0, rel=0.01)  # 2 x 2 m, not 4 ft^2 read as m^2
+        reader = make_reader(src, RGB, 0.01, ReadConfig())
+        g = reader.grid
+        assert g.crs.to_epsg() == 32618 and g.gsd_m == pytest.approx(0.01)
+        assert 200 <= g.width <= 206 and 200 <= g.height <= 206  # 2 m across, the zone's grid slightly turned
+        td = reader.read(Window(0, 0, g.width, g.height))
+        reader.close()
+    assert td.valid.sum() == pytest.approx(200 * 200, rel=0.03)

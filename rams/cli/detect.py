@@ -9,7 +9,9 @@ import typer
 
 
 def detect(
-    ortho: Path = typer.Argument(..., help="Orthomosaic GeoTIFF (RGB/RGBA, any size; EPSG:4326 is warped to UTM)."),
+    ortho: Path = typer.Argument(
+        ..., help="Orthomosaic GeoTIFF (RGB/RGBA, any size; EPSG:4326 and feet CRSs are warped to UTM)."
+    ),
     out: Path = typer.Option(..., "--out", "-o", help="Result GeoPackage (.gpkg) to write."),
     model: list[str] | None = typer.Option(
         None,

@@ -35,7 +35,9 @@ def info(
         f"compression {o.compression or 'none'})",
         f"size        {o.height} rows x {o.width} cols ({o.width * o.height / 1e6:.1f} Mpx), "
         f"{o.count} bands {', '.join(o.band_names)}, {o.dtype}",
-        f"crs         {o.crs}{' (geographic: read through a warp to UTM)' if o.crs_is_geographic else ''}",
+        f"crs         {o.crs}"
+        + (" (geographic: read through a warp to UTM)" if o.crs_is_geographic
+           else "" if o.crs_is_metric else " (not in metres: read through a warp to UTM)"),
         f"gsd         {o.gsd_m * 100:.2f} cm/px",
         f"mask        {o.mask_kind}" + (f" (nodata={o.nodata})" if o.nodata is not None else ""),
         f"overviews   {', '.join(map(str, o.overviews)) or 'none'}",
