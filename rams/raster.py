@@ -190,12 +190,17 @@ def open_raster(path: str | os.PathLike[str], num_threads: int | None = None) ->
 def check_georeference(src: DatasetReader) -> None:
     """Raise GeoreferenceError unless the dataset has a CRS and a real geotransform."""
     name = src.name
+    if src.gcps[0] and src.transform == Affine.identity():
+        raise GeoreferenceError(
+            f"{name} is georeferenced by {len(src.gcps[0])} ground control points only, not by a map grid; warp "
+            f"it onto one first, e.g. gdalwarp -r bilinear -co TILED=YES {Path(name).name} warped.tif"
+        )
     if src.crs is None:
         raise GeoreferenceError(
             f"{name} has no coordinate reference system; export the orthomosaic as a GeoTIFF with its CRS "
             "(e.g. the UTM zone) or assign one with gdal_edit.py -a_srs"
         )
-    if src.transform == Affine.identity() and not src.gcps[0]:
+    if src.transform == Affine.identity():
         raise GeoreferenceError(
             f"{name} has no geotransform (pixel-to-map mapping); export a georeferenced GeoTIFF"
         )

@@ -284,6 +284,24 @@ def test_no_crs(make_geotiff) -> None:
         open_raster(p)
 
 
+def test_ground_control_points_only(tmp_path: Path) -> None:
+    """Georeferenced by GCPs (a raw, unwarped export): refused with the warp that fixes it, not 'no CRS'."""
+    import warnings
+
+    from rasterio.control import GroundControlPoint as GCP
+
+    p = tmp_path / "gcps.tif"
+    gcps = [GCP(0, 0, 500000, 4400000), GCP(0, 64, 500000.64, 4400000), GCP(64, 0, 500000, 4399999.36),
+            GCP(64, 64, 500000.64, 4399999.36)]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        with rasterio.open(p, "w", driver="GTiff", width=64, height=64, count=3, dtype="uint8", gcps=gcps,
+                           crs="EPSG:32638") as dst:
+            dst.write(np.full((3, 64, 64), 90, np.uint8))
+    with pytest.raises(GeoreferenceError, match="4 ground control points only.*gdalwarp"):
+        open_raster(p)
+
+
 def test_no_geotransform(make_geotiff) -> None:
     import warnings
 
