@@ -48,10 +48,12 @@ from rams.raster import (
     OrthoReader,
     cache_cap_mb,
     describe,
+    dim_values_note,
+    nbits_of,
     open_raster,
     select_bands,
+    source_value_range,
     target_grid,
-    value_range_for,
 )
 from rams.tiling import Tile, make_tiles, stripe_cols_for, stripe_order, stripe_span_px
 
@@ -257,7 +259,10 @@ def plan_detect(
         grid = target_grid(src, card.gsd_m)
         bands = select_bands(src, card.bands, cfg.read.bands)
         vr = cfg.read.value_range or _card_value_range(card, info.dtype)
-        value_range = value_range_for(src.dtypes[bands[0] - 1], vr)
+        value_range = source_value_range(src, bands[0], vr)
+        if vr is None and nbits_of(src, bands[0]) is None and (note := dim_values_note(src, bands, value_range)):
+            warnings.append(note)
+            log.warning(note)
         aoi_geom = _load_aoi(aoi, aoi_layer, grid) if aoi is not None else None
         overlap_px = cfg.overlap_px if cfg.overlap_px is not None else card.overlap_px
         tile_px = cfg.tile_size_px or default_tile_px(grid, card.tile_size_px, overlap_px, LARGE_TILE_PX)

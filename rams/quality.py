@@ -57,7 +57,7 @@ from rams.classes import CLASS_NAMES, smallest_length_m
 from rams.config import ReadConfig, StrictModel
 from rams.errors import AOIError, BandError, InputError
 from rams.ingest import MIN_TARGET_PX
-from rams.raster import Grid, OrthoReader, cache_cap_mb, gsd_of, open_raster, target_grid, value_range_for
+from rams.raster import Grid, OrthoReader, cache_cap_mb, gsd_of, open_raster, source_value_range, target_grid
 from rams.tiling import make_tiles, stripe_cols_for, stripe_order, stripe_span_px
 
 if TYPE_CHECKING:
@@ -613,7 +613,7 @@ def assess_dataset(
     native = gsd_of(src)
     gsd_eff = max(native, grid.gsd_m)
     bands, band_names = quality_bands(src, cfg.read.bands)
-    vr = value_range_for(src.dtypes[bands[0] - 1], cfg.read.value_range)
+    vr = source_value_range(src, bands[0], cfg.read.value_range)
     grid_box = _to_map(box(0, 0, grid.width, grid.height), grid)
     aoi_geom = None
     if aoi is not None:

@@ -8,7 +8,9 @@ Reading rules (what the open tools in this field get wrong):
 * alpha, nodata and internal masks become a *validity mask*, never image content; a mosaic of three or more
   integer bands that declares none of them has its pixels 0 in every band taken as not imaged (the black collar
   an export leaves around the footprint when it writes no mask; :data:`ZERO_COLLAR`), never as imaged ground;
-* values are scaled to [0, 1] with a fixed range per dtype (never a per-tile stretch: tiles must agree);
+* values are scaled to [0, 1] with a fixed range per dtype (never a per-tile stretch: tiles must agree), or the
+  bit depth the file declares (``NBITS=12`` in a uint16 file: 0-4095); ``rams detect`` warns when sampled values
+  use under a quarter of the range (undeclared 12-bit data would reach the model nearly black);
 * imagery is resampled on read to the model's GSD, so objects have the physical size the model learnt;
 * geographic (EPSG:4326) mosaics are warped on read to the local UTM zone, so pixels are square metres;
 * strip (untiled) GeoTIFF and BigTIFF are read window by window with a capped GDAL block cache.
@@ -476,6 +478,64 @@ def value_range_for(dtype: str, override: tuple[float, float] | None = None) -> 
     return DEFAULT_VALUE_RANGE[dtype]
 
 
+def nbits_of(src: DatasetReader, band: int) -> int | None:
+    """The bit depth a GeoTIFF declares for an unsigned integer band narrower than its dtype (TIFF ``NBITS``, e.g.
+    12 for a 12-bit camera's values stored as uint16); None when it declares none or the full width."""
+    try:
+        text = src.tags(band, ns="IMAGE_STRUCTURE").get("NBITS")
+        n = int(text) if text else 0
+    except (ValueError, TypeError, RasterioIOError):
+        return None
+    dtype = np.dtype(src.dtypes[band - 1])
+    if not np.issubdtype(dtype, np.unsignedinteger) or not 0 < n < dtype.itemsize * 8:
+        return None
+    return n
+
+
+def source_value_range(src: DatasetReader, band: int, override: tuple[float, float] | None = None
+                       ) -> tuple[float, float]:
+    """:func:`value_range_for` the band's dtype; without an override, narrowed to the bit depth the file declares
+    (``NBITS=12`` in a uint16 file: 0-4095), so declared 12-bit imagery is not read as nearly black."""
+    if override is None:
+        n = nbits_of(src, band)
+        if n is not None:
+            return (0.0, float(2**n - 1))
+    return value_range_for(src.dtypes[band - 1], override)
+
+
+def dim_values_note(src: DatasetReader, bands: Sequence[int], value_range: tuple[float, float], grid_n: int = 4,
+                    size: int = 256) -> str | None:
+    """A warning when sampled pixel values use under a quarter of the range they are scaled by (e.g. 12-bit values
+    in a uint16 file without ``NBITS``: scaled by 0-65535, the model would see a nearly black image); None else.
+
+    Reads ``grid_n`` x ``grid_n`` windows of ``size`` px spread over the file (cheap on any mosaic size).
+    """
+    dtype = np.dtype(src.dtypes[bands[0] - 1])
+    if not np.issubdtype(dtype, np.integer) or dtype.itemsize < 2:
+        return None
+    lo, hi = value_range
+    vals = []
+    for i in range(grid_n):
+        for j in range(grid_n):
+            r = int((src.height - min(size, src.height)) * (i + 0.5) / grid_n)
+            c = int((src.width - min(size, src.width)) * (j + 0.5) / grid_n)
+            win = Window(c, r, min(size, src.width), min(size, src.height))
+            data = src.read(list(bands), window=win)
+            ok = (src.dataset_mask(window=win) == 255) & (data != 0).any(axis=0)
+            vals.append(data[:, ok].ravel())
+    v = np.concatenate(vals) if vals else np.empty(0)
+    if v.size < 100:
+        return None
+    top = float(np.percentile(v, 99.9))
+    if top >= lo + 0.25 * (hi - lo):
+        return None
+    bits = max(9, math.ceil(math.log2(top + 1)))
+    return (f"pixel values reach only {top:.0f} (99.9th percentile of a sample) of the {lo:g}-{hi:g} range "
+            f"{dtype} imagery is scaled by: the model sees a nearly black image and finds little; if the camera "
+            f"writes {bits}-bit values, set read.value_range: [0, {2**bits - 1}] in a --config preset (or write "
+            f"NBITS={bits} into the file)")
+
+
 @dataclass
 class TileData:
     """One tile read for a model: ``image`` float32 (bands, rows, cols) in [0, 1]; ``valid`` bool mask."""
@@ -833,5 +893,5 @@ def make_reader(src: DatasetReader, wanted_bands: Sequence[str], gsd_m: float | 
     """Convenience: grid + band selection + value range + reader, from a read config."""
     grid = target_grid(src, gsd_m)
     bands = select_bands(src, wanted_bands, cfg.bands)
-    vr = value_range_for(src.dtypes[bands[0] - 1], cfg.value_range)
+    vr = source_value_range(src, bands[0], cfg.value_range)
     return OrthoReader(src, grid, bands, vr, cfg.resampling, cache_cap_mb(cfg))

@@ -334,6 +334,21 @@ def test_mosaic_in_feet_gives_areas_in_square_metres(make_geotiff, bundle_dir: P
     assert cov.to_crs(32618).area.iloc[0] == pytest.approx(9.0, rel=0.02)
 
 
+def test_dim_uint16_mosaic_is_detected_with_a_recorded_warning(bundle_dir: Path, tmp_path: Path) -> None:
+    import rasterio
+    from rasterio.transform import from_origin
+
+    p = tmp_path / "u16.tif"
+    data = np.random.default_rng(4).integers(100, 4000, (3, 300, 300)).astype(np.uint16)  # 12-bit values
+    with rasterio.open(p, "w", driver="GTiff", width=300, height=300, count=3, dtype="uint16", crs="EPSG:32638",
+                       transform=from_origin(*ORIGIN, 0.01, 0.01)) as dst:
+        dst.write(data)
+    out = tmp_path / "u16.gpkg"
+    s = run_detect(p, out, _cfg(bundle_dir, read={"bands": [1, 2, 3]}))
+    assert any("read.value_range: [0, 4095]" in w for w in s.warnings)
+    assert "read.value_range: [0, 4095]" in read_metadata(out)["warnings"]
+
+
 def test_a_forced_run_carries_no_recall_to_the_gate(make_geotiff, bundle_dir: Path, tmp_path: Path) -> None:
     """The card's recall was measured at the GSDs the model serves; a run forced onto coarser imagery must not
     let the detector gate use it (its silence says nothing), while the same card on imagery it serves may."""

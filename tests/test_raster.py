@@ -423,3 +423,41 @@ def test_projected_crs_in_feet_is_read_in_metres(make_geotiff) -> None:
         td = reader.read(Window(0, 0, g.width, g.height))
         reader.close()
     assert td.valid.sum() == pytest.approx(200 * 200, rel=0.03)
+
+
+def _uint16_rgb(path: Path, top: int, **profile: object) -> Path:
+    from rasterio.transform import from_origin
+
+    data = np.random.default_rng(3).integers(100, top, (3, 300, 300)).astype(np.uint16)
+    with rasterio.open(path, "w", driver="GTiff", width=300, height=300, count=3, dtype="uint16",
+                       crs="EPSG:32638", transform=from_origin(500000, 4400000, 0.01, 0.01), **profile) as dst:
+        dst.write(data)
+        dst.colorinterp = [ColorInterp.red, ColorInterp.green, ColorInterp.blue]
+    return path
+
+
+def test_declared_bit_depth_sets_the_value_range(tmp_path: Path) -> None:
+    """12-bit camera values in a uint16 file that says so (NBITS=12) are scaled by 0-4095, not 0-65535."""
+    from rams.raster import dim_values_note, nbits_of
+
+    p = _uint16_rgb(tmp_path / "n12.tif", 4000, nbits=12)
+    with open_raster(p) as src:
+        assert nbits_of(src, 1) == 12
+        reader = make_reader(src, RGB, 0.01, ReadConfig())
+        assert (reader.lo, reader.hi) == (0.0, 4095.0)
+        assert reader.read(Window(0, 0, 300, 300)).image.max() == pytest.approx(3999 / 4095, abs=1e-3)
+        assert dim_values_note(src, (1, 2, 3), (0.0, 4095.0)) is None
+        # an explicit range still wins
+        assert make_reader(src, RGB, 0.01, ReadConfig(value_range=(0, 65535))).hi == 65535.0
+
+
+def test_dim_uint16_values_are_named_with_the_fix(tmp_path: Path) -> None:
+    from rams.raster import dim_values_note
+
+    dim = _uint16_rgb(tmp_path / "dim.tif", 4000)
+    full = _uint16_rgb(tmp_path / "full.tif", 65000)
+    with open_raster(dim) as src:
+        note = dim_values_note(src, (1, 2, 3), (0.0, 65535.0))
+    assert note is not None and "read.value_range: [0, 4095]" in note and "nearly black" in note
+    with open_raster(full) as src:
+        assert dim_values_note(src, (1, 2, 3), (0.0, 65535.0)) is None

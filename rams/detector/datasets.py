@@ -672,11 +672,11 @@ class OrthoSource:
 
     def _get_reader(self) -> Any:
         if self._reader is None or self._pid != os.getpid():
-            from rams.raster import OrthoReader, open_raster, select_bands, value_range_for
+            from rams.raster import OrthoReader, open_raster, select_bands, source_value_range
 
             src = open_raster(self.cfg.raster)
             bands = select_bands(src, list(self.ctx.bands), self.cfg.read_bands)
-            vr = value_range_for(src.dtypes[bands[0] - 1], self.cfg.value_range)
+            vr = source_value_range(src, bands[0], self.cfg.value_range)
             self._reader = OrthoReader(src, self.grid, bands, vr)
             self._pid = os.getpid()
         return self._reader
