@@ -18,6 +18,7 @@ Reading rules (what the open tools in this field get wrong):
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 import os
@@ -234,7 +235,40 @@ def gsd_of(src: DatasetReader) -> float:
         _, _, dy = geod.inv(lon, lat, lon, lat + abs(t.e))
         return float((dx + dy) / 2)
     unit = metres_per_unit(src.crs) if src.crs is not None else 1.0
-    return float((math.hypot(t.a, t.d) + math.hypot(t.b, t.e)) / 2 * unit)
+    sx, sy = math.hypot(t.a, t.d), math.hypot(t.b, t.e)
+    if src.crs is not None and src.crs.is_projected:
+        h, k = point_scales(src.crs, tuple(src.bounds))
+        if max(abs(h - 1), abs(k - 1)) > MAX_SCALE_ERROR:  # map units are not ground units here (Web Mercator)
+            return float((sx / k + sy / h) / 2 * unit)
+    return float((sx + sy) / 2 * unit)
+
+
+#: Largest departure of a projected CRS's point scale from 1, at the mosaic's centre, for its map units to be read
+#: as ground units. Beyond it the mosaic is warped to its UTM zone: Web Mercator (EPSG:3857, the default of web
+#: map tools) stretches ground by 1/cos(latitude), 1.5x at 48 degrees, so objects would reach the model half as
+#: big again as the sizes it learnt. National grids and UTM stay within a few parts per ten thousand.
+MAX_SCALE_ERROR = 0.01
+
+
+def point_scales(crs: CRS, bounds: tuple[float, ...]) -> tuple[float, float]:
+    """(meridional, parallel) point scale of a projected CRS at the centre of ``bounds`` (1, 1: map = ground)."""
+    return _point_scales(crs.to_wkt(), tuple(float(b) for b in bounds))
+
+
+@functools.lru_cache(maxsize=64)
+def _point_scales(wkt: str, bounds: tuple[float, ...]) -> tuple[float, float]:
+    from pyproj import Proj
+    from rasterio.warp import transform_bounds
+
+    try:
+        west, south, east, north = transform_bounds(CRS.from_wkt(wkt), "EPSG:4326", *bounds, densify_pts=2)
+        f = Proj(ProjCRS.from_wkt(wkt)).get_factors((west + east) / 2, (south + north) / 2)
+        h, k = float(f.meridional_scale), float(f.parallel_scale)
+    except Exception:  # pragma: no cover - a CRS pyproj cannot evaluate: take map units at face value
+        return (1.0, 1.0)
+    if not (math.isfinite(h) and math.isfinite(k)) or h <= 0 or k <= 0:  # pragma: no cover
+        return (1.0, 1.0)
+    return (h, k)
 
 
 def metres_per_unit(crs: CRS) -> float:
@@ -302,7 +336,7 @@ def describe(src: DatasetReader, footprint: bool = True, footprint_max_px: int =
         band_names=tuple(_ci_name(ci) for ci in src.colorinterp),
         crs=src.crs.to_string() if src.crs else "",
         crs_is_geographic=bool(src.crs and src.crs.is_geographic),
-        crs_is_metric=bool(src.crs and is_metric(src.crs)),
+        crs_is_metric=bool(src.crs and keeps_own_grid(src)),
         transform=tuple(src.transform)[:6],
         bounds=tuple(src.bounds),
         gsd_m=gsd_of(src),
@@ -330,7 +364,9 @@ def _area_m2(geom: Any, crs: CRS) -> float:
     if crs.is_geographic:
         geod = Geod(ellps="WGS84")
         return float(abs(geod.geometry_area_perimeter(geom)[0]))
-    return float(geom.area) * metres_per_unit(crs) ** 2
+    h, k = point_scales(crs, tuple(geom.bounds))
+    scale = h * k if max(abs(h - 1), abs(k - 1)) > MAX_SCALE_ERROR else 1.0  # map area / ground area
+    return float(geom.area) * metres_per_unit(crs) ** 2 / scale
 
 
 def valid_footprint(src: DatasetReader, max_px: int = 1024) -> tuple[Any, float]:
@@ -389,18 +425,28 @@ def utm_crs_for(lon: float, lat: float) -> CRS:
     return CRS.from_epsg(int(infos[0].code))
 
 
+def keeps_own_grid(src: DatasetReader) -> bool:
+    """Whether the mosaic's CRS can be the analysis grid's: projected in metres, and metres on the map are metres
+    on the ground there (point scale within :data:`MAX_SCALE_ERROR`; not Web Mercator away from the equator)."""
+    if not is_metric(src.crs):
+        return False
+    h, k = point_scales(src.crs, tuple(src.bounds))
+    return max(abs(h - 1), abs(k - 1)) <= MAX_SCALE_ERROR
+
+
 def needs_warp(src: DatasetReader) -> bool:
-    """Geographic CRS, a projected CRS not in metres (e.g. US State Plane feet), or a rotated/sheared
-    geotransform: read through a warp to a metric north-up grid."""
+    """Geographic CRS, a projected CRS not in metres (e.g. US State Plane feet) or not true to scale (Web
+    Mercator), or a rotated/sheared geotransform: read through a warp to a metric north-up grid."""
     t = src.transform
-    return bool(not is_metric(src.crs) or t.b != 0 or t.d != 0 or t.a <= 0 or t.e >= 0)
+    return bool(not keeps_own_grid(src) or t.b != 0 or t.d != 0 or t.a <= 0 or t.e >= 0)
 
 
 def target_grid(src: DatasetReader, gsd_m: float | None = None) -> Grid:
     """The metric north-up grid at ``gsd_m`` (native GSD when None) covering the whole raster.
 
     Mosaics projected in metres keep their CRS and top-left corner; geographic ones, and projected ones in other
-    units (feet), move to their local UTM zone, so that a grid step of ``gsd_m`` is ``gsd_m`` metres.
+    units (feet) or not true to scale (Web Mercator), move to their local UTM zone, so that a grid step of
+    ``gsd_m`` is ``gsd_m`` metres on the ground.
     """
     gsd = float(gsd_m) if gsd_m else gsd_of(src)
     if not needs_warp(src):
@@ -411,7 +457,7 @@ def target_grid(src: DatasetReader, gsd_m: float | None = None) -> Grid:
     from rasterio.warp import transform_bounds
 
     dst_crs = src.crs
-    if not is_metric(src.crs):
+    if not keeps_own_grid(src):
         left, bottom, right, top = transform_bounds(src.crs, "EPSG:4326", *src.bounds, densify_pts=21)
         dst_crs = utm_crs_for((left + right) / 2, (bottom + top) / 2)
     left, bottom, right, top = transform_bounds(src.crs, dst_crs, *src.bounds, densify_pts=21)

@@ -461,3 +461,30 @@ def test_dim_uint16_values_are_named_with_the_fix(tmp_path: Path) -> None:
     assert note is not None and "read.value_range: [0, 4095]" in note and "nearly black" in note
     with open_raster(full) as src:
         assert dim_values_note(src, (1, 2, 3), (0.0, 65535.0)) is None
+
+
+def test_web_mercator_is_read_at_ground_scale(make_geotiff) -> None:
+    """Web Mercator (EPSG:3857, the default of web map tools) stretches ground by 1/cos(lat): 1.49x at 48 N. A
+    mosaic of 1 cm ground pixels is 1.49 Mercator cm per pixel; rams must see 1 cm, and read it on a UTM grid."""
+    from affine import Affine
+    from pyproj import Transformer
+
+    from rams.raster import keeps_own_grid
+
+    x, y = Transformer.from_crs(4326, 3857, always_xy=True).transform(30.5, 48.0)
+    px = 0.01 / math.cos(math.radians(48.0))
+    p = make_geotiff(height=200, width=200, crs="EPSG:3857", transform=Affine(px, 0, x, 0, -px, y))
+    with open_raster(p) as src:
+        assert not keeps_own_grid(src)
+        info = describe(src)
+        assert info.gsd_m == pytest.approx(0.01, rel=0.01)
+        assert info.footprint_area_m2 == pytest.approx(4.0, rel=0.02)  # 2 x 2 m of ground, not 8.9 m2 of map
+        reader = make_reader(src, RGB, 0.01, ReadConfig())
+        g = reader.grid
+        assert g.crs.to_epsg() == 32636 and 200 <= g.width <= 210
+        td = reader.read(Window(0, 0, g.width, g.height))
+        reader.close()
+    assert td.valid.sum() == pytest.approx(200 * 200, rel=0.03)
+    utm = make_geotiff(height=50, width=50)  # UTM: map metres are ground metres, its own grid is kept
+    with open_raster(utm) as src:
+        assert keeps_own_grid(src) and target_grid(src).crs == src.crs

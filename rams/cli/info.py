@@ -37,7 +37,8 @@ def info(
         f"{o.count} bands {', '.join(o.band_names)}, {o.dtype}",
         f"crs         {o.crs}"
         + (" (geographic: read through a warp to UTM)" if o.crs_is_geographic
-           else "" if o.crs_is_metric else " (not in metres: read through a warp to UTM)"),
+           else "" if o.crs_is_metric
+           else " (not in ground metres, e.g. feet or Web Mercator: read through a warp to UTM)"),
         f"gsd         {o.gsd_m * 100:.2f} cm/px",
         f"mask        {o.mask_kind}" + (f" (nodata={o.nodata})" if o.nodata is not None else ""),
         f"overviews   {', '.join(map(str, o.overviews)) or 'none'}",
