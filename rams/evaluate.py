@@ -565,11 +565,17 @@ def score_detections(
 # ------------------------------------------------------------------------------------------ geo inputs
 
 
-def _is_metric(crs: Any) -> bool:
+def _is_metric(crs: Any, bounds: Any = None) -> bool:
+    """Projected in metres, and (given the data's ``bounds``) true to scale there: not Web Mercator, whose
+    metres are 1/cos(latitude) ground metres (FP/ha and matching radii would be off by that)."""
     if crs is None or not crs.is_projected:
         return False
     units = {(a.unit_name or "").lower() for a in crs.axis_info[:2]}
-    return units <= {"metre", "meter", "m"}
+    if not units <= {"metre", "meter", "m"}:
+        return False
+    from rams.crs import true_to_scale
+
+    return bounds is None or true_to_scale(crs, bounds)
 
 
 def _check_geometries(gdf: Any, what: str) -> None:
@@ -607,9 +613,9 @@ def _reproject(obj: Any, crs: Any, what: str, notices: list[str]) -> Any:
 
 
 def _metric_crs(truth: Any, pred: Any) -> Any:
-    if _is_metric(truth.crs):
+    if _is_metric(truth.crs, truth.total_bounds if len(truth) else None):
         return truth.crs
-    if len(pred) and _is_metric(pred.crs):
+    if len(pred) and _is_metric(pred.crs, pred.total_bounds):
         return pred.crs
     return truth.estimate_utm_crs()
 
@@ -786,7 +792,7 @@ def evaluate(
 
     input_crs = truth.crs  # a bare shapely AOI / coverage is taken to be in this CRS
     crs = _metric_crs(truth, pred)
-    if not _is_metric(truth.crs):
+    if crs != truth.crs:
         msg = f"truth layer is in {truth.crs.to_string()}; evaluating in {crs.to_string()} (metres)"
         log.info(msg)
         notices.append(msg)

@@ -123,13 +123,18 @@ class PolygonsConfig(StrictModel):
 
 
 def metric_crs(crs: CRS | Any, geoms: gpd.GeoSeries | None = None) -> Any:
-    """``crs`` when it is projected in metres (and not Web Mercator), else the UTM zone of ``geoms``."""
+    """``crs`` when it is projected in metres and true to scale at ``geoms`` (not Web or World Mercator), else the
+    UTM zone of ``geoms``."""
     from pyproj import CRS as ProjCRS
+
+    from rams.crs import true_to_scale
 
     c = ProjCRS.from_user_input(crs)
     if c.is_projected:
         unit = c.axis_info[0].unit_name if c.axis_info else ""
-        if unit in ("metre", "meter") and "pseudo-mercator" not in c.name.lower() and c.to_epsg() != 3857:
+        metric = unit in ("metre", "meter") and "pseudo-mercator" not in c.name.lower() and c.to_epsg() != 3857
+        # and true to scale where the features are (World Mercator is not, away from the equator)
+        if metric and (geoms is None or geoms.empty or true_to_scale(c, geoms.total_bounds)):
             return c
     if geoms is None or geoms.empty:
         raise VectorInputError(f"CRS {c.name} is not metric and there are no features to pick a UTM zone from")

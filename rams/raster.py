@@ -18,7 +18,6 @@ Reading rules (what the open tools in this field get wrong):
 
 from __future__ import annotations
 
-import functools
 import logging
 import math
 import os
@@ -43,6 +42,7 @@ from rasterio.vrt import WarpedVRT
 from rasterio.windows import Window
 
 from rams.config import ReadConfig
+from rams.crs import MAX_SCALE_ERROR, point_scales
 from rams.errors import (
     BandError,
     CorruptRasterError,
@@ -241,34 +241,6 @@ def gsd_of(src: DatasetReader) -> float:
         if max(abs(h - 1), abs(k - 1)) > MAX_SCALE_ERROR:  # map units are not ground units here (Web Mercator)
             return float((sx / k + sy / h) / 2 * unit)
     return float((sx + sy) / 2 * unit)
-
-
-#: Largest departure of a projected CRS's point scale from 1, at the mosaic's centre, for its map units to be read
-#: as ground units. Beyond it the mosaic is warped to its UTM zone: Web Mercator (EPSG:3857, the default of web
-#: map tools) stretches ground by 1/cos(latitude), 1.5x at 48 degrees, so objects would reach the model half as
-#: big again as the sizes it learnt. National grids and UTM stay within a few parts per ten thousand.
-MAX_SCALE_ERROR = 0.01
-
-
-def point_scales(crs: CRS, bounds: tuple[float, ...]) -> tuple[float, float]:
-    """(meridional, parallel) point scale of a projected CRS at the centre of ``bounds`` (1, 1: map = ground)."""
-    return _point_scales(crs.to_wkt(), tuple(float(b) for b in bounds))
-
-
-@functools.lru_cache(maxsize=64)
-def _point_scales(wkt: str, bounds: tuple[float, ...]) -> tuple[float, float]:
-    from pyproj import Proj
-    from rasterio.warp import transform_bounds
-
-    try:
-        west, south, east, north = transform_bounds(CRS.from_wkt(wkt), "EPSG:4326", *bounds, densify_pts=2)
-        f = Proj(ProjCRS.from_wkt(wkt)).get_factors((west + east) / 2, (south + north) / 2)
-        h, k = float(f.meridional_scale), float(f.parallel_scale)
-    except Exception:  # pragma: no cover - a CRS pyproj cannot evaluate: take map units at face value
-        return (1.0, 1.0)
-    if not (math.isfinite(h) and math.isfinite(k)) or h <= 0 or k <= 0:  # pragma: no cover
-        return (1.0, 1.0)
-    return (h, k)
 
 
 def metres_per_unit(crs: CRS) -> float:

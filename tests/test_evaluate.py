@@ -287,6 +287,18 @@ def test_geographic_inputs_are_evaluated_in_utm() -> None:
     assert r.area_m2 == pytest.approx(1e4, rel=1e-6)
 
 
+@pytest.mark.parametrize("mercator", ["EPSG:3857", "EPSG:3395"])
+def test_mercator_inputs_are_evaluated_at_ground_scale(mercator: str) -> None:
+    """Web and World Mercator metres are 1/cos(lat) ground metres (1.3x at 40 N here): areas, FP/ha and matching
+    radii must be the ground's, so these layers are evaluated in UTM too."""
+    truth = truth_gdf(HAND_TRUTH).to_crs(mercator)
+    pred = pred_gdf(HAND_PRED).to_crs(mercator)
+    r = evaluate(pred, truth, aoi=aoi_ha().to_crs(mercator))
+    assert r.crs == UTM
+    assert (r.any_ordnance.tp, r.any_ordnance.fp) == (2, 2)
+    assert r.area_m2 == pytest.approx(1e4, rel=1e-4)  # not 1e4 / cos^2(lat)
+
+
 def test_point_detections_and_coverage_area() -> None:
     pred = gpd.GeoDataFrame(
         {"label": ["pmn"], "score": [0.7]}, geometry=[Point(X0 + 10.02, Y0 + 10)], crs=UTM

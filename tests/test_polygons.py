@@ -155,3 +155,17 @@ def test_cli_polygons_errors(tmp_path: Path) -> None:
     r = runner.invoke(app, ["polygons", str(other), "--out", str(tmp_path / "o.gpkg")])
     assert r.exit_code == 13 and "no layer 'detections'" in r.output
     assert not (tmp_path / "o.gpkg").exists()
+
+
+def test_metric_crs_is_true_to_scale_where_the_features_are() -> None:
+    """Buffers are metres on the ground: a CRS in metres that is not true to scale there (World Mercator at 40 N:
+    1.3x) is replaced by the features' UTM zone; UTM itself is kept."""
+    import geopandas as gpd
+    from shapely.geometry import Point
+
+    from rams.polygons import metric_crs
+
+    utm = gpd.GeoSeries([Point(500000, 4400000)], crs="EPSG:32638")
+    assert metric_crs("EPSG:32638", utm).to_epsg() == 32638
+    for merc in ("EPSG:3395", "EPSG:3857"):
+        assert metric_crs(merc, utm.to_crs(merc)).to_epsg() == 32638
