@@ -111,3 +111,20 @@ def test_help_into_a_pipe_closed_early_exits_0(tmp_path: Path) -> None:
     err = proc.stderr.read().decode()
     assert proc.wait(timeout=60) == 0, err
     assert "Traceback" not in err and "BrokenPipe" not in err
+
+
+def test_info_names_crs_that_are_read_through_a_warp(make_geotiff) -> None:
+    """A compound CRS (UTM + a vertical datum, as drone exports write) is named, not dumped as WKT; feet and Web
+    Mercator are said to be read through a warp; an unmasked RGB file says how its collar is treated."""
+    from affine import Affine
+
+    comp = make_geotiff(crs="EPSG:32636+5773", origin=(500000.0, 5300000.0))
+    r = runner.invoke(app, ["info", str(comp)])
+    assert r.exit_code == 0, r.output
+    assert "crs         WGS 84 / UTM zone 36N + EGM96 height\n" in r.output
+    assert "mask        none declared: 0 in every band = not imaged" in r.output
+    ft = 0.01 / 0.3048006096
+    feet = make_geotiff(crs="EPSG:2263", transform=Affine(ft, 0, 1e6, 0, -ft, 2e5))
+    r = runner.invoke(app, ["info", str(feet)])
+    assert "(not in ground metres, e.g. feet or Web Mercator: read through a warp to UTM)" in r.output
+    assert "gsd         1.00 cm/px" in r.output

@@ -35,7 +35,7 @@ def info(
         f"compression {o.compression or 'none'})",
         f"size        {o.height} rows x {o.width} cols ({o.width * o.height / 1e6:.1f} Mpx), "
         f"{o.count} bands {', '.join(o.band_names)}, {o.dtype}",
-        f"crs         {o.crs}"
+        f"crs         {_crs_words(o.crs)}"
         + (" (geographic: read through a warp to UTM)" if o.crs_is_geographic
            else "" if o.crs_is_metric
            else " (not in ground metres, e.g. feet or Web Mercator: read through a warp to UTM)"),
@@ -55,3 +55,15 @@ def info(
         f"verdict     {report.gsd_verdict}",
     ]
     typer.echo("\n".join(lines))
+
+
+def _crs_words(crs: str) -> str:
+    """An EPSG code as it is; a long WKT (e.g. a compound CRS with a vertical datum) by its name."""
+    if len(crs) <= 60:
+        return crs
+    from pyproj import CRS
+
+    try:
+        return CRS.from_user_input(crs).name
+    except Exception:  # pragma: no cover - unreadable WKT: show its start
+        return crs[:60] + "..."
