@@ -480,8 +480,12 @@ def run_detect(
     resume: bool = False,
     overwrite: bool = False,
     progress: ProgressFn | None = None,
+    on_model: Callable[[str, int, int], None] | None = None,
 ) -> DetectSummary:
-    """Detect mines/ERW over ``ortho`` and write ``out`` (GeoPackage). See the module docstring."""
+    """Detect mines/ERW over ``ortho`` and write ``out`` (GeoPackage). See the module docstring.
+
+    ``progress(tiles done, tiles total, model Mpx)`` after every batch; with several models ``on_model(name, i,
+    n)`` as model ``i`` of ``n`` starts (the tile counts then run over all models)."""
     out = Path(out)
     if out.suffix.lower() != ".gpkg":
         raise OutputError(f"--out must be a GeoPackage path ending in .gpkg, got {out.name}")
@@ -489,7 +493,7 @@ def run_detect(
     t_start = time.perf_counter()
     cfg = cfg or DetectConfig()
     if cfg.extra_models:
-        return _run_models(ortho, out, cfg, aoi, aoi_layer, resume, overwrite, progress, t_start)
+        return _run_models(ortho, out, cfg, aoi, aoi_layer, resume, overwrite, progress, t_start, on_model)
     plan = plan_detect(ortho, cfg, aoi, aoi_layer)
     return _run_plan(plan, out, resume, overwrite, progress, t_start)
 
@@ -509,6 +513,7 @@ def _run_models(
     overwrite: bool,
     progress: ProgressFn | None,
     t_start: float,
+    on_model: Callable[[str, int, int], None] | None = None,
 ) -> DetectSummary:
     """Each model of ``cfg`` over the mosaic into its own result, then one combined result (:mod:`rams.combine`).
 
@@ -541,6 +546,8 @@ def _run_models(
     for i, plan in enumerate(plans):
         part = folder / f"{i}-{plan.card.name}.gpkg"
         key = json.dumps(plan.checkpoint_key(), sort_keys=True)
+        if on_model:
+            on_model(plan.card.name, i + 1, len(plans))
         if resume and part.exists() and read_metadata(part).get("checkpoint_key") == key:
             log.info("model %s: complete result from the interrupted run kept", plan.card.name)
             resumed += len(plan.tiles)

@@ -265,3 +265,12 @@ def test_json_summary_names_the_models(make_geotiff, bundles, tmp_path) -> None:
     s = json.loads(r.output[r.output.index("{"):])
     assert s["models"] == ["tiny-a", "tiny-b"] and s["model"] == "tiny-a+tiny-b"
     assert set(s["class_thresholds"]) >= {"pfm1", "pmn", "pom2"}
+
+
+def test_each_model_is_announced_as_it_starts(make_geotiff, bundles, tmp_path) -> None:
+    seen: list[tuple[str, int, int]] = []
+    totals: set[int] = set()
+    run_detect(_ortho(make_geotiff), tmp_path / "m.gpkg", _cfg(list(bundles)),
+               progress=lambda done, total, mpx: totals.add(total), on_model=lambda *a: seen.append(a))
+    assert seen == [("tiny-a", 1, 2), ("tiny-b", 2, 2)]
+    assert len(totals) == 1  # one tile count over both models

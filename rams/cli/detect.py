@@ -74,7 +74,7 @@ def detect(
     cfg = load_config(DetectConfig, config, overrides)
     err = Console(stderr=True)
     with Progress(
-        TextColumn("[bold]detect[/]"),
+        TextColumn("[bold]{task.description}[/]"),
         BarColumn(),
         MofNCompleteColumn(),
         TextColumn("tiles"),
@@ -95,7 +95,12 @@ def detect(
             dt = max(time.perf_counter() - t0, 1e-6)
             bar.update(task, completed=done, total=total, rate=f"{mpx / dt:.1f} Mpx/s")
 
-        summary = run_detect(ortho, out, cfg, aoi, aoi_layer, resume=resume, overwrite=overwrite, progress=progress)
+        def on_model(name: str, i: int, n: int) -> None:
+            bar.update(task, description=f"detect, model {i}/{n} {name}")
+
+        summary = run_detect(
+            ortho, out, cfg, aoi, aoi_layer, resume=resume, overwrite=overwrite, progress=progress, on_model=on_model
+        )
     if as_json:
         typer.echo(json.dumps(summary.to_dict(), indent=2))
         return
