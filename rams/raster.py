@@ -478,6 +478,9 @@ def select_bands(
     if len(image_bands) >= n_wanted:
         hint = image_bands[:n_wanted]
         raise BandError(f"{have}; pick bands with --bands, e.g. --bands {','.join(map(str, hint))}")
+    if "palette" in names and n_wanted >= 3:
+        raise BandError(f"{have}: a palette (indexed-colour) image; expand it to RGB first, e.g. gdal_translate "
+                        f"-expand rgba {Path(src.name).name} rgb.tif")
     raise BandError(f"{have}; use a model trained for this sensor (see `rams models list`)")
 
 

@@ -488,3 +488,15 @@ def test_web_mercator_is_read_at_ground_scale(make_geotiff) -> None:
     utm = make_geotiff(height=50, width=50)  # UTM: map metres are ground metres, its own grid is kept
     with open_raster(utm) as src:
         assert keeps_own_grid(src) and target_grid(src).crs == src.crs
+
+
+def test_palette_image_is_refused_with_the_expand_fix(tmp_path: Path) -> None:
+    from rasterio.transform import from_origin
+
+    p = tmp_path / "pal.tif"
+    with rasterio.open(p, "w", driver="GTiff", width=64, height=64, count=1, dtype="uint8", crs="EPSG:32638",
+                       transform=from_origin(500000, 4400000, 0.01, 0.01), photometric="palette") as dst:
+        dst.write(np.full((1, 64, 64), 7, np.uint8))
+        dst.write_colormap(1, {i: (i, 255 - i, i // 2, 255) for i in range(256)})
+    with open_raster(p) as src, pytest.raises(BandError, match="palette.*gdal_translate -expand rgba"):
+        select_bands(src, RGB)
