@@ -11,7 +11,17 @@ from typing import Any
 
 from rams.classes import smallest_length_m
 from rams.config import TilingConfig
-from rams.raster import OrthoInfo, check_gsd, describe, open_raster, target_grid
+from rams.raster import (
+    OrthoInfo,
+    check_gsd,
+    describe,
+    dim_values_note,
+    image_bands_of,
+    nbits_of,
+    open_raster,
+    source_value_range,
+    target_grid,
+)
 from rams.tiling import count_tiles
 
 #: Fewest pixels along its long side at which an object is considered visible to a detector.
@@ -32,6 +42,9 @@ class InfoReport:
     smallest_target_m: float
     gsd_verdict: str
     gsd_adequate: bool
+    value_note: str | None = None
+    """Set when the pixel values use under a quarter of the range they are scaled by (e.g. undeclared 12-bit
+    data in uint16): the fix, as ``rams detect`` would warn."""
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -51,6 +64,10 @@ def inspect_ortho(
     with open_raster(path) as src:
         info = describe(src)
         grid = target_grid(src, target_gsd_m)
+        bands = image_bands_of(src)
+        note = None
+        if bands and nbits_of(src, bands[0]) is None:  # (returns at once for 8-bit and float mosaics)
+            note = dim_values_note(src, bands, source_value_range(src, bands[0]))
     n = count_tiles(grid, tiling.tile_size_px, tiling.overlap_px)
     smallest = smallest_length_m(classes)
     try:
@@ -70,4 +87,5 @@ def inspect_ortho(
         smallest_target_m=smallest,
         gsd_verdict=verdict,
         gsd_adequate=ok,
+        value_note=note,
     )

@@ -438,6 +438,11 @@ def target_grid(src: DatasetReader, gsd_m: float | None = None) -> Grid:
     return Grid(dst_crs, Affine(gsd, 0.0, left, 0.0, -gsd, top), height, width)
 
 
+def image_bands_of(src: DatasetReader) -> tuple[int, ...]:
+    """The 1-based bands of a mosaic that hold image values (every band but alpha)."""
+    return tuple(i for i, ci in enumerate(src.colorinterp, start=1) if ci != ColorInterp.alpha)
+
+
 def select_bands(
     src: DatasetReader, wanted: Sequence[str], override: Sequence[int] | None = None
 ) -> tuple[int, ...]:

@@ -128,3 +128,19 @@ def test_info_names_crs_that_are_read_through_a_warp(make_geotiff) -> None:
     r = runner.invoke(app, ["info", str(feet)])
     assert "(not in ground metres, e.g. feet or Web Mercator: read through a warp to UTM)" in r.output
     assert "gsd         1.00 cm/px" in r.output
+
+
+def test_info_names_the_value_range_fix_for_dim_uint16(tmp_path: Path) -> None:
+    import rasterio
+    from rasterio.transform import from_origin
+
+    p = tmp_path / "u16.tif"
+    data = np.random.default_rng(5).integers(50, 1000, (3, 200, 200)).astype(np.uint16)  # 10-bit values
+    with rasterio.open(p, "w", driver="GTiff", width=200, height=200, count=3, dtype="uint16", crs="EPSG:32638",
+                       transform=from_origin(500000, 4400000, 0.01, 0.01)) as dst:
+        dst.write(data)
+    r = runner.invoke(app, ["info", str(p)])
+    assert r.exit_code == 0, r.output
+    assert "values      pixel values reach only" in r.output and "read.value_range: [0, 1023]" in r.output
+    d = json.loads(runner.invoke(app, ["info", str(p), "--json"]).output)
+    assert "[0, 1023]" in d["value_note"]

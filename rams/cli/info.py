@@ -54,6 +54,8 @@ def info(
         "(as set by --tile-size/--overlap; rams detect picks its own from the model and records it in its output)",
         f"verdict     {report.gsd_verdict}",
     ]
+    if report.value_note:
+        lines.append(f"values      {report.value_note}")
     typer.echo("\n".join(lines))
 
 
