@@ -568,14 +568,9 @@ def score_detections(
 def _is_metric(crs: Any, bounds: Any = None) -> bool:
     """Projected in metres, and (given the data's ``bounds``) true to scale there: not Web Mercator, whose
     metres are 1/cos(latitude) ground metres (FP/ha and matching radii would be off by that)."""
-    if crs is None or not crs.is_projected:
-        return False
-    units = {(a.unit_name or "").lower() for a in crs.axis_info[:2]}
-    if not units <= {"metre", "meter", "m"}:
-        return False
-    from rams.crs import true_to_scale
+    from rams.crs import is_ground_metric
 
-    return bounds is None or true_to_scale(crs, bounds)
+    return crs is not None and is_ground_metric(crs, bounds)
 
 
 def _check_geometries(gdf: Any, what: str) -> None:

@@ -42,7 +42,7 @@ from rasterio.vrt import WarpedVRT
 from rasterio.windows import Window
 
 from rams.config import ReadConfig
-from rams.crs import MAX_SCALE_ERROR, point_scales
+from rams.crs import MAX_SCALE_ERROR, is_ground_metric, point_scales
 from rams.errors import (
     BandError,
     CorruptRasterError,
@@ -251,11 +251,6 @@ def metres_per_unit(crs: CRS) -> float:
         return 1.0
 
 
-def is_metric(crs: CRS) -> bool:
-    """A projected CRS whose unit is the metre (UTM, national grids); not feet, not degrees."""
-    return bool(crs.is_projected and abs(metres_per_unit(crs) - 1.0) < 1e-9)
-
-
 #: Mask kind of a mosaic with no alpha, nodata or internal mask, of three or more integer bands: its pixels 0 in
 #: every band are not imaged. Orthomosaic exports without a mask fill the ground they did not image with black;
 #: counting that collar as imaged would claim it was analysed. Real ground is never exactly 0 in every band (a
@@ -400,10 +395,7 @@ def utm_crs_for(lon: float, lat: float) -> CRS:
 def keeps_own_grid(src: DatasetReader) -> bool:
     """Whether the mosaic's CRS can be the analysis grid's: projected in metres, and metres on the map are metres
     on the ground there (point scale within :data:`MAX_SCALE_ERROR`; not Web Mercator away from the equator)."""
-    if not is_metric(src.crs):
-        return False
-    h, k = point_scales(src.crs, tuple(src.bounds))
-    return max(abs(h - 1), abs(k - 1)) <= MAX_SCALE_ERROR
+    return src.crs is not None and is_ground_metric(src.crs, tuple(src.bounds))
 
 
 def needs_warp(src: DatasetReader) -> bool:
