@@ -11,13 +11,15 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from affine import Affine
-from rasterio.windows import Window
 
-from rams.raster import Grid, row_cache_mb
+if TYPE_CHECKING:  # the axis helpers are used without GDAL (training on a GPU box: rams.detector.valscenes)
+    from affine import Affine
+    from rasterio.windows import Window
+
+    from rams.raster import Grid
 
 
 @dataclass(frozen=True)
@@ -80,6 +82,8 @@ def make_tiles(
             in the grid's CRS; tiles whose core holds no valid cell are skipped.
         aoi: optional shapely geometry in the grid's CRS; tiles whose core misses it are skipped.
     """
+    from rasterio.windows import Window
+
     if overlap_px < 0 or overlap_px >= tile_size_px:
         raise ValueError("overlap_px must be in [0, tile_size_px)")
     rows = axis_starts(grid.height, tile_size_px, overlap_px)
@@ -133,6 +137,8 @@ def stripe_cols_for(src: Any, gsd_m: float, grid: Grid, tile_px: int, overlap_px
 
     Untiled (strip) files decode whole-width strips whatever the window, so stripes would only decode every strip
     once per stripe: they run row by row across the whole width."""
+    from rams.raster import row_cache_mb
+
     n_cols = len(axis_starts(grid.width, tile_px, overlap_px))
     if src.block_shapes[0][1] >= src.width:
         return n_cols

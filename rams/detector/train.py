@@ -8,12 +8,14 @@ The loop, and why it is built this way:
   at step ``k`` therefore replays exactly what an uninterrupted run would have done from step ``k``.
 * **Data scales with cores.** A torch DataLoader draws samples in worker processes (synthetic rendering is
   the bottleneck); the model is small, so on a GPU box the workers set the pace.
-* **Selected on the survey metric.** After every epoch the EMA model is run on held-out chips and scored
+* **Selected on the survey metric.** After every epoch the EMA model is run on the held-out set and scored
   with :mod:`rams.evaluate` (the same matching as ``rams evaluate``): recall at a fixed false-positive rate
-  per hectare, for items at least ``min_size_px`` long. The best epoch is kept; training stops early when
-  it has not improved for ``patience`` epochs, or when ``--max-minutes`` runs out.
+  per hectare, for items at least ``min_size_px`` long. The held-out set is chips (``validation.sources``) or
+  whole synthetic scenes tiled as ``rams detect`` tiles a mosaic (``validation.scenes``,
+  :mod:`rams.detector.valscenes`: hectares of ground, each item counted once). The best epoch is kept;
+  training stops early when it has not improved for ``patience`` epochs, or when ``--max-minutes`` runs out.
 * **Ends in a bundle.** The best checkpoint becomes ``<out>/bundle`` (weights + card), with score thresholds
-  per operating point measured on the held-out chips and the exact command, config and data recorded.
+  per operating point measured on the held-out set and the exact command, config and data recorded.
 
 No rasterio / geopandas import happens unless an ``ortho`` source is configured.
 """
@@ -52,6 +54,7 @@ from rams.detector.datasets import (
 from rams.detector.loss import detection_loss, encode_targets
 from rams.detector.model import ARCHITECTURE, ArchParams, build_model
 from rams.detector.predict import decode, normalise, postprocess, resolve_device
+from rams.detector.valscenes import ValSceneConfig
 from rams.errors import ConfigError, InterruptedRun, ModelError, OutputError
 
 log = logging.getLogger(__name__)
@@ -85,12 +88,17 @@ class OptimConfig(_Strict):
 
 
 class ValidationConfig(_Strict):
-    """Held-out chips scored each epoch with the project metric."""
+    """The held-out set scored each epoch with the project metric: chips, or whole synthetic scenes."""
 
     sources: list[SourceConfig] = Field(default_factory=list)
-    """Held-out sources (default: synthetic chips with seed 1_000_000, never used for training)."""
+    """Held-out chip sources (default: synthetic chips with seed 1_000_000, never used for training)."""
+    scenes: list[ValSceneConfig] = Field(default_factory=list)
+    """Whole synthetic scenes instead of chips (:mod:`rams.detector.valscenes`): rendered once at the model GSD,
+    tiled as ``rams detect`` tiles a mosaic, every item and hectare counted once, as ``rams evaluate`` counts.
+    Epochs are chosen, and the card's operating-point thresholds set, on hectares of ground."""
     n_chips: int = Field(default=150, ge=1)
     chip_size_px: int = Field(default=512, ge=32)
+    """Side of the held-out chips; with ``scenes``, of the tiles the scenes are cut into."""
     seed: int = 999
     fp_per_ha: float = Field(default=10.0, gt=0)
     """False-positive budget at which recall is measured and the best checkpoint chosen."""
@@ -115,6 +123,12 @@ class ValidationConfig(_Strict):
         if v not in ("class_aware", "any_ordnance"):
             raise ValueError("select_on must be 'class_aware' or 'any_ordnance'")
         return v
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> ValidationConfig:
+        if self.scenes and self.sources:
+            raise ValueError("validation: give sources (held-out chips) or scenes (whole scenes), not both")
+        return self
 
 
 class TrainConfig(_Strict):
@@ -153,7 +167,7 @@ class TrainConfig(_Strict):
     operating_points: dict[str, float] = Field(
         default_factory=lambda: {"high_recall": 30.0, "balanced": 10.0, "precise": 2.0}
     )
-    """Operating point name -> false positives per hectare on the held-out chips (sets its threshold)."""
+    """Operating point name -> false positives per hectare on the held-out set (sets its threshold)."""
     default_operating_point: str = "balanced"
     notes: list[str] = Field(default_factory=list)
     """Copied into the card (attributions, caveats)."""
@@ -277,21 +291,40 @@ def _identity(x: Any) -> Any:
 
 @dataclass
 class ValSet:
-    """Held-out chips kept in memory (uint8, as 8-bit mosaics are) with their items."""
+    """The held-out set in memory: chips (uint8, as 8-bit mosaics are) and their items in one pixel frame.
+
+    Chip ``i`` lies at ``offsets[i]`` (x, y) of the frame and owns the detections centred in ``cores[i]``
+    (chip-local ``c0, r0, c1, r1``, half-open); items are points of the frame. Held-out chips lie side by side
+    and own all of themselves; whole scenes (:mod:`rams.detector.valscenes`) are tiled with overlap, as
+    ``rams detect`` tiles a mosaic, so that every item and every hectare counts once.
+    """
 
     images: np.ndarray  # uint8 (N, C, H, W)
     valid: np.ndarray  # bool (N, H, W)
-    boxes: list[np.ndarray]
-    labels: list[np.ndarray]
-    ignore: list[np.ndarray]
+    offsets: np.ndarray  # float (N, 2): x, y of each chip's top-left pixel in the frame
+    cores: np.ndarray  # int (N, 4): c0, r0, c1, r1 (chip-local) of the part each chip owns
+    truth_xy: np.ndarray  # float (M, 2): item centres in the frame
+    truth_labels: np.ndarray  # int (M,): model class index
+    truth_keep: np.ndarray  # bool (M,): counted; False = ignored (a detection on it counts neither way)
+    area_px: int  # imaged pixels the chips own
+    n_scenes: int = 0  # 0: held-out chips
 
     @property
     def area_m2_px(self) -> int:
-        return int(self.valid.sum())
+        return self.area_px
+
+    def describe(self, gsd_m: float) -> str:
+        what = f"{len(self.images)} tiles of {self.n_scenes} whole scenes" if self.n_scenes else (
+            f"{len(self.images)} held-out chips")  # fmt: skip
+        return f"{what}, {self.area_px * gsd_m**2 / 1e4:.3f} ha, {int(self.truth_keep.sum())} items counted"
 
 
 def build_val_set(cfg: TrainConfig, ctx: SourceContext, num_workers: int) -> ValSet:
-    """Render / read the held-out chips once (no augmentation)."""
+    """Render / read the held-out set once (no augmentation): whole scenes if configured, else chips."""
+    if cfg.validation.scenes:
+        from rams.detector.valscenes import build_scene_val_set
+
+        return build_scene_val_set(cfg, ctx.classes, ctx.bands, num_workers)
     vctx = SourceContext(ctx.classes, ctx.bands, ctx.gsd_m, cfg.validation.chip_size_px)
     sources = [build_source(s, vctx) for s in cfg.validation_sources()]
     ds = TrainDataset(
@@ -299,9 +332,11 @@ def build_val_set(cfg: TrainConfig, ctx: SourceContext, num_workers: int) -> Val
         len(ctx.classes), 4, None, cfg.validation.n_chips,
     )  # fmt: skip
     n = cfg.validation.n_chips
-    images = np.zeros((n, len(ctx.bands), vctx.chip_size_px, vctx.chip_size_px), np.uint8)
-    valid = np.zeros((n, vctx.chip_size_px, vctx.chip_size_px), bool)
-    boxes, labels, ignore = [], [], []
+    size = vctx.chip_size_px
+    images = np.zeros((n, len(ctx.bands), size, size), np.uint8)
+    valid = np.zeros((n, size, size), bool)
+    t_xy, t_lab, t_keep = [], [], []
+    stride_off = float(size + 1000)  # chips laid side by side in one pixel frame for one matching
     loader = torch.utils.data.DataLoader(
         _SampleList(ds), batch_size=None, collate_fn=_identity, num_workers=num_workers,
         worker_init_fn=_worker_init if num_workers else None, generator=torch.Generator().manual_seed(0),
@@ -309,10 +344,21 @@ def build_val_set(cfg: TrainConfig, ctx: SourceContext, num_workers: int) -> Val
     for i, s in enumerate(loader):
         images[i] = np.rint(np.clip(s.image, 0, 1) * 255).astype(np.uint8)
         valid[i] = s.valid
-        boxes.append(s.boxes_xyxy_px)
-        labels.append(s.labels)
-        ignore.append(s.ignore)
-    return ValSet(images, valid, boxes, labels, ignore)
+        b = s.boxes_xyxy_px
+        t_xy.append(np.stack([(b[:, 0] + b[:, 2]) / 2 + i * stride_off, (b[:, 1] + b[:, 3]) / 2], axis=1))
+        t_lab.append(s.labels)
+        long_side = np.maximum(b[:, 2] - b[:, 0], b[:, 3] - b[:, 1])
+        t_keep.append(~s.ignore & (long_side >= cfg.validation.min_size_px))
+    return ValSet(
+        images=images,
+        valid=valid,
+        offsets=np.stack([np.arange(n) * stride_off, np.zeros(n)], axis=1),
+        cores=np.tile(np.array([0, 0, size, size], np.int64), (n, 1)),
+        truth_xy=np.concatenate(t_xy).reshape(-1, 2) if t_xy else np.zeros((0, 2)),
+        truth_labels=np.concatenate(t_lab).astype(np.int64) if t_lab else np.zeros(0, np.int64),
+        truth_keep=np.concatenate(t_keep).astype(bool) if t_keep else np.zeros(0, bool),
+        area_px=int(valid.sum()),
+    )
 
 
 class _SampleList(torch.utils.data.Dataset[Sample]):
@@ -329,13 +375,48 @@ class _SampleList(torch.utils.data.Dataset[Sample]):
 # ------------------------------------------------------------------------------------------- metric
 
 
+def frame_predictions(
+    model: torch.nn.Module, val: ValSet, cfg: TrainConfig, device: torch.device
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``model``'s detections on the held-out set down to ``validation.score_floor``, each kept by the chip that
+    owns its centre: (centres (K, 2) in the frame, scores, labels)."""
+    mean = torch.tensor(cfg.norm_mean, device=device)
+    std = torch.tensor(cfg.norm_std, device=device)
+    vcfg = cfg.validation
+    was_training = model.training
+    model.eval()
+    pred_xy, pred_s, pred_l = [], [], []
+    n, _, h, w = val.images.shape
+    with torch.inference_mode():
+        for b0 in range(0, n, vcfg.batch_size):
+            x = torch.from_numpy(val.images[b0 : b0 + vcfg.batch_size]).to(device).float() / 255.0
+            v = torch.from_numpy(val.valid[b0 : b0 + vcfg.batch_size]).to(device)
+            out = model(normalise(x, v, mean, std))
+            for j, (boxes, scores, labels) in enumerate(decode(out, vcfg.score_floor, 4, 500)):
+                d = postprocess(boxes, scores, labels, v[j], h, w, 0.5, True)
+                cx = (d.boxes_xyxy_px[:, 0] + d.boxes_xyxy_px[:, 2]) / 2
+                cy = (d.boxes_xyxy_px[:, 1] + d.boxes_xyxy_px[:, 3]) / 2
+                c0, r0, c1, r1 = val.cores[b0 + j]
+                own = (cx >= c0) & (cx < c1) & (cy >= r0) & (cy < r1)  # the chip owns the detection's centre
+                ox, oy = val.offsets[b0 + j]
+                pred_xy.append(np.stack([cx[own] + ox, cy[own] + oy], axis=1))
+                pred_s.append(d.scores[own])
+                pred_l.append(d.labels[own])
+    if was_training:
+        model.train()
+    pxy = np.concatenate(pred_xy) if pred_xy else np.zeros((0, 2))
+    ps = np.concatenate(pred_s) if pred_s else np.zeros(0, np.float32)
+    pl = np.concatenate(pred_l) if pred_l else np.zeros(0, np.int64)
+    return pxy, ps, pl
+
+
 def validate(
     model: torch.nn.Module,
     val: ValSet,
     cfg: TrainConfig,
     device: torch.device,
 ) -> dict[str, Any]:
-    """Run ``model`` on the held-out chips; recall at ``fp_per_ha`` (pooled and per class) and thresholds.
+    """Run ``model`` on the held-out set; recall at ``fp_per_ha`` (pooled and per class) and thresholds.
 
     Items shorter than ``min_size_px`` or flagged ``ignore`` are left out: detections that match them are
     neither true nor false positives. Matching is :func:`rams.evaluate.match_points` in pixels with each
@@ -344,41 +425,10 @@ def validate(
     from rams.evaluate import default_radius_m, match_points, score_detections
 
     classes = cfg.class_names
-    mean = torch.tensor(cfg.norm_mean, device=device)
-    std = torch.tensor(cfg.norm_std, device=device)
     vcfg = cfg.validation
-    was_training = model.training
-    model.eval()
-    pred_xy, pred_s, pred_l = [], [], []
-    n, _, h, w = val.images.shape
-    stride_off = float(max(h, w) + 1000)  # chips laid side by side in one pixel frame for one matching
-    with torch.inference_mode():
-        for b0 in range(0, n, vcfg.batch_size):
-            x = torch.from_numpy(val.images[b0 : b0 + vcfg.batch_size]).to(device).float() / 255.0
-            v = torch.from_numpy(val.valid[b0 : b0 + vcfg.batch_size]).to(device)
-            out = model(normalise(x, v, mean, std))
-            for j, (boxes, scores, labels) in enumerate(decode(out, vcfg.score_floor, 4, 500)):
-                d = postprocess(boxes, scores, labels, v[j], h, w, 0.5, True)
-                cx = (d.boxes_xyxy_px[:, 0] + d.boxes_xyxy_px[:, 2]) / 2 + (b0 + j) * stride_off
-                cy = (d.boxes_xyxy_px[:, 1] + d.boxes_xyxy_px[:, 3]) / 2
-                pred_xy.append(np.stack([cx, cy], axis=1))
-                pred_s.append(d.scores)
-                pred_l.append(d.labels)
-    if was_training:
-        model.train()
-    t_xy, t_lab, t_keep = [], [], []
-    for i in range(n):
-        b = val.boxes[i]
-        t_xy.append(np.stack([(b[:, 0] + b[:, 2]) / 2 + i * stride_off, (b[:, 1] + b[:, 3]) / 2], axis=1))
-        t_lab.append(val.labels[i])
-        long_side = np.maximum(b[:, 2] - b[:, 0], b[:, 3] - b[:, 1])
-        t_keep.append(~val.ignore[i] & (long_side >= vcfg.min_size_px))
-    pxy = np.concatenate(pred_xy) if pred_xy else np.zeros((0, 2))
-    ps = np.concatenate(pred_s) if pred_s else np.zeros(0, np.float32)
-    pl = np.concatenate(pred_l) if pred_l else np.zeros(0, np.int64)
-    txy = np.concatenate(t_xy).reshape(-1, 2)
-    tl = np.concatenate(t_lab).astype(np.int64)
-    tk = np.concatenate(t_keep).astype(bool)
+    n = len(val.images)
+    pxy, ps, pl = frame_predictions(model, val, cfg, device)
+    txy, tl, tk = val.truth_xy, val.truth_labels, val.truth_keep
     radius = np.array([default_radius_m(classes[k]) / cfg.gsd_m for k in tl]) if len(tl) else np.zeros(0)
     area_m2 = val.area_m2_px * cfg.gsd_m**2
     rates = sorted(set(cfg.operating_points.values()) | {vcfg.fp_per_ha})
@@ -413,6 +463,7 @@ def validate(
         per_class[name] = {"n_items": mc.n_truth, "ap": mc.ap, **at(mc, vcfg.fp_per_ha)}
     res: dict[str, Any] = {
         "n_chips": n,
+        "n_scenes": val.n_scenes,
         "area_ha": area_m2 / 1e4,
         "n_items": aware.n_truth,
         "min_size_px": vcfg.min_size_px,
@@ -696,9 +747,12 @@ def train(
     for s in sources:
         log.info("source: %s", s.describe())
     num_workers = cfg.num_workers
-    log.info("building %d held-out chips", cfg.validation.n_chips)
+    if cfg.validation.scenes:
+        log.info("rendering %d held-out scenes", len(cfg.validation.scenes))
+    else:
+        log.info("building %d held-out chips", cfg.validation.n_chips)
     val = build_val_set(cfg, ctx, num_workers)
-    log.info("held-out: %d chips, %.3f ha", len(val.images), val.area_m2_px * cfg.gsd_m**2 / 1e4)
+    log.info("held-out: %s", val.describe(cfg.gsd_m))
 
     last_step = min(cfg.total_steps, max_steps) if max_steps is not None else cfg.total_steps
     budget_s = max_minutes * 60.0 if max_minutes is not None else math.inf
@@ -944,6 +998,29 @@ def _init_record(cfg: TrainConfig) -> dict[str, str] | None:
     return {"path": cfg.init_weights, "name": card.name, "version": card.version, "weights_sha256": card.weights_sha256}
 
 
+def _held_out_key(metrics: dict[str, Any]) -> str:
+    """Card key of the validation record: ``held_out_scenes`` (whole scenes) or ``held_out_chips``. Neither is
+    read by the detector gate (``rams.gate``): epochs were chosen on these data, so their recall is optimistic;
+    the gate reads an evaluation on other scenes or flights (``scripts/eval_model.py``)."""
+    return "held_out_scenes" if metrics.get("n_scenes") else "held_out_chips"
+
+
+def _held_out_what(cfg: TrainConfig, metrics: dict[str, Any], best_step: int) -> str:
+    epoch = "last" if cfg.validation.keep == "last" else "best"
+    if metrics.get("n_scenes"):
+        from rams.detector.valscenes import describe_scenes
+
+        data = (f"{metrics.get('n_scenes')} whole synthetic scenes ({describe_scenes(cfg.validation.scenes)}; "
+                f"{metrics.get('n_chips')} tiles with cores)")  # fmt: skip
+    else:
+        data = f"{metrics.get('n_chips')} held-out chips"
+    return (
+        f"{epoch} epoch (step {best_step}) on {data} ({metrics.get('area_ha', 0):.3f} ha), items >= "
+        f"{metrics.get('min_size_px')} px, recall at <= {metrics.get('fp_per_ha_limit')} FP/ha (rams.evaluate "
+        "matching, pixels)"
+    )
+
+
 def export_bundle(
     cfg: TrainConfig,
     out_dir: Path,
@@ -992,13 +1069,8 @@ def export_bundle(
             "init_weights": _init_record(cfg),
         },
         "metrics": {
-            "held_out_chips": {
-                "what": (
-                    f"{'last' if cfg.validation.keep == 'last' else 'best'} epoch (step {meta['state']['best_step']}) "
-                    f"on {metrics.get('n_chips')} held-out chips "
-                    f"({metrics.get('area_ha', 0):.3f} ha), items >= {metrics.get('min_size_px')} px, recall at "
-                    f"<= {metrics.get('fp_per_ha_limit')} FP/ha (rams.evaluate matching, pixels)"
-                ),
+            _held_out_key(metrics): {
+                "what": _held_out_what(cfg, metrics, meta["state"]["best_step"]),
                 **{k: v for k, v in metrics.items() if k != "thresholds"},
             }
         },

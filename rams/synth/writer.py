@@ -170,11 +170,7 @@ def write_ortho(
             dst.update_tags(1, UNITS="uint8 DN; deg C = T_MIN_C + DN / 255 * (T_MAX_C - T_MIN_C); 0 = nodata",
                             T_MIN_C=f"{scene.thermal.t_min:.3f}", T_MAX_C=f"{scene.thermal.t_max:.3f}")
         dst.update_tags(RAMS_SYNTH_SEED=str(cfg.seed), RAMS_VERSION=__version__)
-        blocks = [
-            (r0, c0, min(b, scene.height_px - r0), min(b, scene.width_px - c0))
-            for r0 in range(0, scene.height_px, b)
-            for c0 in range(0, scene.width_px, b)
-        ]
+        blocks = scene_blocks(scene, b)
         with _block_renderer(scene, cfg, workers) as render:
             band: np.ndarray | None = None
             for (r0, c0, h, w), (image, valid) in zip(blocks, render(blocks), strict=True):
@@ -190,6 +186,31 @@ def write_ortho(
                     if progress is not None:
                         progress(r0 + h, scene.height_px)
     return valid_total
+
+
+def scene_blocks(scene: Scene, block_px: int) -> list[tuple[int, int, int, int]]:
+    """``(row, col, height, width)`` of the blocks a scene is rendered in, row by row (JPEG artefacts follow
+    each block's grid, so the blocks fix the pixels)."""
+    b = block_px
+    return [
+        (r0, c0, min(b, scene.height_px - r0), min(b, scene.width_px - c0))
+        for r0 in range(0, scene.height_px, b)
+        for c0 in range(0, scene.width_px, b)
+    ]
+
+
+def render_scene(scene: Scene, cfg: SynthConfig, workers: int = 1) -> tuple[np.ndarray, np.ndarray]:
+    """The whole scene in memory: ``image`` uint8 (bands, rows, cols) and ``valid`` bool, rendered in the blocks
+    :func:`write_ortho` renders, so the pixels equal ``ortho.tif``'s image bands and ``valid`` its alpha (or
+    nodata) mask. No GDAL. Memory is the whole scene: for small scenes (validation sets), not mosaics."""
+    image = np.zeros((scene.n_bands, scene.height_px, scene.width_px), np.uint8)
+    valid = np.zeros((scene.height_px, scene.width_px), bool)
+    blocks = scene_blocks(scene, cfg.block_px)
+    with _block_renderer(scene, cfg, workers) as render:
+        for (r0, c0, h, w), (im, va) in zip(blocks, render(blocks), strict=True):
+            image[:, r0 : r0 + h, c0 : c0 + w] = im
+            valid[r0 : r0 + h, c0 : c0 + w] = va
+    return image, valid
 
 
 _WORKER_SCENE: Scene | None = None

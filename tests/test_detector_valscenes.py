@@ -1,0 +1,138 @@
+"""Whole-scene validation (``validation.scenes``): the scenes are the pixels ``rams synth`` writes, tiled as
+``rams detect`` tiles a mosaic, every item and hectare counted once; a run selects on them and records them."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import geopandas as gpd
+import numpy as np
+import pytest
+import rasterio
+import torch
+
+from rams.detect import DetectConfig, run_detect
+from rams.detector.bundle import load_bundle
+from rams.detector.datasets import SourceContext
+from rams.detector.train import TrainConfig, build_val_set, frame_predictions, train, validate
+from rams.detector.valscenes import ValSceneConfig
+from rams.errors import ConfigError
+from rams.synth.scene import SynthConfig
+from rams.synth.writer import write_scene
+from tests.detector_helpers import tiny_config, write_toy_yolo
+
+SPEC = {"seed": 7701, "terrain": "crop", "size_m": (12.0, 12.0)}
+
+
+def _scene_files(root: Path, spec: dict[str, object], gsd: float) -> Path:
+    w, h = spec["size_m"]  # type: ignore[misc]
+    out = root / f"s{spec['seed']}"
+    write_scene(SynthConfig(seed=spec["seed"], width_m=w, height_m=h, gsd_m=gsd, terrain=spec["terrain"],  # type: ignore[arg-type]
+                            target_density_per_ha=600.0), out)  # fmt: skip
+    return out
+
+
+def _default_cfg(tile: int) -> TrainConfig:
+    cfg = TrainConfig.model_validate(load_bundle("default").card.training.config)
+    vcfg = cfg.validation.model_copy(update={"sources": [], "scenes": [ValSceneConfig(**SPEC)], "chip_size_px": tile})
+    return cfg.model_copy(update={"validation": vcfg})
+
+
+def _val_set(cfg: TrainConfig):  # type: ignore[no-untyped-def]
+    return build_val_set(cfg, SourceContext(cfg.class_names, tuple(cfg.bands), cfg.gsd_m, cfg.chip_size_px), 0)
+
+
+def test_scene_tiles_are_rams_synth_pixels_and_count_every_item_and_pixel_once(tmp_path: Path) -> None:
+    cfg = _default_cfg(tile=256)
+    val = _val_set(cfg)
+    scene = _scene_files(tmp_path, SPEC, cfg.gsd_m)
+    with rasterio.open(scene / "ortho.tif") as src:
+        rgb, alpha = src.read([1, 2, 3]), src.read(4) > 0
+    H, W = alpha.shape
+    assert val.n_scenes == 1 and val.images.shape[1:] == (3, 256, 256) and len(val.images) > 4
+    owners = np.zeros((H, W), np.int32)
+    for k in range(len(val.images)):
+        ox, oy = (int(v) for v in val.offsets[k])
+        hh, ww = min(256, H - oy), min(256, W - ox)
+        assert np.array_equal(val.images[k][:, :hh, :ww], rgb[:, oy : oy + hh, ox : ox + ww] * alpha[oy : oy + hh, ox : ox + ww])
+        assert np.array_equal(val.valid[k][:hh, :ww], alpha[oy : oy + hh, ox : ox + ww])
+        assert not val.valid[k][hh:, :].any() and not val.valid[k][:, ww:].any()  # past the scene: not imaged
+        c0, r0, c1, r1 = val.cores[k]
+        owners[oy + r0 : oy + r1, ox + c0 : ox + c1] += 1
+    # cores partition the scene (a tile owning no imaged ground is left out, as rams detect skips it)
+    assert owners.max() == 1 and not alpha[owners == 0].any()
+    assert val.area_px == int(alpha.sum())
+    # every item of the truth layer once, at its map position; counted iff learnt, >= 8 px and imaged
+    truth = gpd.read_file(scene / "truth.gpkg", layer="truth")
+    assert len(val.truth_xy) == len(truth)
+    assert np.allclose(val.truth_xy[:, 0], (truth["x_map"] - 500000.0) / cfg.gsd_m)
+    assert np.allclose(val.truth_xy[:, 1], (4420000.0 - truth["y_map"]) / cfg.gsd_m)
+    cols, rows = np.floor(val.truth_xy).astype(int).T
+    expect = (truth["length_m"].to_numpy() / cfg.gsd_m >= 8) & alpha[rows, cols] & truth["class"].isin(cfg.class_names)
+    assert np.array_equal(val.truth_keep, expect.to_numpy()) and 0 < val.truth_keep.sum() < len(truth)
+    names = [cfg.class_names[k] for k in val.truth_labels[val.truth_keep]]
+    assert names == truth["class"][expect].tolist()
+
+
+def test_validation_sees_what_rams_detect_sees(tmp_path: Path) -> None:
+    """The default model on a scene through validation and through `rams detect` with the same tiles: the same
+    detections, except where `rams detect` merges a same-class pair across a seam."""
+    cfg = _default_cfg(tile=512)
+    val = _val_set(cfg)
+    bundle = load_bundle("default")
+    pxy, ps, pl = frame_predictions(bundle.build_model().eval(), val, cfg, torch.device("cpu"))
+    scene = _scene_files(tmp_path, SPEC, cfg.gsd_m)
+    floor = cfg.validation.score_floor
+    run_detect(scene / "ortho.tif", tmp_path / "det.gpkg",
+               DetectConfig(model="default", tile_size_px=512, threshold=floor, threads=2))  # fmt: skip
+    det = gpd.read_file(tmp_path / "det.gpkg", layer="detections")
+    c = det.geometry.centroid
+    dxy = np.stack([(c.x - 500000.0) / cfg.gsd_m, (4420000.0 - c.y) / cfg.gsd_m], axis=1)
+    assert len(det) > 100 and len(pxy) >= len(det)
+    d = np.hypot(pxy[:, None, 0] - dxy[None, :, 0], pxy[:, None, 1] - dxy[None, :, 1])
+    nearest = d.argmin(axis=1)
+    same = (d.min(axis=1) < 0.01) & (np.asarray(bundle.card.classes)[pl] == det["label"].to_numpy()[nearest])
+    same &= np.abs(ps - det["score"].to_numpy()[nearest]) < 1e-3
+    assert same.mean() > 0.97, same.mean()
+    # what differs is rams detect's seam merging: it keeps fewer, never more, and nothing it keeps is missing
+    assert len(pxy) - len(det) <= (~same).sum()
+    assert (d.min(axis=0) < 12).all()
+
+
+def test_a_run_selects_on_whole_scenes_and_its_card_says_so(tmp_path: Path) -> None:
+    yolo = write_toy_yolo(tmp_path / "yolo")
+    base = tiny_config(yolo)
+    vcfg = base.validation.model_copy(update={"sources": [], "scenes": [ValSceneConfig(**SPEC)], "chip_size_px": 256})
+    cfg = base.model_copy(update={"validation": vcfg, "max_epochs": 2})
+    res = train(cfg, tmp_path / "run", progress=False)
+    assert res.bundle_dir is not None
+    card = load_bundle(res.bundle_dir).card
+    rec = card.metrics["held_out_scenes"]
+    assert "held_out_chips" not in card.metrics
+    assert rec["n_scenes"] == 1 and rec["n_items"] > 0 and 0.005 < rec["area_ha"] < 0.0144
+    assert "1 whole synthetic scenes (seed 7701 crop 12x12 m" in rec["what"]
+    # the same numbers again from the exported model and the same scene: the record is the scene's
+    m = validate(load_bundle(res.bundle_dir).build_model().eval(), _val_set(cfg), cfg, torch.device("cpu"))
+    assert m["n_items"] == rec["n_items"] and m["area_ha"] == pytest.approx(rec["area_ha"])
+
+
+def test_scene_validation_config_errors(tmp_path: Path) -> None:
+    yolo = write_toy_yolo(tmp_path / "yolo", n_per_zone=2)
+    base = tiny_config(yolo).model_dump(mode="json")
+    with pytest.raises(ValueError, match="not both"):
+        TrainConfig.model_validate({**base, "validation": {**base["validation"], "scenes": [SPEC]}})
+    with pytest.raises(ValueError, match="unknown terrain 'moon'"):
+        ValSceneConfig(seed=1, terrain="moon")
+    with pytest.raises(ValueError, match="unknown targets preset"):
+        ValSceneConfig(seed=1, targets="nukes")
+    scenes_only = {"scenes": [SPEC], "chip_size_px": 48}
+    cfg = TrainConfig.model_validate({**base, "validation": scenes_only})
+    with pytest.raises(ConfigError, match="must exceed the tile overlap"):
+        _val_set(cfg)
+    cfg = TrainConfig.model_validate({**base, "validation": {"scenes": [{"seed": 1, "size_m": (150, 100)}]}})
+    with pytest.raises(ConfigError, match="keep each under 100 Mpx"):
+        _val_set(cfg)
+    ms = {**base, "bands": ["red", "green", "blue", "nir"], "mean": [0.5] * 4, "std": [0.25] * 4,
+          "validation": {"scenes": [SPEC]}}  # fmt: skip
+    with pytest.raises(ConfigError, match="RGB and single-band"):
+        _val_set(TrainConfig.model_validate(ms))
