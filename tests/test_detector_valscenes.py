@@ -22,19 +22,21 @@ from rams.synth.writer import write_scene
 from tests.detector_helpers import tiny_config, write_toy_yolo
 
 SPEC = {"seed": 7701, "terrain": "crop", "size_m": (12.0, 12.0)}
+SCENE = ValSceneConfig.model_validate(SPEC)
 
 
-def _scene_files(root: Path, spec: dict[str, object], gsd: float) -> Path:
-    w, h = spec["size_m"]  # type: ignore[misc]
-    out = root / f"s{spec['seed']}"
-    write_scene(SynthConfig(seed=spec["seed"], width_m=w, height_m=h, gsd_m=gsd, terrain=spec["terrain"],  # type: ignore[arg-type]
-                            target_density_per_ha=600.0), out)  # fmt: skip
+def _scene_files(root: Path, spec: ValSceneConfig, gsd: float) -> Path:
+    """The scene as `rams synth` writes it (same draw as validation's)."""
+    w, h = spec.size_m
+    out = root / f"s{spec.seed}"
+    write_scene(SynthConfig(seed=spec.seed, width_m=w, height_m=h, gsd_m=gsd, terrain=spec.terrain,
+                            target_density_per_ha=spec.density_per_ha), out)  # fmt: skip
     return out
 
 
 def _default_cfg(tile: int) -> TrainConfig:
     cfg = TrainConfig.model_validate(load_bundle("default").card.training.config)
-    vcfg = cfg.validation.model_copy(update={"sources": [], "scenes": [ValSceneConfig(**SPEC)], "chip_size_px": tile})
+    vcfg = cfg.validation.model_copy(update={"sources": [], "scenes": [SCENE], "chip_size_px": tile})
     return cfg.model_copy(update={"validation": vcfg})
 
 
@@ -45,7 +47,7 @@ def _val_set(cfg: TrainConfig):  # type: ignore[no-untyped-def]
 def test_scene_tiles_are_rams_synth_pixels_and_count_every_item_and_pixel_once(tmp_path: Path) -> None:
     cfg = _default_cfg(tile=256)
     val = _val_set(cfg)
-    scene = _scene_files(tmp_path, SPEC, cfg.gsd_m)
+    scene = _scene_files(tmp_path, SCENE, cfg.gsd_m)
     with rasterio.open(scene / "ortho.tif") as src:
         rgb, alpha = src.read([1, 2, 3]), src.read(4) > 0
     H, W = alpha.shape
@@ -54,8 +56,9 @@ def test_scene_tiles_are_rams_synth_pixels_and_count_every_item_and_pixel_once(t
     for k in range(len(val.images)):
         ox, oy = (int(v) for v in val.offsets[k])
         hh, ww = min(256, H - oy), min(256, W - ox)
-        assert np.array_equal(val.images[k][:, :hh, :ww], rgb[:, oy : oy + hh, ox : ox + ww] * alpha[oy : oy + hh, ox : ox + ww])
-        assert np.array_equal(val.valid[k][:hh, :ww], alpha[oy : oy + hh, ox : ox + ww])
+        win = (slice(oy, oy + hh), slice(ox, ox + ww))
+        assert np.array_equal(val.images[k][:, :hh, :ww], rgb[:, win[0], win[1]] * alpha[win])
+        assert np.array_equal(val.valid[k][:hh, :ww], alpha[win])
         assert not val.valid[k][hh:, :].any() and not val.valid[k][:, ww:].any()  # past the scene: not imaged
         c0, r0, c1, r1 = val.cores[k]
         owners[oy + r0 : oy + r1, ox + c0 : ox + c1] += 1
@@ -81,7 +84,7 @@ def test_validation_sees_what_rams_detect_sees(tmp_path: Path) -> None:
     val = _val_set(cfg)
     bundle = load_bundle("default")
     pxy, ps, pl = frame_predictions(bundle.build_model().eval(), val, cfg, torch.device("cpu"))
-    scene = _scene_files(tmp_path, SPEC, cfg.gsd_m)
+    scene = _scene_files(tmp_path, SCENE, cfg.gsd_m)
     floor = cfg.validation.score_floor
     run_detect(scene / "ortho.tif", tmp_path / "det.gpkg",
                DetectConfig(model="default", tile_size_px=512, threshold=floor, threads=2))  # fmt: skip
@@ -102,7 +105,7 @@ def test_validation_sees_what_rams_detect_sees(tmp_path: Path) -> None:
 def test_a_run_selects_on_whole_scenes_and_its_card_says_so(tmp_path: Path) -> None:
     yolo = write_toy_yolo(tmp_path / "yolo")
     base = tiny_config(yolo)
-    vcfg = base.validation.model_copy(update={"sources": [], "scenes": [ValSceneConfig(**SPEC)], "chip_size_px": 256})
+    vcfg = base.validation.model_copy(update={"sources": [], "scenes": [SCENE], "chip_size_px": 256})
     cfg = base.model_copy(update={"validation": vcfg, "max_epochs": 2})
     res = train(cfg, tmp_path / "run", progress=False)
     assert res.bundle_dir is not None

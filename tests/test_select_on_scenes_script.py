@@ -26,8 +26,9 @@ def test_scene_specs_cycle_terrains(script: Any) -> None:
     assert specs[2] == {"seed": 3, "terrain": "crop", "size_m": (10.0, 12.0), "targets": "ap", "density_per_ha": 300.0}
 
 
-def test_ranks_bundles_with_the_numbers_a_training_run_would_record(script: Any, tmp_path: Path,
-                                                                    capsys: pytest.CaptureFixture[str]) -> None:  # fmt: skip
+def test_ranks_bundles_with_the_numbers_a_training_run_would_record(
+    script: Any, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     out = tmp_path / "r.json"
     rc = script.main(["--model", "default", "--model", "default", "--seeds", "8301,8302", "--size", "12x12",
                       "--threads", "2", "--json", str(out)])  # fmt: skip

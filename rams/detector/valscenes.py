@@ -105,15 +105,12 @@ def build_scene_val_set(cfg: TrainConfig, classes: tuple[str, ...], bands: tuple
     gsd = cfg.gsd_m
     lookup = {name: i for i, name in enumerate(classes)}
     synth_bands = _synth_bands(bands)
-    images: list[np.ndarray] = []
-    valids: list[np.ndarray] = []
     offsets: list[tuple[float, float]] = []
     cores: list[tuple[int, int, int, int]] = []
     t_xy: list[np.ndarray] = []
     t_lab: list[np.ndarray] = []
     t_keep: list[np.ndarray] = []
-    frame_x = 0.0
-    area_px = 0
+    scfgs = []
     for spec in vcfg.scenes:
         w_m, h_m = spec.size_m
         try:
@@ -128,6 +125,16 @@ def build_scene_val_set(cfg: TrainConfig, classes: tuple[str, ...], bands: tuple
                 f"validation scene {spec.describe()} is {scfg.width_px} x {scfg.height_px} px at {gsd} m; scenes are "
                 f"rendered whole in memory, keep each under {MAX_SCENE_MPX:g} Mpx (use more, smaller scenes)"
             )
+        scfgs.append(scfg)
+    # the tiles go straight into one array (at most every tile of every scene; trimmed by a view at the end)
+    n_max = sum(len(axis_starts(c.height_px, tile, overlap)) * len(axis_starts(c.width_px, tile, overlap))
+                for c in scfgs)  # fmt: skip
+    images = np.zeros((n_max, len(bands), tile, tile), np.uint8)
+    valids = np.zeros((n_max, tile, tile), bool)
+    k = 0
+    frame_x = 0.0
+    area_px = 0
+    for spec, scfg in zip(vcfg.scenes, scfgs, strict=True):
         scene = build_scene(scfg)
         img, val = render_scene(scene, scfg, workers=max(1, workers))  # the pixels `rams synth` writes
         H, W = val.shape
@@ -135,15 +142,12 @@ def build_scene_val_set(cfg: TrainConfig, classes: tuple[str, ...], bands: tuple
         row_cores, col_cores = axis_core_bounds(H, tile, rows), axis_core_bounds(W, tile, cols)
         for r0, (a, b) in zip(rows, row_cores, strict=True):
             for c0, (c, d) in zip(cols, col_cores, strict=True):
-                chip = np.zeros((img.shape[0], tile, tile), np.uint8)
-                cv = np.zeros((tile, tile), bool)
-                hh, ww = min(tile, H - r0), min(tile, W - c0)
-                chip[:, :hh, :ww] = img[:, r0 : r0 + hh, c0 : c0 + ww]
-                cv[:hh, :ww] = val[r0 : r0 + hh, c0 : c0 + ww]
-                if not cv[a - r0 : b - r0, c - c0 : d - c0].any():
+                if not val[a:b, c:d].any():
                     continue  # owns no imaged ground: rams detect skips such tiles too
-                images.append(chip)
-                valids.append(cv)
+                hh, ww = min(tile, H - r0), min(tile, W - c0)
+                images[k, :, :hh, :ww] = img[:, r0 : r0 + hh, c0 : c0 + ww]
+                valids[k, :hh, :ww] = val[r0 : r0 + hh, c0 : c0 + ww]
+                k += 1
                 offsets.append((frame_x + c0, float(r0)))
                 cores.append((c - c0, a - r0, d - c0, b - r0))
         area_px += int(val.sum())
@@ -160,11 +164,11 @@ def build_scene_val_set(cfg: TrainConfig, classes: tuple[str, ...], bands: tuple
         frame_x += W + 10 * tile  # scenes lie far apart in the shared frame: no match crosses between them
         log.info("validation scene %s: %d items (%d counted), %.3f ha imaged", spec.describe(), n,
                  int(t_keep[-1].sum()), val.sum() * gsd**2 / 1e4)  # fmt: skip
-    if not images:
+    if k == 0:
         raise ConfigError("validation.scenes hold no imaged ground; check their sizes")
     return ValSet(
-        images=np.stack(images),
-        valid=np.stack(valids),
+        images=images[:k],
+        valid=valids[:k],
         offsets=np.asarray(offsets, np.float64),
         cores=np.asarray(cores, np.int64),
         truth_xy=np.concatenate(t_xy).reshape(-1, 2),
