@@ -200,6 +200,10 @@ def combine_results(
     per_model = [{k: _loads(m.get(k)) for k in PER_MODEL_KEYS if k in m} for m in metas]
     metadata: dict[str, Any] = {k: v for k, v in metas[0].items() if k not in PER_MODEL_KEYS}
     warnings = [f"{n}: {w}" for n, m in zip(names, per_model, strict=True) for w in (m.get("warnings") or [])]
+    points = ", ".join(f"{n} at {_loads(m.get('operating_point')) or 'its --threshold'}"
+                       for n, m in zip(names, metas, strict=True))  # fmt: skip
+    warnings.append(f"false alarms add up over the {len(names)} models ({points}): expect up to the sum of their "
+                    "false-alarm rates, not one model's")  # fmt: skip
     metadata.update({
         "model_name": "+".join(names),
         "model_version": "+".join(str(m.get("model_version", "")) for m in metas),

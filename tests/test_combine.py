@@ -139,6 +139,7 @@ def test_two_models_join_detections_coverage_and_recall(make_geotiff, bundles, t
     # each model's warnings, named: the small classes are too small for tiny-a at 1 cm, not for tiny-b at 0.5 cm
     assert any(w.startswith("tiny-a: ") and "span under" in w for w in json.loads(meta["warnings"]))
     assert not any(w.startswith("tiny-b: ") for w in json.loads(meta["warnings"]))
+    assert any(w.startswith("false alarms add up over the 2 models (tiny-a at ") for w in json.loads(meta["warnings"]))
     # the gate: PFM-1 and PMN are found well enough only because each has its own model
     assert run_detector_gate(meta, ["pfm1", "pmn"], 0.8) is None
     assert run_detector_gate(read_metadata(ra), ["pfm1", "pmn"], 0.8) is not None
