@@ -44,7 +44,7 @@ import os
 from collections import deque
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -57,7 +57,17 @@ from rams.classes import CLASS_NAMES, smallest_length_m
 from rams.config import ReadConfig, StrictModel
 from rams.errors import AOIError, BandError, InputError
 from rams.ingest import MIN_TARGET_PX
-from rams.raster import Grid, OrthoReader, cache_cap_mb, gsd_of, open_raster, source_value_range, target_grid
+from rams.raster import (
+    Grid,
+    OrthoReader,
+    cache_cap_mb,
+    dim_values_note,
+    gsd_of,
+    nbits_of,
+    open_raster,
+    source_value_range,
+    target_grid,
+)
 from rams.tiling import make_tiles, stripe_cols_for, stripe_order, stripe_span_px
 
 if TYPE_CHECKING:
@@ -406,6 +416,8 @@ class QualityResult:
     """Rows of the layer."""
     crs: Any
     """CRS of the layer (the analysis grid's)."""
+    warnings: list[str] = field(default_factory=list)
+    """What the judgement rests on that the user should know (e.g. pixel values read dimmer than they are)."""
 
     def area_by_class_m2(self) -> dict[str, float]:
         return dict(sorted(self.area_m2_by_class.items()))
@@ -433,6 +445,7 @@ class QualityResult:
             "adequate_m2": adequate,
             "inadequate_m2": total - adequate - not_imaged,
             "not_imaged_m2": not_imaged,
+            "warnings": list(self.warnings),
         }
 
 
@@ -614,6 +627,11 @@ def assess_dataset(
     gsd_eff = max(native, grid.gsd_m)
     bands, band_names = quality_bands(src, cfg.read.bands)
     vr = source_value_range(src, bands[0], cfg.read.value_range)
+    warnings: list[str] = []
+    # exposure is judged on values scaled by the value range: dim (undeclared 10-12 bit) data reads as dark ground
+    if cfg.read.value_range is None and nbits_of(src, bands[0]) is None and (note := dim_values_note(src, bands, vr)):
+        warnings.append(note)
+        log.warning(note)
     grid_box = _to_map(box(0, 0, grid.width, grid.height), grid)
     aoi_geom = None
     if aoi is not None:
@@ -778,6 +796,7 @@ def assess_dataset(
         area_m2_by_class=areas,
         rows=n_rows,
         crs=grid.crs,
+        warnings=warnings,
     )
 
 

@@ -403,3 +403,33 @@ def test_cli_quality_errors(scene: Path, tmp_path: Path, make_geotiff: Callable[
     r = runner.invoke(app, ["quality", str(plain), "--out", str(out)])
     assert r.exit_code == 6 and "coordinate reference system" in r.output
     assert not out.exists()
+
+
+def test_dim_uint16_values_are_named_by_quality(tmp_path: Path) -> None:
+    """12-bit values in a uint16 file that does not say so read nearly black against 0-65535: quality then marks the
+    ground dark, and says why, with the fix (as `rams detect` and `rams info` do)."""
+    import json
+
+    import rasterio
+    from rasterio.enums import ColorInterp
+    from rasterio.transform import from_origin
+
+    from rams.layers import read_metadata
+
+    def write(path: Path, top: int) -> Path:
+        data = np.random.default_rng(3).integers(100, top, (3, 600, 600)).astype(np.uint16)
+        with rasterio.open(path, "w", driver="GTiff", width=600, height=600, count=3, dtype="uint16",
+                           crs="EPSG:32638", transform=from_origin(500000, 4400000, 0.01, 0.01)) as dst:  # fmt: skip
+            dst.write(data)
+            dst.colorinterp = [ColorInterp.red, ColorInterp.green, ColorInterp.blue]
+        return path
+
+    dim = write(tmp_path / "dim.tif", 4000)
+    r = CliRunner().invoke(app, ["quality", str(dim), "--out", str(tmp_path / "q.gpkg")])
+    assert r.exit_code == 0, r.output
+    assert "warning" in r.output and "read.value_range: [0, 4095]" in r.output
+    summary = json.loads(read_metadata(tmp_path / "q.gpkg")["quality.summary"])
+    assert any("read.value_range: [0, 4095]" in w for w in summary["warnings"])
+    full = write(tmp_path / "full.tif", 65000)
+    res = assess_ortho(full, QualityConfig())
+    assert res.warnings == [] and res.summary()["warnings"] == []

@@ -63,4 +63,5 @@ def quality(
         lines.append(f"  {name:<24}{area:>14,.1f} m2 {100 * area / total:6.1f} %")
     lines.append(f"written {out} (layer coverage_quality); not imaged or inadequate ground cannot support "
                  "cancellation")
+    lines.extend(f"warning  {w}" for w in s["warnings"])
     typer.echo("\n".join(lines))
