@@ -139,3 +139,40 @@ def test_scene_validation_config_errors(tmp_path: Path) -> None:
           "validation": {"scenes": [SPEC]}}  # fmt: skip
     with pytest.raises(ConfigError, match="RGB and single-band"):
         _val_set(TrainConfig.model_validate(ms))
+
+
+def test_a_finer_flight_is_block_averaged_as_rams_detect_reads_it(tmp_path: Path) -> None:
+    """`source_gsd_m: 0.005` for a 1 cm model: the scene `rams synth` writes at 0.5 cm, read at 1 cm by rams.raster
+    (2 x 2 block mean), within half a grey level; same validity; items at their map positions."""
+    from rasterio.windows import Window
+
+    from rams.raster import ReadConfig, make_reader, open_raster
+
+    spec = ValSceneConfig(seed=7702, terrain="sand", size_m=(8.0, 8.0), source_gsd_m=0.005)
+    cfg = _default_cfg(tile=256)
+    cfg = cfg.model_copy(update={"validation": cfg.validation.model_copy(update={"scenes": [spec]})})
+    val = _val_set(cfg)
+    assert val.area_px > 0
+    scene = tmp_path / "s"
+    write_scene(SynthConfig(seed=7702, width_m=8.0, height_m=8.0, gsd_m=0.005, terrain="sand",
+                            target_density_per_ha=600.0), scene)  # fmt: skip
+    with open_raster(scene / "ortho.tif") as src:
+        reader = make_reader(src, ["red", "green", "blue"], 0.01, ReadConfig())
+        assert reader._factor == 2  # the reader's exact block-mean path
+        td = reader.read(Window(0, 0, 800, 800))
+    owned = 0
+    for k in range(len(val.images)):
+        ox, oy = (int(v) for v in val.offsets[k])
+        hh, ww = min(256, 800 - oy), min(256, 800 - ox)
+        ref = td.image[:, oy : oy + hh, ox : ox + ww] * 255
+        assert np.abs(val.images[k][:, :hh, :ww].astype(np.float32) - ref).max() <= 0.5 + 1e-3
+        assert np.array_equal(val.valid[k][:hh, :ww], td.valid[oy : oy + hh, ox : ox + ww])
+        c0, r0, c1, r1 = val.cores[k]
+        owned += int(val.valid[k][r0:r1, c0:c1].sum())
+    assert owned == val.area_px == int(td.valid.sum())
+    truth = gpd.read_file(scene / "truth.gpkg", layer="truth")
+    assert np.allclose(val.truth_xy[:, 0], (truth["x_map"] - 500000.0) / 0.01)
+    # only whole-number ratios are block means
+    bad = ValSceneConfig(seed=1, size_m=(5.0, 5.0), source_gsd_m=0.0075)
+    with pytest.raises(ConfigError, match="must divide the model GSD"):
+        _val_set(cfg.model_copy(update={"validation": cfg.validation.model_copy(update={"scenes": [bad]})}))

@@ -51,6 +51,10 @@ class ValSceneConfig(BaseModel):
     """Target preset (``rams synth --targets``)."""
     density_per_ha: float = Field(default=600.0, ge=0)
     clutter: float = Field(default=1.0, ge=0)
+    source_gsd_m: float | None = Field(default=None, gt=0)
+    """Render the scene at this finer GSD (a drone flight at 0.5 cm for a 1 cm model) and bring it to the model GSD
+    by the k x k block mean, as ``rams detect`` reads such a flight (k = model GSD / this, a whole number; a pixel
+    is imaged only if all k x k under it are). None: render at the model GSD."""
 
     @field_validator("terrain")
     @classmethod
@@ -72,7 +76,8 @@ class ValSceneConfig(BaseModel):
 
     def describe(self) -> str:
         w, h = self.size_m
-        return f"seed {self.seed} {self.terrain} {w:g}x{h:g} m"
+        src = f" rendered at {self.source_gsd_m * 100:g} cm" if self.source_gsd_m else ""
+        return f"seed {self.seed} {self.terrain} {w:g}x{h:g} m{src}"
 
 
 def _synth_bands(bands: tuple[str, ...]) -> str:
@@ -111,11 +116,21 @@ def build_scene_val_set(cfg: TrainConfig, classes: tuple[str, ...], bands: tuple
     t_lab: list[np.ndarray] = []
     t_keep: list[np.ndarray] = []
     scfgs = []
+    factors = []
     for spec in vcfg.scenes:
         w_m, h_m = spec.size_m
+        f = 1
+        if spec.source_gsd_m is not None:
+            f = round(gsd / spec.source_gsd_m)
+            if f < 1 or abs(gsd / spec.source_gsd_m - f) > 1e-6 * f:
+                raise ConfigError(
+                    f"validation scene {spec.describe()}: source_gsd_m {spec.source_gsd_m} must divide the model GSD "
+                    f"{gsd} by a whole number (e.g. {gsd / 2:g}); other ratios are resampled, not block-averaged"
+                )
+        factors.append(f)
         try:
             scfg = SynthConfig(
-                seed=spec.seed, width_m=w_m, height_m=h_m, gsd_m=gsd, terrain=spec.terrain, targets=spec.targets,
+                seed=spec.seed, width_m=w_m, height_m=h_m, gsd_m=gsd / f, terrain=spec.terrain, targets=spec.targets,
                 target_density_per_ha=spec.density_per_ha, clutter=spec.clutter, bands=synth_bands,
             )  # fmt: skip
         except ValueError as err:
@@ -127,16 +142,18 @@ def build_scene_val_set(cfg: TrainConfig, classes: tuple[str, ...], bands: tuple
             )
         scfgs.append(scfg)
     # the tiles go straight into one array (at most every tile of every scene; trimmed by a view at the end)
-    n_max = sum(len(axis_starts(c.height_px, tile, overlap)) * len(axis_starts(c.width_px, tile, overlap))
-                for c in scfgs)  # fmt: skip
+    n_max = sum(len(axis_starts(c.height_px // f, tile, overlap)) * len(axis_starts(c.width_px // f, tile, overlap))
+                for c, f in zip(scfgs, factors, strict=True))  # fmt: skip
     images = np.zeros((n_max, len(bands), tile, tile), np.uint8)
     valids = np.zeros((n_max, tile, tile), bool)
     k = 0
     frame_x = 0.0
     area_px = 0
-    for spec, scfg in zip(vcfg.scenes, scfgs, strict=True):
+    for spec, scfg, factor in zip(vcfg.scenes, scfgs, factors, strict=True):
         scene = build_scene(scfg)
         img, val = render_scene(scene, scfg, workers=max(1, workers))  # the pixels `rams synth` writes
+        if factor > 1:
+            img, val = block_mean(img, val, factor)
         H, W = val.shape
         rows, cols = axis_starts(H, tile, overlap), axis_starts(W, tile, overlap)
         row_cores, col_cores = axis_core_bounds(H, tile, rows), axis_core_bounds(W, tile, cols)
@@ -177,6 +194,19 @@ def build_scene_val_set(cfg: TrainConfig, classes: tuple[str, ...], bands: tuple
         area_px=area_px,
         n_scenes=len(vcfg.scenes),
     )
+
+
+def block_mean(image: np.ndarray, valid: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """``k`` x ``k`` block means of a uint8 scene (the remainder rows/columns dropped), rounded to uint8; a block is
+    valid only if all its pixels are, invalid blocks are 0. ``rams.raster`` reads such a flight the same way, in
+    float (so values here differ from what ``rams detect`` feeds the model by at most half a grey level)."""
+    c, h, w = image.shape
+    hh, ww = h // k, w // k
+    sums = image[:, : hh * k, : ww * k].reshape(c, hh, k, ww, k).sum(axis=(2, 4), dtype=np.uint32)
+    ok = np.asarray(valid[: hh * k, : ww * k].reshape(hh, k, ww, k).all(axis=(1, 3)), bool)
+    out = ((sums + (k * k) // 2) // (k * k)).astype(np.uint8)
+    out[:, ~ok] = 0
+    return out, ok
 
 
 def describe_scenes(specs: list[Any]) -> str:
