@@ -176,3 +176,33 @@ def test_a_finer_flight_is_block_averaged_as_rams_detect_reads_it(tmp_path: Path
     bad = ValSceneConfig(seed=1, size_m=(5.0, 5.0), source_gsd_m=0.0075)
     with pytest.raises(ConfigError, match="must divide the model GSD"):
         _val_set(cfg.model_copy(update={"validation": cfg.validation.model_copy(update={"scenes": [bad]})}))
+
+
+def test_an_annotated_flight_validates_like_the_scene_it_shows(tmp_path: Path) -> None:
+    """`validation.flights`: the scene's ortho.tif and truth layer as a site's annotated flight, read through
+    rams.raster, give the same tiles and area as the in-memory scene, and (near) the same items and numbers."""
+    cfg = _default_cfg(tile=512)
+    scene = _scene_files(tmp_path, SCENE, cfg.gsd_m)
+    flight = {"kind": "ortho", "raster": str(scene / "ortho.tif"), "annotations": str(scene / "truth.gpkg"),
+              "layer": "truth", "class_column": "class"}  # fmt: skip
+    data = cfg.model_dump(mode="json")
+    fcfg = TrainConfig.model_validate({**data, "validation": {**data["validation"], "scenes": [], "flights": [flight]}})
+    by_scene, by_flight = _val_set(cfg), _val_set(fcfg)
+    assert by_flight.n_scenes == 1 and by_flight.area_px == by_scene.area_px
+    assert np.array_equal(by_flight.images, by_scene.images) and np.array_equal(by_flight.valid, by_scene.valid)
+    assert np.array_equal(by_flight.offsets, by_scene.offsets) and np.array_equal(by_flight.cores, by_scene.cores)
+    # items: annotation box centres (a few px from the object's own centre for lopsided shapes), box long side
+    assert len(by_flight.truth_xy) == len(by_scene.truth_xy)
+    assert np.abs(by_flight.truth_xy - by_scene.truth_xy).max() < 6
+    assert np.array_equal(by_flight.truth_labels, by_scene.truth_labels)
+    agree = by_flight.truth_keep == by_scene.truth_keep
+    assert agree.mean() > 0.85, agree.mean()
+    model = load_bundle("default").build_model().eval()
+    ms = validate(model, by_scene, cfg, torch.device("cpu"))
+    mf = validate(model, by_flight, fcfg, torch.device("cpu"))
+    assert mf["area_ha"] == pytest.approx(ms["area_ha"])
+    assert abs(mf["n_items"] - ms["n_items"]) <= (~agree).sum()
+    assert abs(mf["any_ordnance"].get("tp", 0) - ms["any_ordnance"].get("tp", 0)) <= (~agree).sum() + 1
+    # sources and flights together are refused
+    with pytest.raises(ValueError, match="not both"):
+        TrainConfig.model_validate({**data, "validation": {"flights": [flight], "sources": [flight]}})

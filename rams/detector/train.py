@@ -44,6 +44,7 @@ from rams.classes import CLASS_NAMES
 from rams.detector.augment import AugmentConfig, augment
 from rams.detector.bundle import max_object_px, save_bundle
 from rams.detector.datasets import (
+    OrthoSourceConfig,
     Sample,
     SourceConfig,
     SourceContext,
@@ -96,9 +97,13 @@ class ValidationConfig(_Strict):
     """Whole synthetic scenes instead of chips (:mod:`rams.detector.valscenes`): rendered once at the model GSD,
     tiled as ``rams detect`` tiles a mosaic, every item and hectare counted once, as ``rams evaluate`` counts.
     Epochs are chosen, and the card's operating-point thresholds set, on hectares of ground."""
+    flights: list[OrthoSourceConfig] = Field(default_factory=list)
+    """Whole annotated orthomosaics (``kind: ortho`` entries: raster, annotations, layer, class_column, class_map,
+    ...; the sampling fractions are not used), read tile by tile as ``rams detect`` reads them and counted like
+    ``scenes``: a site's own held-out flights. Items are the annotations (box centre; size = the box's long side)."""
     n_chips: int = Field(default=150, ge=1)
     chip_size_px: int = Field(default=512, ge=32)
-    """Side of the held-out chips; with ``scenes``, of the tiles the scenes are cut into."""
+    """Side of the held-out chips; with ``scenes`` / ``flights``, of the tiles they are cut into."""
     seed: int = 999
     fp_per_ha: float = Field(default=10.0, gt=0)
     """False-positive budget at which recall is measured and the best checkpoint chosen."""
@@ -126,8 +131,8 @@ class ValidationConfig(_Strict):
 
     @model_validator(mode="after")
     def _one_kind(self) -> ValidationConfig:
-        if self.scenes and self.sources:
-            raise ValueError("validation: give sources (held-out chips) or scenes (whole scenes), not both")
+        if (self.scenes or self.flights) and self.sources:
+            raise ValueError("validation: give sources (held-out chips) or scenes / flights (whole ground), not both")
         return self
 
 
@@ -321,7 +326,7 @@ class ValSet:
 
 def build_val_set(cfg: TrainConfig, ctx: SourceContext, num_workers: int) -> ValSet:
     """Render / read the held-out set once (no augmentation): whole scenes if configured, else chips."""
-    if cfg.validation.scenes:
+    if cfg.validation.scenes or cfg.validation.flights:
         from rams.detector.valscenes import build_scene_val_set
 
         return build_scene_val_set(cfg, ctx.classes, ctx.bands, num_workers)
@@ -747,8 +752,8 @@ def train(
     for s in sources:
         log.info("source: %s", s.describe())
     num_workers = cfg.num_workers
-    if cfg.validation.scenes:
-        log.info("rendering %d held-out scenes", len(cfg.validation.scenes))
+    if cfg.validation.scenes or cfg.validation.flights:
+        log.info("preparing %d held-out scenes and %d flights", len(cfg.validation.scenes), len(cfg.validation.flights))
     else:
         log.info("building %d held-out chips", cfg.validation.n_chips)
     val = build_val_set(cfg, ctx, num_workers)
@@ -1010,8 +1015,13 @@ def _held_out_what(cfg: TrainConfig, metrics: dict[str, Any], best_step: int) ->
     if metrics.get("n_scenes"):
         from rams.detector.valscenes import describe_scenes
 
-        data = (f"{metrics.get('n_scenes')} whole synthetic scenes ({describe_scenes(cfg.validation.scenes)}; "
-                f"{metrics.get('n_chips')} tiles with cores)")  # fmt: skip
+        parts = []
+        scenes, flights = cfg.validation.scenes, cfg.validation.flights
+        if scenes:
+            parts.append(f"{len(scenes)} whole synthetic scenes ({describe_scenes(scenes)})")
+        if flights:
+            parts.append(f"{len(flights)} whole flights ({', '.join(f.raster for f in flights)})")
+        data = f"{' and '.join(parts)}; {metrics.get('n_chips')} tiles with cores"
     else:
         data = f"{metrics.get('n_chips')} held-out chips"
     return (

@@ -21,6 +21,8 @@ neither way.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -33,8 +35,10 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-#: Largest validation scene (pixels at the model GSD); a scene is rendered whole, in memory.
+#: Largest validation scene (pixels at its render GSD); a scene is rendered whole, in memory.
 MAX_SCENE_MPX = 100.0
+#: Most memory the held-out tiles (image bands + validity) may take.
+MAX_HELD_GB = 4.0
 
 
 class ValSceneConfig(BaseModel):
@@ -91,12 +95,25 @@ def _synth_bands(bands: tuple[str, ...]) -> str:
     )
 
 
+@dataclass
+class _Ground:
+    """One scene or flight of the held-out set, on the model-GSD grid."""
+
+    name: str
+    height: int
+    width: int
+    read: Callable[[int, int, int, int], tuple[np.ndarray, np.ndarray]]
+    """(row, col, rows, cols) -> (uint8 image (bands, rows, cols), bool valid), inside the grid."""
+    xy: np.ndarray  # float (M, 2): item centres, grid pixels
+    labels: np.ndarray  # int (M,): model class index
+    countable: np.ndarray  # bool (M,): learnt class, long enough (imaged is checked on the tiles)
+
+
 def build_scene_val_set(cfg: TrainConfig, classes: tuple[str, ...], bands: tuple[str, ...], workers: int = 0
                         ) -> ValSet:
-    """Render ``cfg.validation.scenes`` at the model GSD and cut them into tiles with cores (see module doc)."""
+    """Render ``validation.scenes`` and open ``validation.flights`` at the model GSD, cut them into tiles with
+    cores (see module doc) and put them side by side in one frame."""
     from rams.detector.train import ValSet
-    from rams.synth.scene import SynthConfig, build_scene
-    from rams.synth.writer import render_scene
     from rams.tiling import axis_core_bounds, axis_starts
 
     vcfg = cfg.validation
@@ -107,17 +124,92 @@ def build_scene_val_set(cfg: TrainConfig, classes: tuple[str, ...], bands: tuple
             f"validation.chip_size_px {tile} must exceed the tile overlap ({overlap} px, the largest item plus a "
             "margin) for whole-scene validation; raise it (e.g. 512)"
         )
-    gsd = cfg.gsd_m
-    lookup = {name: i for i, name in enumerate(classes)}
-    synth_bands = _synth_bands(bands)
+    grounds = _scene_grounds(cfg, classes, bands, workers) + _flight_grounds(cfg, classes, bands)
+    # the tiles go straight into one array (at most every tile of every ground; trimmed by a view at the end)
+    n_max = sum(len(axis_starts(g.height, tile, overlap)) * len(axis_starts(g.width, tile, overlap)) for g in grounds)
+    need_gb = n_max * tile * tile * (len(bands) + 1) / 1e9
+    if need_gb > MAX_HELD_GB:
+        raise ConfigError(
+            f"validation scenes/flights need {need_gb:.1f} GB of tiles in memory (at most {MAX_HELD_GB:g}); use fewer "
+            "or smaller ones (crop a flight: gdal_translate -projwin)"
+        )
+    images = np.zeros((n_max, len(bands), tile, tile), np.uint8)
+    valids = np.zeros((n_max, tile, tile), bool)
     offsets: list[tuple[float, float]] = []
     cores: list[tuple[int, int, int, int]] = []
     t_xy: list[np.ndarray] = []
     t_lab: list[np.ndarray] = []
     t_keep: list[np.ndarray] = []
-    scfgs = []
-    factors = []
-    for spec in vcfg.scenes:
+    k = 0
+    frame_x = 0.0
+    area_px = 0
+    for g in grounds:
+        H, W = g.height, g.width
+        rows, cols = axis_starts(H, tile, overlap), axis_starts(W, tile, overlap)
+        row_cores, col_cores = axis_core_bounds(H, tile, rows), axis_core_bounds(W, tile, cols)
+        owner: dict[tuple[int, int], int] = {}
+        g_area = 0
+        for i, (r0, (a, b)) in enumerate(zip(rows, row_cores, strict=True)):
+            for j, (c0, (c, d)) in enumerate(zip(cols, col_cores, strict=True)):
+                hh, ww = min(tile, H - r0), min(tile, W - c0)
+                im, va = g.read(r0, c0, hh, ww)
+                owned = int(va[a - r0 : b - r0, c - c0 : d - c0].sum())
+                if owned == 0:
+                    continue  # owns no imaged ground: rams detect skips such tiles too
+                images[k, :, :hh, :ww] = im
+                valids[k, :hh, :ww] = va
+                owner[(i, j)] = k
+                offsets.append((frame_x + c0, float(r0)))
+                cores.append((c - c0, a - r0, d - c0, b - r0))
+                g_area += owned
+                k += 1
+        area_px += g_area
+        # an item counts only where its owning tile saw imaged ground under its centre
+        imaged = np.zeros(len(g.xy), bool)
+        row_ends = np.array([b for _, b in row_cores])
+        col_ends = np.array([d for _, d in col_cores])
+        for m, (x, y) in enumerate(g.xy):
+            if not (0 <= x < W and 0 <= y < H):
+                continue
+            i, j = int(np.searchsorted(row_ends, y, side="right")), int(np.searchsorted(col_ends, x, side="right"))
+            kk = owner.get((i, j))
+            if kk is not None:
+                imaged[m] = bool(valids[kk, int(y) - rows[i], int(x) - cols[j]])
+        t_keep.append(g.countable & imaged)
+        t_lab.append(g.labels)
+        t_xy.append(g.xy + np.array([frame_x, 0.0]))
+        frame_x += W + 10 * tile  # grounds lie far apart in the shared frame: no match crosses between them
+        log.info("validation %s: %d items (%d counted), %.3f ha imaged", g.name, len(g.xy), int(t_keep[-1].sum()),
+                 g_area * cfg.gsd_m**2 / 1e4)  # fmt: skip
+    if k == 0:
+        raise ConfigError("validation scenes/flights hold no imaged ground; check their sizes and masks")
+    return ValSet(
+        images=images[:k],
+        valid=valids[:k],
+        offsets=np.asarray(offsets, np.float64),
+        cores=np.asarray(cores, np.int64),
+        truth_xy=np.concatenate(t_xy).reshape(-1, 2),
+        truth_labels=np.concatenate(t_lab).astype(np.int64),
+        truth_keep=np.concatenate(t_keep).astype(bool),
+        area_px=area_px,
+        n_scenes=len(grounds),
+    )
+
+
+def _scene_grounds(cfg: TrainConfig, classes: tuple[str, ...], bands: tuple[str, ...], workers: int) -> list[_Ground]:
+    """``validation.scenes``, rendered whole in memory (lazily, one at a time, when first read)."""
+    from rams.synth.scene import SynthConfig, build_scene
+    from rams.synth.writer import render_scene
+
+    vcfg = cfg.validation
+    if not vcfg.scenes:
+        return []
+    gsd = cfg.gsd_m
+    lookup = {name: i for i, name in enumerate(classes)}
+    synth_bands = _synth_bands(bands)
+    grounds = []
+    held: dict[int, tuple[np.ndarray, np.ndarray]] = {}  # the one scene being tiled (the next read drops it)
+    for si, spec in enumerate(vcfg.scenes):
         w_m, h_m = spec.size_m
         f = 1
         if spec.source_gsd_m is not None:
@@ -127,7 +219,6 @@ def build_scene_val_set(cfg: TrainConfig, classes: tuple[str, ...], bands: tuple
                     f"validation scene {spec.describe()}: source_gsd_m {spec.source_gsd_m} must divide the model GSD "
                     f"{gsd} by a whole number (e.g. {gsd / 2:g}); other ratios are resampled, not block-averaged"
                 )
-        factors.append(f)
         try:
             scfg = SynthConfig(
                 seed=spec.seed, width_m=w_m, height_m=h_m, gsd_m=gsd / f, terrain=spec.terrain, targets=spec.targets,
@@ -140,60 +231,59 @@ def build_scene_val_set(cfg: TrainConfig, classes: tuple[str, ...], bands: tuple
                 f"validation scene {spec.describe()} is {scfg.width_px} x {scfg.height_px} px at {gsd} m; scenes are "
                 f"rendered whole in memory, keep each under {MAX_SCENE_MPX:g} Mpx (use more, smaller scenes)"
             )
-        scfgs.append(scfg)
-    # the tiles go straight into one array (at most every tile of every scene; trimmed by a view at the end)
-    n_max = sum(len(axis_starts(c.height_px // f, tile, overlap)) * len(axis_starts(c.width_px // f, tile, overlap))
-                for c, f in zip(scfgs, factors, strict=True))  # fmt: skip
-    images = np.zeros((n_max, len(bands), tile, tile), np.uint8)
-    valids = np.zeros((n_max, tile, tile), bool)
-    k = 0
-    frame_x = 0.0
-    area_px = 0
-    for spec, scfg, factor in zip(vcfg.scenes, scfgs, factors, strict=True):
-        scene = build_scene(scfg)
-        img, val = render_scene(scene, scfg, workers=max(1, workers))  # the pixels `rams synth` writes
-        if factor > 1:
-            img, val = block_mean(img, val, factor)
-        H, W = val.shape
-        rows, cols = axis_starts(H, tile, overlap), axis_starts(W, tile, overlap)
-        row_cores, col_cores = axis_core_bounds(H, tile, rows), axis_core_bounds(W, tile, cols)
-        for r0, (a, b) in zip(rows, row_cores, strict=True):
-            for c0, (c, d) in zip(cols, col_cores, strict=True):
-                if not val[a:b, c:d].any():
-                    continue  # owns no imaged ground: rams detect skips such tiles too
-                hh, ww = min(tile, H - r0), min(tile, W - c0)
-                images[k, :, :hh, :ww] = img[:, r0 : r0 + hh, c0 : c0 + ww]
-                valids[k, :hh, :ww] = val[r0 : r0 + hh, c0 : c0 + ww]
-                k += 1
-                offsets.append((frame_x + c0, float(r0)))
-                cores.append((c - c0, a - r0, d - c0, b - r0))
-        area_px += int(val.sum())
+        scene = build_scene(scfg)  # the draw only (cheap); pixels are rendered on first read
+
+        def read(r0: int, c0: int, h: int, w: int, si: int = si, scene: Any = scene, scfg: Any = scfg, f: int = f
+                 ) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
+            if si not in held:
+                held.clear()
+                img, val = render_scene(scene, scfg, workers=max(1, workers))  # the pixels `rams synth` writes
+                held[si] = block_mean(img, val, f) if f > 1 else (img, val)
+            img, val = held[si]
+            return img[:, r0 : r0 + h, c0 : c0 + w], val[r0 : r0 + h, c0 : c0 + w]
+
         n = len(scene.targets)
-        xy = np.array([[s.x_m / gsd, s.y_m / gsd] for s in scene.targets], np.float64).reshape(n, 2)
-        labels = np.array([lookup.get(s.cls or "", -1) for s in scene.targets], np.int64)
-        length_px = np.array([s.length_m / gsd for s in scene.targets], np.float64)
-        ci = np.clip(np.floor(xy[:, 0]).astype(int), 0, W - 1) if n else np.zeros(0, int)
-        ri = np.clip(np.floor(xy[:, 1]).astype(int), 0, H - 1) if n else np.zeros(0, int)
-        imaged = val[ri, ci] if n else np.zeros(0, bool)
-        t_keep.append((labels >= 0) & (length_px >= vcfg.min_size_px) & imaged)
-        t_lab.append(np.maximum(labels, 0))
-        t_xy.append(xy + np.array([frame_x, 0.0]))
-        frame_x += W + 10 * tile  # scenes lie far apart in the shared frame: no match crosses between them
-        log.info("validation scene %s: %d items (%d counted), %.3f ha imaged", spec.describe(), n,
-                 int(t_keep[-1].sum()), val.sum() * gsd**2 / 1e4)  # fmt: skip
-    if k == 0:
-        raise ConfigError("validation.scenes hold no imaged ground; check their sizes")
-    return ValSet(
-        images=images[:k],
-        valid=valids[:k],
-        offsets=np.asarray(offsets, np.float64),
-        cores=np.asarray(cores, np.int64),
-        truth_xy=np.concatenate(t_xy).reshape(-1, 2),
-        truth_labels=np.concatenate(t_lab),
-        truth_keep=np.concatenate(t_keep).astype(bool),
-        area_px=area_px,
-        n_scenes=len(vcfg.scenes),
-    )
+        grounds.append(_Ground(
+            name=f"scene {spec.describe()}",
+            height=scfg.height_px // f,
+            width=scfg.width_px // f,
+            read=read,
+            xy=np.array([[s.x_m / gsd, s.y_m / gsd] for s in scene.targets], np.float64).reshape(n, 2),
+            labels=np.array([max(lookup.get(s.cls or "", -1), 0) for s in scene.targets], np.int64),
+            countable=np.array([(s.cls or "") in lookup and s.length_m / gsd >= vcfg.min_size_px
+                                for s in scene.targets], bool),  # fmt: skip
+        ))
+    return grounds
+
+
+def _flight_grounds(cfg: TrainConfig, classes: tuple[str, ...], bands: tuple[str, ...]) -> list[_Ground]:
+    """``validation.flights``: annotated orthomosaics read tile by tile through :mod:`rams.raster` at the model GSD
+    (as ``rams detect`` reads them), their annotations as items (box centre; size = the box's long side)."""
+    from rasterio.windows import Window
+
+    from rams.detector.datasets import OrthoSource, SourceContext
+
+    vcfg = cfg.validation
+    grounds = []
+    for fcfg in vcfg.flights:
+        src = OrthoSource(fcfg, SourceContext(classes, bands, cfg.gsd_m, vcfg.chip_size_px))
+        b = src.boxes
+
+        def read(r0: int, c0: int, h: int, w: int, src: Any = src) -> tuple[np.ndarray, np.ndarray]:
+            td = src._get_reader().read(Window(c0, r0, w, h))
+            return np.rint(np.clip(td.image, 0.0, 1.0) * 255.0).astype(np.uint8), td.valid
+
+        long_side = np.maximum(b[:, 2] - b[:, 0], b[:, 3] - b[:, 1])
+        grounds.append(_Ground(
+            name=f"flight {fcfg.raster}",
+            height=src.grid.height,
+            width=src.grid.width,
+            read=read,
+            xy=np.stack([(b[:, 0] + b[:, 2]) / 2, (b[:, 1] + b[:, 3]) / 2], axis=1).astype(np.float64),
+            labels=src.labels.astype(np.int64),
+            countable=~src.ignore & (long_side >= vcfg.min_size_px),
+        ))
+    return grounds
 
 
 def block_mean(image: np.ndarray, valid: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
