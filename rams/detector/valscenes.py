@@ -1,4 +1,5 @@
-"""Whole synthetic scenes as a training run's held-out set (``validation.scenes``).
+"""Whole synthetic scenes (``validation.scenes``) or annotated flights (``validation.flights``) as a training run's
+held-out set.
 
 A few hundred held-out chips hold too few items to choose between epochs (docs/detector.md: a stage-3 run kept
 its step-750 checkpoint on 150 chips, worse on whole scenes than its last one), and chips drawn around targets
@@ -11,6 +12,9 @@ apart from the others. A detection counts where its tile owns its centre; an ite
 coordinates; the area is the imaged ground of the scenes. So recall at a false-alarm rate per hectare is counted
 over hectares of ground, as ``rams evaluate`` counts it, and the operating-point thresholds written into the
 bundle's card are set on them.
+
+``validation.flights`` treats a site's own annotated orthomosaics the same way, read tile by tile through
+:mod:`rams.raster` at the model GSD (as ``rams detect`` reads them), the annotations as items.
 
 Items are those of ``rams synth``'s truth layer: a class the model learns, at least ``min_size_px`` long
 (``length_m`` at the model GSD, as ``scripts/eval_model.py`` counts), with its centre on imaged ground. Other
