@@ -2,9 +2,9 @@
 held-out set.
 
 A few hundred held-out chips hold too few items to choose between epochs (docs/detector.md: a stage-3 run kept
-its step-750 checkpoint on 150 chips, worse on whole scenes than its last one), and chips drawn around targets
-put far more items per hectare in front of the model than a survey does, so a false-alarm budget set on them
-does not hold on a flight. This module renders whole scenes once, in memory, with the pixels ``rams synth``
+its step-750 checkpoint on 150 chips, worse than its last one on the 24 calibration scenes), and chips drawn
+around targets put far more items per hectare in front of the model than a survey does, so a false-alarm budget
+set on them does not hold on a flight. This module renders whole scenes once, in memory, with the pixels ``rams synth``
 writes (:func:`rams.synth.writer.render_scene`; no GDAL: it runs where ``python -m rams.detector.train`` runs),
 cuts them into overlapping tiles with cores exactly as ``rams detect`` does (:mod:`rams.tiling`: every ground
 point is owned by one tile), and hands :func:`rams.detector.train.validate` one frame in which every scene lies
