@@ -39,3 +39,21 @@ def test_bad_values_and_files(tmp_path: Path) -> None:
     lst.write_text("- 1\n- 2\n")
     with pytest.raises(ConfigError, match="mapping"):
         load_config(TilingConfig, lst)
+
+
+def test_every_training_config_in_configs_parses() -> None:
+    """The committed training recipes (shipped, experiments, fine-tuning) load as TrainConfig (no typo waits for a
+    GPU session to fail); whole-scene validation configs list their scenes."""
+    from pathlib import Path
+
+    from rams.detector.train import load_train_config
+
+    root = Path(__file__).resolve().parents[1] / "configs"
+    paths = sorted([*root.glob("train-*.yaml"), *root.glob("experiment-*.yaml"), *root.glob("finetune-*.yaml")])
+    assert len(paths) >= 10
+    for p in paths:
+        cfg = load_train_config(p)
+        assert cfg.sources, p
+    gpu = load_train_config(root / "experiment-small-05cm-gpu.yaml")
+    assert len(gpu.validation.scenes) == 18 and not gpu.validation.sources
+    assert {s.targets for s in gpu.validation.scenes} == {"scatterable"}
