@@ -278,6 +278,33 @@ def _mask_kind(src: DatasetReader) -> tuple[str, int | None]:
     return "none", None
 
 
+def _unused_alpha(src: DatasetReader) -> int | None:
+    """1-based index of an alpha band that GDAL does not turn into the dataset mask, else None.
+
+    GDAL uses an alpha band as the mask of 2- and 4-band files only (grey + alpha, RGBA); in a file of 5 or more
+    bands (RGB + NIR + alpha, multispectral + alpha) ``dataset_mask()`` says every pixel is valid, and the unimaged
+    collar would be analysed as ground. Such an alpha band is read explicitly (:func:`_read_valid`)."""
+    from rasterio.enums import MaskFlags
+
+    kind, alpha = _mask_kind(src)
+    if kind != "alpha" or alpha is None or MaskFlags.alpha in src.mask_flag_enums[0]:
+        return None
+    return alpha
+
+
+def _read_valid(ds: Any, alpha: int | None, all_valid: bool, **read_kw: Any) -> np.ndarray:
+    """Validity of a read (``window``, ``out_shape``, ``resampling`` as for ``read``): from the dataset mask, or from
+    the alpha band ``alpha`` GDAL ignores (see :func:`_unused_alpha`; opaque = 255 for 8-bit alpha, the type's
+    maximum otherwise). ``all_valid``: only pixels whose whole footprint is valid (the mask averages to opaque);
+    else pixels with any valid part."""
+    if alpha is not None:
+        a = ds.read(alpha, **read_kw)
+        opaque = 255 if a.dtype == np.uint8 else (np.iinfo(a.dtype).max if np.issubdtype(a.dtype, np.integer) else 1)
+        return np.asarray(a >= opaque if all_valid else a > 0)
+    m = ds.dataset_mask(**read_kw)
+    return np.asarray(m == 255 if all_valid else m > 0)
+
+
 def _not_all_zero(data: np.ndarray) -> np.ndarray:
     """Pixels of ``(bands, rows, cols)`` data that are not 0 in every band."""
     return np.asarray((data != 0).any(axis=0))
@@ -347,8 +374,8 @@ def valid_footprint(src: DatasetReader, max_px: int = 1024) -> tuple[Any, float]
     if _mask_kind(src)[0] == ZERO_COLLAR:  # decimated by averaging: a cell is 0 only if all under it is 0
         valid = _not_all_zero(src.read(out_shape=(src.count, h, w), resampling=Resampling.average)).astype(np.uint8)
     else:
-        mask = src.dataset_mask(out_shape=(h, w), resampling=Resampling.average)
-        valid = (mask > 0).astype(np.uint8)
+        valid = _read_valid(src, _unused_alpha(src), False, out_shape=(h, w), resampling=Resampling.average)
+        valid = valid.astype(np.uint8)
     t = src.transform @ Affine.scale(src.width / w, src.height / h)
     polys = [shape(g) for g, v in features.shapes(valid, mask=valid.astype(bool), transform=t) if v == 1]
     frac = float(valid.mean())
@@ -371,14 +398,14 @@ def coarse_valid_mask(src: DatasetReader, grid: Grid, max_px: int = 2048) -> tup
             src, crs=grid.crs, transform=t, width=w, height=h, resampling=Resampling.nearest,
             add_alpha=_mask_kind(src)[0] in ("none", ZERO_COLLAR),
         ) as vrt:
-            m = vrt.dataset_mask() > 0
+            m = _read_valid(vrt, _unused_alpha(src), False)
             if zero:
                 m &= _not_all_zero(vrt.read(list(range(1, src.count + 1))))
     else:
         t = src.transform @ Affine.scale(src.width / w, src.height / h)
         if zero:
             return _not_all_zero(src.read(out_shape=(src.count, h, w), resampling=Resampling.average)), t
-        m = src.dataset_mask(out_shape=(h, w), resampling=Resampling.average) > 0
+        m = _read_valid(src, _unused_alpha(src), False, out_shape=(h, w), resampling=Resampling.average)
     return m, t
 
 
@@ -539,7 +566,7 @@ def dim_values_note(src: DatasetReader, bands: Sequence[int], value_range: tuple
             c = int((src.width - min(size, src.width)) * (j + 0.5) / grid_n)
             win = Window(c, r, min(size, src.width), min(size, src.height))
             data = src.read(list(bands), window=win)
-            ok = (src.dataset_mask(window=win) == 255) & (data != 0).any(axis=0)
+            ok = _read_valid(src, _unused_alpha(src), True, window=win) & (data != 0).any(axis=0)
             vals.append(data[:, ok].ravel())
     v = np.concatenate(vals) if vals else np.empty(0)
     if v.size < 100:
@@ -598,6 +625,7 @@ class OrthoReader:
         _ensure_gdal_cache()
         self._cache_checked = False
         self._mask_kind, self._alpha = _mask_kind(src)
+        self._unused_alpha = _unused_alpha(src)
         self._vrt: WarpedVRT | None = None
         # Integer ratio between model and mosaic GSD (0.5 cm -> 1 cm: 2): use the exact, fast block mean.
         self._factor: int | None = None
@@ -705,7 +733,7 @@ class OrthoReader:
         out_shape = (len(self.bands), int(inner.height), int(inner.width))
         if self._vrt is not None:
             data = self._vrt.read(self.bands, window=inner)
-            valid = self._vrt.dataset_mask(window=inner) == 255
+            valid = _read_valid(self._vrt, self._unused_alpha, True, window=inner)
             if self._mask_kind == ZERO_COLLAR:
                 valid &= _not_all_zero(data)
             return data, valid, 1
@@ -727,8 +755,8 @@ class OrthoReader:
         src_win = Window(col0, row0, max(col1 - col0, 1e-6), max(row1 - row0, 1e-6))
         data = self.src.read(self.bands, window=src_win, out_shape=out_shape, resampling=self.resampling)
         # A resampled pixel is valid only if every source pixel under it was valid (average == 255).
-        m = self.src.dataset_mask(window=src_win, out_shape=out_shape[1:], resampling=Resampling.average)
-        valid = m == 255
+        valid = _read_valid(self.src, self._unused_alpha, True, window=src_win, out_shape=out_shape[1:],
+                            resampling=Resampling.average)  # fmt: skip
         if self._mask_kind == ZERO_COLLAR:  # resampled: a pixel is 0 where all under it is (edge pixels stay)
             valid &= _not_all_zero(data)
         return data, valid, 1
@@ -773,7 +801,7 @@ class OrthoReader:
         elif self._mask_kind == "none":
             valid_src = None
         else:
-            valid_src = self.src.dataset_mask(window=src_win) == 255
+            valid_src = _read_valid(self.src, self._unused_alpha, True, window=src_win)
         if k == 1:
             valid = np.ones(data.shape[1:], bool) if valid_src is None else valid_src
             return data, valid, 1

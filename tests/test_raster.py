@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -500,3 +501,34 @@ def test_palette_image_is_refused_with_the_expand_fix(tmp_path: Path) -> None:
         dst.write_colormap(1, {i: (i, 255 - i, i // 2, 255) for i in range(256)})
     with open_raster(p) as src, pytest.raises(BandError, match="palette.*gdal_translate -expand rgba"):
         select_bands(src, RGB)
+
+
+@pytest.mark.parametrize("crs", [None, "EPSG:4326"])
+def test_alpha_of_a_five_band_file_is_the_mask_on_every_read_path(make_geotiff, crs: str | None) -> None:
+    """GDAL turns alpha into the dataset mask only for 2- and 4-band files: in RGB + NIR + alpha (5 bands) its
+    dataset_mask() calls every pixel valid. rams reads that alpha itself: the unimaged third is not imaged at 1:1,
+    in the 2x2 block mean, resampled (1.3 cm), warped (EPSG:4326), in the footprint and in the coarse mask."""
+    from rams.raster import coarse_valid_mask, target_grid, valid_footprint
+
+    am = np.full((300, 300), 255, np.uint8)
+    am[:, 200:] = 0
+    ci = [ColorInterp.red, ColorInterp.green, ColorInterp.blue, ColorInterp.undefined, ColorInterp.alpha]
+    kw: dict[str, Any] = {}
+    if crs is not None:
+        from affine import Affine
+
+        kw = {"crs": crs, "transform": Affine(1e-7, 0, 45.0, 0, -1e-7, 40.0)}  # ~0.9 x 1.1 cm at 40 N
+    p = make_geotiff(height=300, width=300, bands=4, alpha=True, alpha_mask=am, colorinterp=ci, **kw)
+    with open_raster(p) as src:
+        assert src.count == 5 and float(src.dataset_mask().mean()) == 255.0  # GDAL's own mask: all valid
+        fp, frac = valid_footprint(src)
+        assert frac == pytest.approx(2 / 3, abs=0.02)
+        for gsd in (0.01, 0.013, 0.02):
+            reader = make_reader(src, RGB, gsd, ReadConfig())
+            g = reader.grid
+            td = reader.read(Window(0, 0, g.width, g.height))
+            reader.close()
+            assert td.valid.mean() == pytest.approx(2 / 3, abs=0.03), (gsd, reader._factor)
+            assert not td.image[:, ~td.valid].any()  # invalid pixels never carry image content
+        m, _ = coarse_valid_mask(src, target_grid(src, 0.01))
+        assert m.mean() == pytest.approx(2 / 3, abs=0.03)
