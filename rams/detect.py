@@ -263,7 +263,7 @@ def plan_detect(
         if vr is None and nbits_of(src, bands[0]) is None and (note := dim_values_note(src, bands, value_range)):
             warnings.append(note)
             log.warning(note)
-        aoi_geom = _load_aoi(aoi, aoi_layer, grid) if aoi is not None else None
+        aoi_geom = _load_aoi(aoi, aoi_layer, grid, warnings) if aoi is not None else None
         overlap_px = cfg.overlap_px if cfg.overlap_px is not None else card.overlap_px
         tile_px = cfg.tile_size_px or default_tile_px(grid, card.tile_size_px, overlap_px, LARGE_TILE_PX)
         batch_size = cfg.batch_size or max(1, BATCH_PIXELS // (tile_px * tile_px))
@@ -794,8 +794,8 @@ def _thresholds(card: Any, cfg: DetectConfig) -> dict[str, float]:
     return dict(card.thresholds(name))
 
 
-def _load_aoi(path: Path, layer: str | None, grid: Grid) -> Any:
-    from shapely import union_all
+def _load_aoi(path: Path, layer: str | None, grid: Grid, warnings: list[str] | None = None) -> Any:
+    from shapely import make_valid, union_all
     from shapely.geometry import box
 
     from rams.layers import read_layer
@@ -808,8 +808,20 @@ def _load_aoi(path: Path, layer: str | None, grid: Grid) -> Any:
         raise AOIError(str(err)) from err
     if gdf.empty:
         raise AOIError(f"area-of-interest layer in {path} has no features; give the SHA polygons to analyse")
-    geoms = gdf.to_crs(grid.crs).geometry
-    geom = union_all([g for g in geoms if g is not None and not g.is_empty]).buffer(0)
+    geoms = [g for g in gdf.to_crs(grid.crs).geometry if g is not None and not g.is_empty]
+    # repaired, never truncated: buffer(0) keeps one lobe of a self-intersecting (bow-tie) SHA outline, make_valid
+    # keeps all of it, as rams quality and rams reduce read the same polygons
+    n_bad = sum(1 for g in geoms if not g.is_valid)
+    from rams.sha import polygonal
+
+    geom = polygonal(union_all([make_valid(g) for g in geoms]))  # (make_valid may leave lines of collapsed parts)
+    if n_bad:
+        note = (f"{n_bad} area-of-interest polygon(s) in {path} were invalid (e.g. self-intersecting) and were "
+                "repaired (shapely make_valid); check the SHA outline in QGIS (Vector > Geometry Tools > Check "
+                "Validity)")
+        log.warning(note)
+        if warnings is not None:
+            warnings.append(note)
     if geom.is_empty or not geom.intersects(box(*grid.bounds_map)):
         raise AOIError(
             f"area of interest {path} does not overlap the orthomosaic; check that both show the same place "

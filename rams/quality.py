@@ -769,7 +769,7 @@ def assess_dataset(
         gap_parts.append(not_imaged_acc if aoi_geom is None else not_imaged_acc.intersection(aoi_geom))
     if aoi_geom is not None:
         gap_parts.append(aoi_geom.difference(grid_box))
-    not_imaged = _polygonal(union_all([g for g in gap_parts if not g.is_empty])) if gap_parts else None
+    not_imaged = polygonal(union_all([g for g in gap_parts if not g.is_empty])) if gap_parts else None
     if not_imaged is not None and not not_imaged.is_empty:
         parts = list(not_imaged.geoms) if isinstance(not_imaged, MultiPolygon) else [not_imaged]
         for k, part in enumerate(parts):
@@ -818,7 +818,7 @@ def _layer_chunk(rows: list[dict[str, Any]], geoms: list[Any], aoi_geom: Any, cr
         geoms = [g.intersection(aoi_geom) for g in geoms]
     keep = [i for i, g in enumerate(geoms) if not g.is_empty and g.area > 0]
     rows = [rows[i] for i in keep]
-    geoms = [_polygonal(geoms[i]) for i in keep]
+    geoms = [polygonal(geoms[i]) for i in keep]
     layer = gpd.GeoDataFrame(rows, columns=COLUMNS[:-1], geometry=geoms, crs=crs)
     layer["area_m2"] = layer.geometry.area
     layer = gpd.GeoDataFrame(layer[[*COLUMNS, "geometry"]], geometry="geometry", crs=crs)
@@ -828,7 +828,7 @@ def _layer_chunk(rows: list[dict[str, Any]], geoms: list[Any], aoi_geom: Any, cr
     return layer
 
 
-def _polygonal(geom: Any) -> Any:
+def polygonal(geom: Any) -> Any:
     """Only the polygonal part of a geometry (intersections can leave lines and points on shared edges)."""
     from shapely.geometry import GeometryCollection, MultiPolygon, Polygon
 

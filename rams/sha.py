@@ -149,7 +149,7 @@ def _plain(v: Any) -> Any:
     return v
 
 
-def _polygonal(geom: Any) -> Any:
+def polygonal(geom: Any) -> Any:
     """Valid, polygon-only version of a geometry (drops the lines/points overlays leave on shared edges)."""
     from shapely import make_valid
     from shapely.geometry import GeometryCollection, MultiPolygon, Polygon
@@ -163,7 +163,7 @@ def _polygonal(geom: Any) -> Any:
     polys: list[Polygon] = []
     if isinstance(geom, GeometryCollection):
         for g in geom.geoms:
-            p = _polygonal(g)
+            p = polygonal(g)
             if isinstance(p, Polygon) and not p.is_empty:
                 polys.append(p)
             elif isinstance(p, MultiPolygon):
@@ -174,7 +174,7 @@ def _polygonal(geom: Any) -> Any:
 def _parts(geom: Any) -> list[Any]:
     from shapely.geometry import MultiPolygon, Polygon
 
-    g = _polygonal(geom)
+    g = polygonal(geom)
     if isinstance(g, MultiPolygon):
         return list(g.geoms)
     if isinstance(g, Polygon) and not g.is_empty:
@@ -190,7 +190,7 @@ def _clean(geom: Any) -> Any:
     if geom.is_empty:
         return geom
     snapped = shapely.set_precision(geom, grid_size=0.001)
-    return _polygonal(shapely.simplify(snapped, 0.0))
+    return polygonal(shapely.simplify(snapped, 0.0))
 
 
 def _drop_small(geom: Any, min_area: float) -> Any:
@@ -212,7 +212,7 @@ def _union_clipped(gdf: gpd.GeoDataFrame | None, clip: Any) -> Any:
     idx = gdf.sindex.query(clip, predicate="intersects")
     if len(idx) == 0:
         return Polygon()
-    return _polygonal(union_all(gdf.geometry.values[idx]).intersection(clip))
+    return polygonal(union_all(gdf.geometry.values[idx]).intersection(clip))
 
 
 def _opening(geom: Any, width_m: float) -> Any:
@@ -221,7 +221,7 @@ def _opening(geom: Any, width_m: float) -> Any:
         return geom
     r = width_m / 2.0
     opened = geom.buffer(-r, join_style="mitre").buffer(r, join_style="mitre")
-    return _polygonal(opened.intersection(geom))
+    return polygonal(opened.intersection(geom))
 
 
 def resolve_id_column(sha: gpd.GeoDataFrame, wanted: str | None) -> str | None:
@@ -349,7 +349,7 @@ def reduce_sha(
     can_geoms: list[Any] = []
     hazard_hit: set[int] = set()
     for i, sid in enumerate(ids):
-        area_geom = _polygonal(sha_m.geometry.iloc[i])
+        area_geom = polygonal(sha_m.geometry.iloc[i])
         a_sha = area_geom.area
         evid = _union_clipped(haz_m, area_geom)
         if haz_m is not None and not haz_m.empty:
@@ -366,17 +366,17 @@ def reduce_sha(
             cov = Polygon()
         else:
             cov = area_geom
-        adequate = _polygonal(qa.intersection(cov))
-        cand = _polygonal(adequate.difference(evid))
+        adequate = polygonal(qa.intersection(cov))
+        cand = polygonal(adequate.difference(evid))
         if detector_unproven:
             cand = Polygon()
         cand = _opening(cand, cfg.min_cancellation_width_m)
         if cfg.simplify_cancellation_m > 0 and not cand.is_empty:
             tol = cfg.simplify_cancellation_m
             shrunk = cand.buffer(-tol, join_style="mitre").simplify(tol, preserve_topology=True)
-            cand = _polygonal(shrunk.intersection(cand))  # within tol of the eroded outline: inside cand
+            cand = polygonal(shrunk.intersection(cand))  # within tol of the eroded outline: inside cand
         cancel = _clean(_drop_small(cand, max(cfg.min_cancellation_area_m2, cfg.sliver_area_m2)))
-        remaining = _polygonal(area_geom.difference(cancel))
+        remaining = polygonal(area_geom.difference(cancel))
         a_cancel = cancel.area
         a_remain = max(0.0, a_sha - a_cancel)
         # Split the remaining area by reason, first reason first; pieces are disjoint by construction.
@@ -388,13 +388,13 @@ def reduce_sha(
             order = [
                 ("evidence", evid),
                 ("inadequate imaging", qi),
-                ("not analysed", _polygonal(qa.difference(cov))),
+                ("not analysed", polygonal(qa.difference(cov))),
                 ("detector not validated" if detector_unproven else "below minimum size", adequate),
                 ("not imaged", area_geom),
             ]
         for reason, region in order:
-            piece = _polygonal(remaining.intersection(region).difference(taken))
-            taken = _polygonal(taken.union(piece))
+            piece = polygonal(remaining.intersection(region).difference(taken))
+            taken = polygonal(taken.union(piece))
             pieces.append((reason, piece))
         for reason, piece in pieces:
             piece = _drop_small(_clean(piece), cfg.sliver_area_m2)
@@ -416,7 +416,7 @@ def reduce_sha(
             n_items = int(inside.sum())
             n_conf = int((det_state[inside] == "confirmed").sum())
         a_adeq = adequate.area
-        a_imaged = _polygonal(qa.union(qi)).area
+        a_imaged = polygonal(qa.union(qi)).area
         if a_cancel <= 0:
             status = f"no cancellation proposed - {rec}"
         elif a_remain <= cfg.sliver_area_m2:
@@ -478,7 +478,7 @@ def reduce_sha(
         gdf = gpd.GeoDataFrame(rows, columns=columns, geometry=geoms, crs=mcrs)
         gdf = gdf.to_crs(out_crs) if len(gdf) and mcrs != out_crs else gdf.set_crs(out_crs, allow_override=True)
         gdf["geometry"] = [
-            MultiPolygon([g]) if isinstance(g, Polygon) else g for g in (_polygonal(x) for x in gdf.geometry)
+            MultiPolygon([g]) if isinstance(g, Polygon) else g for g in (polygonal(x) for x in gdf.geometry)
         ]
         return gdf
 

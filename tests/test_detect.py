@@ -257,6 +257,24 @@ def test_aoi_clips_coverage_and_detections(make_geotiff, bundle_dir: Path, tmp_p
         run_detect(ortho, tmp_path / "x.gpkg", _cfg(bundle_dir), aoi=far)
 
 
+def test_a_self_intersecting_aoi_is_repaired_whole_and_named(make_geotiff, bundle_dir: Path, tmp_path: Path) -> None:
+    """A bow-tie SHA outline (digitised with crossing edges) is analysed whole, both lobes, as rams quality and
+    rams reduce read it (buffer(0) kept one lobe: half the SHA silently not analysed), and the result says so."""
+    from shapely.geometry import Polygon
+
+    ortho = _rgba(make_geotiff)
+    x0, y0 = ORIGIN[0] + 0.5, ORIGIN[1] - 0.5
+    bow = Polygon([(x0, y0), (x0 + 2, y0 - 2), (x0 + 2, y0), (x0, y0 - 2)])  # two 1 m2 triangles
+    assert not bow.is_valid
+    aoi = tmp_path / "bow.gpkg"
+    gpd.GeoDataFrame({"sha_id": ["SHA-1"]}, geometry=[bow], crs=32638).to_file(aoi)
+    out = tmp_path / "b.gpkg"
+    s = run_detect(ortho, out, _cfg(bundle_dir), aoi=aoi)
+    cov = pyogrio.read_dataframe(out, layer="coverage").geometry.iloc[0]
+    assert cov.area == pytest.approx(2.0, rel=1e-3)
+    assert any("were invalid (e.g. self-intersecting) and were repaired" in w for w in s.warnings)
+
+
 @pytest.mark.parametrize(
     "case,code,message",
     [
