@@ -54,6 +54,7 @@ from rams.raster import (
     select_bands,
     source_value_range,
     target_grid,
+    undeclared_alpha_note,
 )
 from rams.tiling import Tile, make_tiles, stripe_cols_for, stripe_order, stripe_span_px
 
@@ -261,6 +262,9 @@ def plan_detect(
         vr = cfg.read.value_range or _card_value_range(card, info.dtype)
         value_range = source_value_range(src, bands[0], vr)
         if vr is None and nbits_of(src, bands[0]) is None and (note := dim_values_note(src, bands, value_range)):
+            warnings.append(note)
+            log.warning(note)
+        if note := undeclared_alpha_note(src):
             warnings.append(note)
             log.warning(note)
         aoi_geom = _load_aoi(aoi, aoi_layer, grid, warnings) if aoi is not None else None

@@ -67,6 +67,7 @@ from rams.raster import (
     open_raster,
     source_value_range,
     target_grid,
+    undeclared_alpha_note,
 )
 from rams.tiling import make_tiles, stripe_cols_for, stripe_order, stripe_span_px
 
@@ -630,6 +631,9 @@ def assess_dataset(
     warnings: list[str] = []
     # exposure is judged on values scaled by the value range: dim (undeclared 10-12 bit) data reads as dark ground
     if cfg.read.value_range is None and nbits_of(src, bands[0]) is None and (note := dim_values_note(src, bands, vr)):
+        warnings.append(note)
+        log.warning(note)
+    if note := undeclared_alpha_note(src):
         warnings.append(note)
         log.warning(note)
     grid_box = _to_map(box(0, 0, grid.width, grid.height), grid)

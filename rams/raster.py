@@ -260,10 +260,7 @@ ZERO_COLLAR = "none declared: 0 in every band = not imaged"
 
 
 def _mask_kind(src: DatasetReader) -> tuple[str, int | None]:
-    alpha = None
-    for i, ci in enumerate(src.colorinterp, start=1):
-        if ci == ColorInterp.alpha:
-            alpha = i
+    alpha = _declared_alpha(src)
     if alpha is not None:
         return "alpha", alpha
     if src.nodata is not None:
@@ -273,9 +270,63 @@ def _mask_kind(src: DatasetReader) -> tuple[str, int | None]:
     flags = src.mask_flag_enums[0]
     if MaskFlags.per_dataset in flags and MaskFlags.alpha not in flags:
         return "internal mask", None
+    if (band := undeclared_alpha_band(src)) is not None:
+        return "alpha", band
     if src.count >= 3 and np.issubdtype(np.dtype(src.dtypes[0]), np.integer):
         return ZERO_COLLAR, None
     return "none", None
+
+
+def undeclared_alpha_band(src: DatasetReader) -> int | None:
+    """The last band, if it is an alpha mask that lost its label: no alpha, nodata or mask is declared, the file
+    has a labelled band (red, green, blue or grey) and an extra last band of colour interpretation ``undefined``
+    whose values (sampled on a decimated read) are only 0 and opaque (255 for 8 bits, the type's maximum
+    otherwise), opaque present. Such a band (left by tools that drop colour interpretations, e.g. a band stack
+    or a raster calculator) marks the imaged area; read as image data it would be ignored, and a white or noisy
+    collar would count as imaged ground. Read as the mask, its 0 is "not imaged" (the conservative side)."""
+    if src.count < 2 or not np.issubdtype(np.dtype(src.dtypes[-1]), np.integer):
+        return None
+    ci = list(src.colorinterp)
+    labelled = {ColorInterp.red, ColorInterp.green, ColorInterp.blue, ColorInterp.gray}
+    if ci[-1] != ColorInterp.undefined or not any(c in labelled for c in ci[:-1]):
+        return None
+    key = (src.name, src.count, src.width, src.height, _mtime_ns(src.name))
+    if key not in _undeclared_cache:
+        scale = max(1.0, max(src.width, src.height) / 512)
+        h, w = max(1, round(src.height / scale)), max(1, round(src.width / scale))
+        v = src.read(src.count, out_shape=(h, w), resampling=Resampling.nearest)
+        opaque = 255 if v.dtype == np.uint8 else int(np.iinfo(v.dtype).max)
+        values = np.unique(v)
+        _undeclared_cache[key] = bool(opaque in values and set(values.tolist()) <= {0, opaque})
+    return src.count if _undeclared_cache[key] else None
+
+
+_undeclared_cache: dict[tuple[Any, ...], bool] = {}
+
+
+def undeclared_alpha_note(src: DatasetReader) -> str | None:
+    """A one-line warning when :func:`undeclared_alpha_band` reads an unlabelled band as the mask, else None."""
+    band = undeclared_alpha_band(src) if _declared_alpha(src) is None else None
+    if band is None:
+        return None
+    return (f"band {band} is not declared as alpha but holds only 0 and opaque values: it is read as the mask (0 = "
+            f"not imaged); declare it to confirm (gdal_edit.py -colorinterp_{band} alpha FILE), or, if it is image "
+            f"data, label it (gdal_edit.py -colorinterp_{band} gray FILE)")
+
+
+def _declared_alpha(src: DatasetReader) -> int | None:
+    alpha = None
+    for i, ci in enumerate(src.colorinterp, start=1):
+        if ci == ColorInterp.alpha:
+            alpha = i
+    return alpha
+
+
+def _mtime_ns(path: str) -> int:
+    try:
+        return os.stat(path).st_mtime_ns
+    except OSError:
+        return 0
 
 
 def _unused_alpha(src: DatasetReader) -> int | None:
@@ -334,7 +385,8 @@ def describe(src: DatasetReader, footprint: bool = True, footprint_max_px: int =
         transform=tuple(src.transform)[:6],
         bounds=tuple(src.bounds),
         gsd_m=gsd_of(src),
-        mask_kind=kind,
+        mask_kind=(f"alpha (band {alpha}, not declared: read as the mask, only 0 and opaque values)"
+                   if kind == "alpha" and alpha is not None and _declared_alpha(src) is None else kind),
         nodata=src.nodata,
         alpha_band=alpha,
         is_tiled=is_tiled,

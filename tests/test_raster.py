@@ -532,3 +532,45 @@ def test_alpha_of_a_five_band_file_is_the_mask_on_every_read_path(make_geotiff, 
             assert not td.image[:, ~td.valid].any()  # invalid pixels never carry image content
         m, _ = coarse_valid_mask(src, target_grid(src, 0.01))
         assert m.mean() == pytest.approx(2 / 3, abs=0.03)
+
+
+def test_an_unlabelled_last_band_of_0_and_255_is_read_as_the_mask(make_geotiff) -> None:
+    """Tools that drop colour interpretations leave RGBA as red, green, blue, undefined: that band holds only 0 and
+    255. Read as the mask, the (here white) collar is not imaged on every path, and info/detect/quality say so;
+    a real fourth band (continuous values, e.g. NIR) is left alone."""
+    from rams.raster import coarse_valid_mask, describe, target_grid, undeclared_alpha_note, valid_footprint
+
+    am = np.full((300, 300), 255, np.uint8)
+    am[:, 200:] = 0
+    rgb = np.random.default_rng(5).integers(40, 200, (3, 300, 300)).astype(np.uint8)
+    rgb[:, am == 0] = 255  # a white collar: not caught by the black-collar rule
+    ci = [ColorInterp.red, ColorInterp.green, ColorInterp.blue, ColorInterp.undefined]
+
+    def write(data: np.ndarray) -> Path:  # MINISBLACK: GTiff would otherwise keep a 4th band of RGB as alpha
+        path = make_geotiff(height=300, width=300)
+        with rasterio.open(path) as ref:
+            prof = {**ref.profile, "count": 4, "photometric": "MINISBLACK"}
+        with rasterio.open(path, "w", **prof) as dst:
+            dst.write(data)
+            dst.colorinterp = ci
+        with rasterio.open(path) as back:
+            assert list(back.colorinterp) == ci
+        return path
+
+    p = write(np.concatenate([rgb, am[None]]))
+    with open_raster(p) as src:
+        info = describe(src)
+        assert info.mask_kind.startswith("alpha (band 4, not declared") and info.alpha_band == 4
+        assert valid_footprint(src)[1] == pytest.approx(2 / 3, abs=0.02)
+        note = undeclared_alpha_note(src)
+        assert note is not None and "gdal_edit.py -colorinterp_4 alpha" in note
+        for gsd in (0.01, 0.013, 0.02):
+            reader = make_reader(src, RGB, gsd, ReadConfig())
+            td = reader.read(Window(0, 0, reader.grid.width, reader.grid.height))
+            assert td.valid.mean() == pytest.approx(2 / 3, abs=0.03), gsd
+        m, _ = coarse_valid_mask(src, target_grid(src, 0.01))
+        assert m.mean() == pytest.approx(2 / 3, abs=0.03)
+    nir = np.random.default_rng(6).integers(0, 256, (1, 300, 300)).astype(np.uint8)
+    q = write(np.concatenate([rgb, nir]))
+    with open_raster(q) as src:
+        assert undeclared_alpha_note(src) is None and not describe(src).mask_kind.startswith("alpha")
