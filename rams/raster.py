@@ -292,12 +292,17 @@ def undeclared_alpha_band(src: DatasetReader) -> int | None:
         return None
     key = (src.name, src.count, src.width, src.height, _mtime_ns(src.name))
     if key not in _undeclared_cache:
-        scale = max(1.0, max(src.width, src.height) / 512)
-        h, w = max(1, round(src.height / scale)), max(1, round(src.width / scale))
-        v = src.read(src.count, out_shape=(h, w), resampling=Resampling.nearest)
-        opaque = 255 if v.dtype == np.uint8 else int(np.iinfo(v.dtype).max)
-        values = np.unique(v)
-        _undeclared_cache[key] = bool(opaque in values and set(values.tolist()) <= {0, opaque})
+        # 4 x 4 windows of at most 256 px spread over the file: bounded reading whatever its size or tiling
+        size, n = 256, 4
+        values: set[int] = set()
+        for i in range(n):
+            for j in range(n):
+                r = int((src.height - min(size, src.height)) * (i + 0.5) / n)
+                c = int((src.width - min(size, src.width)) * (j + 0.5) / n)
+                win = Window(c, r, min(size, src.width), min(size, src.height))
+                values.update(np.unique(src.read(src.count, window=win)).tolist())
+        opaque = 255 if np.dtype(src.dtypes[-1]) == np.uint8 else int(np.iinfo(np.dtype(src.dtypes[-1])).max)
+        _undeclared_cache[key] = bool(opaque in values and values <= {0, opaque})
     return src.count if _undeclared_cache[key] else None
 
 
