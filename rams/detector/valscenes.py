@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
 from rams.errors import ConfigError
 
@@ -64,23 +64,12 @@ class ValSceneConfig(BaseModel):
     by the k x k block mean, as ``rams detect`` reads such a flight (k = model GSD / this, a whole number; a pixel
     is imaged only if all k x k under it are). None: render at the model GSD."""
 
-    @field_validator("terrain")
+    @field_validator("terrain", "targets")
     @classmethod
-    def _terrain(cls, v: str) -> str:
-        from rams.synth.terrain import ALL_TERRAINS
+    def _known(cls, v: str, info: ValidationInfo) -> str:
+        from rams.synth.scene import check_targets, check_terrain
 
-        if v not in ALL_TERRAINS:
-            raise ValueError(f"unknown terrain {v!r}; choose one of {', '.join(ALL_TERRAINS)}")
-        return v
-
-    @field_validator("targets")
-    @classmethod
-    def _targets(cls, v: str) -> str:
-        from rams.synth.scene import TARGET_PRESETS
-
-        if v not in TARGET_PRESETS:
-            raise ValueError(f"unknown targets preset {v!r}; choose one of {', '.join(TARGET_PRESETS)}")
-        return v
+        return check_terrain(v) if info.field_name == "terrain" else check_targets(v)
 
     def describe(self) -> str:
         w, h = self.size_m

@@ -100,6 +100,20 @@ class CameraConfig(StrictModel):
         return v
 
 
+def check_terrain(v: str) -> str:
+    """``v`` if it names a terrain, else a ValueError listing them (config validators)."""
+    if v not in ALL_TERRAINS:
+        raise ValueError(f"unknown terrain {v!r}; choose one of {', '.join(ALL_TERRAINS)}")
+    return v
+
+
+def check_targets(v: str) -> str:
+    """``v`` if it names a target preset, else a ValueError listing them (config validators)."""
+    if v not in TARGET_PRESETS:
+        raise ValueError(f"unknown targets preset {v!r}; choose one of {', '.join(TARGET_PRESETS)}")
+    return v
+
+
 class SynthConfig(StrictModel):
     """Every parameter of a synthetic scene. Same config (seed included) => identical outputs."""
 
@@ -132,16 +146,12 @@ class SynthConfig(StrictModel):
     @field_validator("terrain")
     @classmethod
     def _terrain(cls, v: str) -> str:
-        if v not in ALL_TERRAINS:
-            raise ValueError(f"unknown terrain {v!r}; choose one of {', '.join(ALL_TERRAINS)}")
-        return v
+        return check_terrain(v)
 
     @field_validator("targets")
     @classmethod
     def _targets(cls, v: str) -> str:
-        if v not in TARGET_PRESETS:
-            raise ValueError(f"unknown targets preset {v!r}; choose one of {', '.join(TARGET_PRESETS)}")
-        return v
+        return check_targets(v)
 
     @field_validator("block_px")
     @classmethod
