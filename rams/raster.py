@@ -280,7 +280,7 @@ def _mask_kind(src: DatasetReader) -> tuple[str, int | None]:
 def undeclared_alpha_band(src: DatasetReader) -> int | None:
     """The last band, if it is an alpha mask that lost its label: no alpha, nodata or mask is declared, the file
     has a labelled band (red, green, blue or grey) and an extra last band of colour interpretation ``undefined``
-    whose values (sampled on a decimated read) are only 0 and opaque (255 for 8 bits, the type's maximum
+    whose values (in 16 windows spread over the file) are only 0 and opaque (255 for 8 bits, the type's maximum
     otherwise), opaque present. Such a band (left by tools that drop colour interpretations, e.g. a band stack
     or a raster calculator) marks the imaged area; read as image data it would be ignored, and a white or noisy
     collar would count as imaged ground. Read as the mask, its 0 is "not imaged" (the conservative side)."""
