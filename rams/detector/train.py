@@ -11,9 +11,10 @@ The loop, and why it is built this way:
 * **Selected on the survey metric.** After every epoch the EMA model is run on the held-out set and scored
   with :mod:`rams.evaluate` (the same matching as ``rams evaluate``): recall at a fixed false-positive rate
   per hectare, for items at least ``min_size_px`` long. The held-out set is chips (``validation.sources``) or
-  whole synthetic scenes tiled as ``rams detect`` tiles a mosaic (``validation.scenes``,
-  :mod:`rams.detector.valscenes`: hectares of ground, each item counted once). The best epoch is kept;
-  training stops early when it has not improved for ``patience`` epochs, or when ``--max-minutes`` runs out.
+  whole synthetic scenes / annotated flights tiled as ``rams detect`` tiles a mosaic (``validation.scenes`` /
+  ``validation.flights``, :mod:`rams.detector.valscenes`: hectares of ground, each item counted once). The
+  best epoch is kept; training stops early when it has not improved for ``patience`` epochs, or when
+  ``--max-minutes`` runs out.
 * **Ends in a bundle.** The best checkpoint becomes ``<out>/bundle`` (weights + card), with score thresholds
   per operating point measured on the held-out set and the exact command, config and data recorded.
 
@@ -89,7 +90,7 @@ class OptimConfig(_Strict):
 
 
 class ValidationConfig(_Strict):
-    """The held-out set scored each epoch with the project metric: chips, or whole synthetic scenes."""
+    """The held-out set scored each epoch with the project metric: chips, or whole scenes / flights."""
 
     sources: list[SourceConfig] = Field(default_factory=list)
     """Held-out chip sources (default: synthetic chips with seed 1_000_000, never used for training)."""
@@ -319,7 +320,7 @@ class ValSet:
         return self.area_px
 
     def describe(self, gsd_m: float) -> str:
-        what = f"{len(self.images)} tiles of {self.n_scenes} whole scenes" if self.n_scenes else (
+        what = f"{len(self.images)} tiles of {self.n_scenes} whole scenes / flights" if self.n_scenes else (
             f"{len(self.images)} held-out chips")  # fmt: skip
         return f"{what}, {self.area_px * gsd_m**2 / 1e4:.3f} ha, {int(self.truth_keep.sum())} items counted"
 
