@@ -800,7 +800,15 @@ def evaluate(
         aoi_gs = _reproject(_to_geoseries(aoi, input_crs, "AOI"), crs, "AOI", notices)
         if len(aoi_gs) == 0:
             raise AOIError("the AOI holds no geometry; give a polygon layer with --aoi")
-        aoi_geom = shapely.union_all(aoi_gs.to_numpy())
+        from rams.sha import polygonal
+
+        aoi_parts = [g for g in aoi_gs.to_numpy() if g is not None and not g.is_empty]
+        n_bad = sum(1 for g in aoi_parts if not g.is_valid)
+        # repaired whole (a bow-tie outline's lobes cancel in its raw area), as rams detect and rams quality read it
+        aoi_geom = polygonal(shapely.union_all([shapely.make_valid(g) for g in aoi_parts]))
+        if n_bad:
+            notices.append(f"{n_bad} AOI polygon(s) were invalid (e.g. self-intersecting) and were repaired (shapely "
+                           "make_valid); check the outline in QGIS (Vector > Geometry Tools > Check Validity)")
         if aoi_geom.area <= 0:
             raise AOIError("the AOI has no area (points or lines?); give a polygon layer with --aoi")
     cov_geom = None

@@ -496,3 +496,17 @@ def test_cli_empty_aoi_layer(gpkgs: tuple[Path, Path, Path], tmp_path: Path) -> 
     res = runner.invoke(app, ["evaluate", str(p), str(t), "--aoi", str(empty)])
     assert res.exit_code == 8, res.output
     assert "AOI layer in" in res.stderr and "is empty" in res.stderr
+
+
+def test_a_self_intersecting_aoi_is_repaired_whole() -> None:
+    """A bow-tie AOI (crossing edges) is read as both its lobes, as rams detect reads it: its raw area is 0 (the
+    lobes cancel), which used to be refused as "no area (points or lines?)"."""
+    from shapely.geometry import Polygon
+
+    bow = Polygon([(X0, Y0), (X0 + 100, Y0 + 100), (X0 + 100, Y0), (X0, Y0 + 100)])  # two 2 500 m2 triangles
+    assert not bow.is_valid and bow.area == 0
+    truth = truth_gdf([(80, 20, "tm62"), (20, 80, "tm62"), (50, 10, "tm62")])  # right lobe, left lobe, bottom gap
+    pred = pred_gdf([(80, 20, "tm62", 0.9), (20, 80, "tm62", 0.8)])
+    r = evaluate(pred, truth, aoi=gpd.GeoDataFrame(geometry=[bow], crs=UTM))
+    assert r.area_m2 == pytest.approx(5000.0) and r.n_truth == 2 and r.any_ordnance.tp == 2
+    assert any("were invalid (e.g. self-intersecting) and were repaired" in n for n in r.notices)
