@@ -297,6 +297,28 @@ def wilson_interval(successes: int, n: int, z: float = Z95) -> tuple[float, floa
     return (max(0.0, centre - half), min(1.0, centre + half))
 
 
+def _classes_of_models(values: np.ndarray, notices: list[str]) -> np.ndarray:
+    """Truth labelled by item model (``PMN-2``, ``120mm mortar``: what an annotator sees, and what ``rams synth``
+    writes in its ``model`` column) -> the rams class of each model, with a notice; other values unchanged."""
+    from rams.classes import class_of_model
+
+    out = values.copy()
+    mapped: dict[str, str] = {}
+    for i, v in enumerate(values.tolist()):
+        if v in CLASS_NAMES:
+            continue
+        try:
+            out[i] = mapped.setdefault(v, class_of_model(v))
+        except KeyError:
+            continue
+    if mapped:
+        msg = "truth classes given as item models were read as their rams classes: " + ", ".join(
+            f"{m} -> {c}" for m, c in sorted(mapped.items()))
+        log.warning(msg)
+        notices.append(msg)
+    return out
+
+
 def default_radius_m(class_name: str, tolerance_m: float = DEFAULT_TOLERANCE_M) -> float:
     """Default matching radius of a class: half its largest item's length plus ``tolerance_m``.
 
@@ -807,8 +829,10 @@ def evaluate(
         # repaired whole (a bow-tie outline's lobes cancel in its raw area), as rams detect and rams quality read it
         aoi_geom = polygonal(shapely.union_all([shapely.make_valid(g) for g in aoi_parts]))
         if n_bad:
-            notices.append(f"{n_bad} AOI polygon(s) were invalid (e.g. self-intersecting) and were repaired (shapely "
-                           "make_valid); check the outline in QGIS (Vector > Geometry Tools > Check Validity)")
+            msg = (f"{n_bad} AOI polygon(s) were invalid (e.g. self-intersecting) and were repaired (shapely "
+                   "make_valid); check the outline in QGIS (Vector > Geometry Tools > Check Validity)")
+            log.warning(msg)
+            notices.append(msg)
         if aoi_geom.area <= 0:
             raise AOIError("the AOI has no area (points or lines?); give a polygon layer with --aoi")
     cov_geom = None
@@ -845,6 +869,7 @@ def evaluate(
     truth, truth_xy = truth[keep_t].reset_index(drop=True), truth_xy[keep_t]
     pred_labels = np.array([str(v) for v in pred[PRED_LABEL_COLUMN]], dtype=object)
     truth_classes = np.array([str(v) for v in truth[TRUTH_CLASS_COLUMN]], dtype=object)
+    truth_classes = _classes_of_models(truth_classes, notices)
 
     n_truth_out_cov: int | None = None
     if cov_geom is not None:

@@ -510,3 +510,16 @@ def test_a_self_intersecting_aoi_is_repaired_whole() -> None:
     r = evaluate(pred, truth, aoi=gpd.GeoDataFrame(geometry=[bow], crs=UTM))
     assert r.area_m2 == pytest.approx(5000.0) and r.n_truth == 2 and r.any_ordnance.tp == 2
     assert any("were invalid (e.g. self-intersecting) and were repaired" in n for n in r.notices)
+
+
+def test_truth_labelled_by_item_model_is_read_as_its_class() -> None:
+    """Annotators (and rams synth's `model` column) name the item (PMN-2, 120mm mortar); evaluation maps each
+    model to its rams class, says so, and gives the class-labelled result."""
+    by_class = truth_gdf([(10, 10, "pmn"), (30, 10, "mortar"), (50, 10, "tm62")])
+    by_model = truth_gdf([(10, 10, "PMN-2"), (30, 10, "120mm mortar"), (50, 10, "tm62")])
+    pred = pred_gdf([(10, 10, "pmn", 0.9), (30, 10, "mortar", 0.8), (50, 10, "pmn", 0.7)])
+    a, b = evaluate(pred, by_class, aoi=aoi_ha()), evaluate(pred, by_model, aoi=aoi_ha())
+    assert (b.class_aware.tp, b.class_aware.fp) == (a.class_aware.tp, a.class_aware.fp) == (2, 1)
+    assert any("PMN-2 -> pmn" in n and "120mm mortar -> mortar" in n for n in b.notices)
+    with pytest.raises(VectorInputError, match="'Claymore' is not a rams class"):
+        evaluate(pred, truth_gdf([(10, 10, "Claymore")]), aoi=aoi_ha())
