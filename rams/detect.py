@@ -55,6 +55,7 @@ from rams.raster import (
     source_value_range,
     target_grid,
     undeclared_alpha_note,
+    white_collar_note,
 )
 from rams.tiling import Tile, make_tiles, stripe_cols_for, stripe_order, stripe_span_px
 
@@ -264,7 +265,9 @@ def plan_detect(
         if vr is None and nbits_of(src, bands[0]) is None and (note := dim_values_note(src, bands, value_range)):
             warnings.append(note)
             log.warning(note)
-        if note := undeclared_alpha_note(src):
+        for note in (undeclared_alpha_note(src), white_collar_note(src)):
+            if not note:
+                continue
             warnings.append(note)
             log.warning(note)
         aoi_geom = _load_aoi(aoi, aoi_layer, grid, warnings) if aoi is not None else None

@@ -68,6 +68,7 @@ from rams.raster import (
     source_value_range,
     target_grid,
     undeclared_alpha_note,
+    white_collar_note,
 )
 from rams.tiling import make_tiles, stripe_cols_for, stripe_order, stripe_span_px
 
@@ -633,7 +634,9 @@ def assess_dataset(
     if cfg.read.value_range is None and nbits_of(src, bands[0]) is None and (note := dim_values_note(src, bands, vr)):
         warnings.append(note)
         log.warning(note)
-    if note := undeclared_alpha_note(src):
+    for note in (undeclared_alpha_note(src), white_collar_note(src)):
+        if not note:
+            continue
         warnings.append(note)
         log.warning(note)
     grid_box = _to_map(box(0, 0, grid.width, grid.height), grid)

@@ -8,6 +8,8 @@ Reading rules (what the open tools in this field get wrong):
 * alpha, nodata and internal masks become a *validity mask*, never image content; a mosaic of three or more
   integer bands that declares none of them has its pixels 0 in every band taken as not imaged (the black collar
   an export leaves around the footprint when it writes no mask; :data:`ZERO_COLLAR`), never as imaged ground;
+  where such a file's edges are white (the maximum in every band), white pixels are not imaged either
+  (:data:`WHITE_COLLAR`, with a warning);
 * values are scaled to [0, 1] with a fixed range per dtype (never a per-tile stretch: tiles must agree), or the
   bit depth the file declares (``NBITS=12`` in a uint16 file: 0-4095); ``rams detect`` warns when sampled values
   use under a quarter of the range (undeclared 12-bit data would reach the model nearly black);
@@ -133,6 +135,7 @@ class OrthoInfo:
     transform: tuple[float, ...]
     bounds: tuple[float, float, float, float]
     gsd_m: float
+    """The coarser side of a pixel on the ground (:func:`gsd_of`)."""
     mask_kind: str
     nodata: float | None
     alpha_band: int | None
@@ -144,6 +147,8 @@ class OrthoInfo:
     footprint_area_m2: float | None = None
     valid_fraction: float | None = None
     footprint_wkt: str | None = field(default=None, repr=False)
+    pixel_sides_m: tuple[float, float] | None = None
+    """Ground size of a pixel's x and y sides (:func:`pixel_sides_m`)."""
 
     def to_dict(self) -> dict[str, Any]:
         d = {k: getattr(self, k) for k in self.__dataclass_fields__}
@@ -224,7 +229,17 @@ def _probe_blocks(src: DatasetReader) -> None:
 
 
 def gsd_of(src: DatasetReader) -> float:
-    """Ground sample distance in metres (mean of x and y), also for geographic CRSs."""
+    """Ground sample distance in metres, also for geographic CRSs: the *coarser* of the pixel's two sides.
+
+    Orthomosaic pixels are square; where they are not (0.6 x 1.4 cm), the coarser side is what the imagery
+    resolves: the mean (1.0 cm) would pass a 1 cm model's GSD check and let ``rams quality`` judge 6 cm items
+    resolvable while they span 4 px along the other axis. See :func:`pixel_sides_m`."""
+    return max(pixel_sides_m(src))
+
+
+def pixel_sides_m(src: DatasetReader) -> tuple[float, float]:
+    """The ground size in metres of a pixel's x and y sides (geographic CRSs by geodesic distance at the centre;
+    projected ones corrected for scale where map units are not ground units, e.g. Web Mercator)."""
     t = src.transform
     if src.crs is not None and src.crs.is_geographic:
         left, bottom, right, top = src.bounds
@@ -233,14 +248,14 @@ def gsd_of(src: DatasetReader) -> float:
         geod = Geod(ellps="WGS84")
         _, _, dx = geod.inv(lon, lat, lon + abs(t.a), lat)
         _, _, dy = geod.inv(lon, lat, lon, lat + abs(t.e))
-        return float((dx + dy) / 2)
+        return float(dx), float(dy)
     unit = metres_per_unit(src.crs) if src.crs is not None else 1.0
     sx, sy = math.hypot(t.a, t.d), math.hypot(t.b, t.e)
     if src.crs is not None and src.crs.is_projected:
         h, k = point_scales(src.crs, tuple(src.bounds))
         if max(abs(h - 1), abs(k - 1)) > MAX_SCALE_ERROR:  # map units are not ground units here (Web Mercator)
-            return float((sx / k + sy / h) / 2 * unit)
-    return float((sx + sy) / 2 * unit)
+            return float(sx / k * unit), float(sy / h * unit)
+    return float(sx * unit), float(sy * unit)
 
 
 def metres_per_unit(crs: CRS) -> float:
@@ -258,6 +273,19 @@ def metres_per_unit(crs: CRS) -> float:
 #: are left as declared; to keep zeros as data, give the file an alpha band or a nodata value.
 ZERO_COLLAR = "none declared: 0 in every band = not imaged"
 
+#: Mask kind of such a mosaic (no mask declared, three or more integer bands) whose edges are white: a window at a
+#: corner or the middle of a side is the maximum value in every band, pixel for pixel (:func:`white_edges`). Some
+#: exports fill the ground they did not image with white instead of black; counted as imaged, that collar would be
+#: claimed analysed ("nothing found" where nothing was seen). Then pixels 0 *or* the maximum in every band are not
+#: imaged, on every read path. The cost is on the safe side: saturated pixels inside the footprint (glare on
+#: water, metal, white plastic) show nothing in any band, are read as not imaged and reach the model as 0.
+#: :func:`white_collar_note` says so in ``rams detect`` / ``rams quality``; declaring a mask (alpha, nodata or an
+#: internal mask) overrides the rule.
+WHITE_COLLAR = "none declared: 0 or white (the maximum) in every band = not imaged (white edges found)"
+
+#: Mask kinds where the pixel values themselves say "not imaged" (no mask declared).
+COLLAR_KINDS = (ZERO_COLLAR, WHITE_COLLAR)
+
 
 def _mask_kind(src: DatasetReader) -> tuple[str, int | None]:
     alpha = _declared_alpha(src)
@@ -273,8 +301,53 @@ def _mask_kind(src: DatasetReader) -> tuple[str, int | None]:
     if (band := undeclared_alpha_band(src)) is not None:
         return "alpha", band
     if src.count >= 3 and np.issubdtype(np.dtype(src.dtypes[0]), np.integer):
-        return ZERO_COLLAR, None
+        return (WHITE_COLLAR if white_edges(src) else ZERO_COLLAR), None
     return "none", None
+
+
+def white_value(src: DatasetReader) -> int:
+    """The white of an integer mosaic: ``2**NBITS - 1`` where the file declares a bit depth, else the type's
+    maximum (255 for uint8)."""
+    n = nbits_of(src, 1)
+    return int(2**n - 1) if n is not None else int(np.iinfo(np.dtype(src.dtypes[0])).max)
+
+
+def white_edges(src: DatasetReader, size: int = 16) -> bool:
+    """True if a window of ``size`` px at a corner or the middle of a side of the file is white (the maximum,
+    :func:`white_value`) in every band, pixel for pixel: the mark of a white collar. Reads 8 small windows;
+    the answer is cached per file."""
+    key = (src.name, src.count, src.width, src.height, _mtime_ns(src.name))
+    if key not in _white_cache:
+        white = white_value(src)
+        h, w = min(size, src.height), min(size, src.width)
+        found = False
+        for fr in (0.0, 0.5, 1.0):
+            for fc in (0.0, 0.5, 1.0):
+                if fr == fc == 0.5:
+                    continue
+                win = Window(int((src.width - w) * fc), int((src.height - h) * fr), w, h)
+                if bool((src.read(window=win) == white).all()):
+                    found = True
+                    break
+            if found:
+                break
+        _white_cache[key] = found
+    return _white_cache[key]
+
+
+_white_cache: dict[tuple[Any, ...], bool] = {}
+
+
+def white_collar_note(src: DatasetReader) -> str | None:
+    """A one-line warning when :func:`white_edges` made white pixels read as not imaged, else None."""
+    if _mask_kind(src)[0] != WHITE_COLLAR:
+        return None
+    white = white_value(src)
+    nd = " ".join([str(white)] * src.count)
+    return (f"no mask is declared and the mosaic's edges are white ({white} in every band): pixels {white} in every "
+            f"band are read as not imaged, like a black collar (saturated glare inside the field too); declare the "
+            f"mask to confirm (gdalwarp -srcnodata \"{nd}\" -dstalpha IN.tif OUT.tif), or give the file an alpha "
+            f"band or nodata value to keep white as image data")
 
 
 def undeclared_alpha_band(src: DatasetReader) -> int | None:
@@ -366,6 +439,21 @@ def _not_all_zero(data: np.ndarray) -> np.ndarray:
     return np.asarray((data != 0).any(axis=0))
 
 
+def _collar_white(src: DatasetReader) -> int | None:
+    """The white value read as not imaged (:data:`WHITE_COLLAR` files), else None."""
+    return white_value(src) if _mask_kind(src)[0] == WHITE_COLLAR else None
+
+
+def _not_collar(data: np.ndarray, white: int | None) -> np.ndarray:
+    """Pixels of ``(bands, rows, cols)`` data that are not collar: not 0 in every band and, where ``white`` is
+    given, not ``white`` in every band. Values are compared as read (an average-resampled pixel is 0 or white
+    only if every source pixel under it is)."""
+    ok = _not_all_zero(data)
+    if white is not None:
+        ok &= (data != white).any(axis=0)
+    return ok
+
+
 def describe(src: DatasetReader, footprint: bool = True, footprint_max_px: int = 1024) -> OrthoInfo:
     """Describe an open orthomosaic. ``footprint`` reads a decimated validity mask (cheap with overviews)."""
     kind, alpha = _mask_kind(src)
@@ -390,6 +478,7 @@ def describe(src: DatasetReader, footprint: bool = True, footprint_max_px: int =
         transform=tuple(src.transform)[:6],
         bounds=tuple(src.bounds),
         gsd_m=gsd_of(src),
+        pixel_sides_m=pixel_sides_m(src),
         mask_kind=(f"alpha (band {alpha}, not declared: read as the mask, only 0 and opaque values)"
                    if kind == "alpha" and alpha is not None and _declared_alpha(src) is None else kind),
         nodata=src.nodata,
@@ -428,8 +517,9 @@ def valid_footprint(src: DatasetReader, max_px: int = 1024) -> tuple[Any, float]
 
     scale = max(1.0, max(src.width, src.height) / max_px)
     h, w = max(1, round(src.height / scale)), max(1, round(src.width / scale))
-    if _mask_kind(src)[0] == ZERO_COLLAR:  # decimated by averaging: a cell is 0 only if all under it is 0
-        valid = _not_all_zero(src.read(out_shape=(src.count, h, w), resampling=Resampling.average)).astype(np.uint8)
+    if _mask_kind(src)[0] in COLLAR_KINDS:  # decimated by averaging: a cell is 0 only if all under it is 0
+        data = src.read(out_shape=(src.count, h, w), resampling=Resampling.average)
+        valid = _not_collar(data, _collar_white(src)).astype(np.uint8)
     else:
         valid = _read_valid(src, _unused_alpha(src), False, out_shape=(h, w), resampling=Resampling.average)
         valid = valid.astype(np.uint8)
@@ -449,19 +539,20 @@ def coarse_valid_mask(src: DatasetReader, grid: Grid, max_px: int = 2048) -> tup
     scale = max(1.0, max(grid.width, grid.height) / max_px)
     h, w = max(1, math.ceil(grid.height / scale)), max(1, math.ceil(grid.width / scale))
     t = grid.transform @ Affine.scale(grid.width / w, grid.height / h)
-    zero = _mask_kind(src)[0] == ZERO_COLLAR
+    zero = _mask_kind(src)[0] in COLLAR_KINDS
+    white = _collar_white(src)
     if needs_warp(src):
         with WarpedVRT(
             src, crs=grid.crs, transform=t, width=w, height=h, resampling=Resampling.nearest,
-            add_alpha=_mask_kind(src)[0] in ("none", ZERO_COLLAR),
+            add_alpha=_mask_kind(src)[0] in ("none", *COLLAR_KINDS),
         ) as vrt:
             m = _read_valid(vrt, _unused_alpha(src), False)
             if zero:
-                m &= _not_all_zero(vrt.read(list(range(1, src.count + 1))))
+                m &= _not_collar(vrt.read(list(range(1, src.count + 1))), white)
     else:
         t = src.transform @ Affine.scale(src.width / w, src.height / h)
         if zero:
-            return _not_all_zero(src.read(out_shape=(src.count, h, w), resampling=Resampling.average)), t
+            return _not_collar(src.read(out_shape=(src.count, h, w), resampling=Resampling.average), white), t
         m = _read_valid(src, _unused_alpha(src), False, out_shape=(h, w), resampling=Resampling.average)
     return m, t
 
@@ -623,7 +714,7 @@ def dim_values_note(src: DatasetReader, bands: Sequence[int], value_range: tuple
             c = int((src.width - min(size, src.width)) * (j + 0.5) / grid_n)
             win = Window(c, r, min(size, src.width), min(size, src.height))
             data = src.read(list(bands), window=win)
-            ok = _read_valid(src, _unused_alpha(src), True, window=win) & (data != 0).any(axis=0)
+            ok = _read_valid(src, _unused_alpha(src), True, window=win) & _not_collar(data, _collar_white(src))
             vals.append(data[:, ok].ravel())
     v = np.concatenate(vals) if vals else np.empty(0)
     if v.size < 100:
@@ -683,6 +774,7 @@ class OrthoReader:
         self._cache_checked = False
         self._mask_kind, self._alpha = _mask_kind(src)
         self._unused_alpha = _unused_alpha(src)
+        self._white = _collar_white(src)
         self._vrt: WarpedVRT | None = None
         # Integer ratio between model and mosaic GSD (0.5 cm -> 1 cm: 2): use the exact, fast block mean.
         self._factor: int | None = None
@@ -700,7 +792,7 @@ class OrthoReader:
                 width=grid.width,
                 height=grid.height,
                 resampling=self.resampling,
-                add_alpha=self._mask_kind in ("none", ZERO_COLLAR),
+                add_alpha=self._mask_kind in ("none", *COLLAR_KINDS),
             )
 
     def close(self) -> None:
@@ -791,8 +883,8 @@ class OrthoReader:
         if self._vrt is not None:
             data = self._vrt.read(self.bands, window=inner)
             valid = _read_valid(self._vrt, self._unused_alpha, True, window=inner)
-            if self._mask_kind == ZERO_COLLAR:
-                valid &= _not_all_zero(data)
+            if self._mask_kind in COLLAR_KINDS:
+                valid &= _not_collar(data, self._white)
             return data, valid, 1
         # Projected north-up: map the grid window to a (fractional) source window and resample on read.
         src_t = self.src.transform
@@ -814,8 +906,8 @@ class OrthoReader:
         # A resampled pixel is valid only if every source pixel under it was valid (average == 255).
         valid = _read_valid(self.src, self._unused_alpha, True, window=src_win, out_shape=out_shape[1:],
                             resampling=Resampling.average)  # fmt: skip
-        if self._mask_kind == ZERO_COLLAR:  # resampled: a pixel is 0 where all under it is (edge pixels stay)
-            valid &= _not_all_zero(data)
+        if self._mask_kind in COLLAR_KINDS:  # resampled: a pixel is 0 where all under it is (edge pixels stay)
+            valid &= _not_collar(data, self._white)
         return data, valid, 1
 
     def _size_cache(self, window_rows: int) -> None:
@@ -853,8 +945,8 @@ class OrthoReader:
             valid_src = raw[nb] > 0
         elif self._mask_kind == "nodata" and self.src.nodata is not None:
             valid_src = ~(data == self.src.nodata).all(axis=0)
-        elif self._mask_kind == ZERO_COLLAR:
-            valid_src = _not_all_zero(data)
+        elif self._mask_kind in COLLAR_KINDS:
+            valid_src = _not_collar(data, self._white)
         elif self._mask_kind == "none":
             valid_src = None
         else:
@@ -918,7 +1010,7 @@ def row_cache_mb(src: DatasetReader, gsd_m: float, window_rows: int, row_cols: i
     ``gsd_m`` (the blocks the next row of tiles needs again; see ``OrthoReader._size_cache``), the row spanning
     ``row_cols`` grid columns (default: the whole width)."""
     bh, bw = src.block_shapes[0]
-    ratio = max(1.0, gsd_m / gsd_of(src)) if not src.crs.is_geographic else 1.0
+    ratio = max(1.0, gsd_m / min(pixel_sides_m(src))) if not src.crs.is_geographic else 1.0
     rows = (math.ceil(max(window_rows * ratio - 1, 0) / bh) + 1) * bh  # block rows an unaligned window touches
     cols = src.width
     if row_cols is not None:

@@ -48,6 +48,28 @@ def test_info_coarse_gsd_verdict(make_geotiff) -> None:
     assert "too coarse for targets under 12 cm" in r.output
 
 
+def test_non_square_pixels_count_at_their_coarser_side(make_geotiff) -> None:
+    """0.6 x 1.4 cm pixels resolve 1.4 cm along one axis: that is the GSD (the mean, 1.0 cm, would pass a 1 cm
+    model's check and judge 6 cm items resolvable while they span 4 px down the image); detect refuses it as too
+    coarse for the default model, and the grid is square at 1.4 cm."""
+    from affine import Affine
+
+    from rams.raster import describe, open_raster, target_grid
+
+    p = make_geotiff(height=200, width=300, transform=Affine(0.006, 0, 500000, 0, -0.014, 4400000))
+    with open_raster(p) as src:
+        info = describe(src, footprint=False)
+        assert info.gsd_m == pytest.approx(0.014) and info.pixel_sides_m == pytest.approx((0.006, 0.014))
+        g = target_grid(src)
+        assert (g.gsd_m, g.width, g.height) == (pytest.approx(0.014), 129, 200)  # 1.8 m x 2.8 m
+    r = runner.invoke(app, ["info", str(p), "--classes", "pmn"])
+    assert r.exit_code == 0, r.output
+    assert "1.40 cm/px (pixels not square: 0.60 cm across x 1.40 cm down" in r.output
+    r = runner.invoke(app, ["detect", str(p), "--out", str(p.with_suffix(".gpkg"))])
+    assert r.exit_code == EXIT_CODES[GSDError], r.output
+    assert "1.40 cm/px is too coarse for model default" in r.output and not p.with_suffix(".gpkg").exists()
+
+
 @pytest.mark.parametrize(
     "case,code,message",
     [

@@ -320,13 +320,15 @@ def test_coarse_gsd_force_proceeds_with_warning(make_geotiff, bundle_dir: Path, 
     assert "too coarse" in read_metadata(out)["warnings"]
 
 
-def test_black_collar_of_an_unmasked_mosaic_is_not_coverage(make_geotiff, bundle_dir: Path, tmp_path: Path) -> None:
-    """An RGB export with no alpha, nodata or mask fills the ground it did not image with 0: that collar is not
-    analysed ground, and no detection is centred on it."""
+@pytest.mark.parametrize("fill", [0, 255])
+def test_black_or_white_collar_of_an_unmasked_mosaic_is_not_coverage(make_geotiff, bundle_dir: Path, tmp_path: Path,
+                                                                      fill: int) -> None:
+    """An RGB export with no alpha, nodata or mask fills the ground it did not image with 0 (or, some, with white):
+    that collar is not analysed ground, and no detection is centred on it; a white one is named in the warnings."""
     rng = np.random.default_rng(2)
     data = rng.integers(1, 250, (3, 600, 800)).astype(np.uint8)
-    data[:, :, 500:] = 0  # 4 x 3 m at 0.5 cm; 2.5 x 2.0 m imaged: the right 1.5 m collar
-    data[:, 400:, :] = 0  # and the bottom 1.0 m
+    data[:, :, 500:] = fill  # 4 x 3 m at 0.5 cm; 2.5 x 2.0 m imaged: the right 1.5 m collar
+    data[:, 400:, :] = fill  # and the bottom 1.0 m
     ortho = make_geotiff(height=600, width=800, gsd=0.005, data=data)
     out = tmp_path / "c.gpkg"
     s = run_detect(ortho, out, _cfg(bundle_dir))
@@ -336,6 +338,7 @@ def test_black_collar_of_an_unmasked_mosaic_is_not_coverage(make_geotiff, bundle
     assert s.analysed_ha == pytest.approx(5.0 / 1e4)
     dets = _dets(out)
     assert dets.geometry.centroid.within(cov.buffer(1e-9)).all()
+    assert ("edges are white (255 in every band)" in read_metadata(out)["warnings"]) == (fill == 255)
 
 
 def test_mosaic_in_feet_gives_areas_in_square_metres(make_geotiff, bundle_dir: Path, tmp_path: Path) -> None:

@@ -574,3 +574,101 @@ def test_an_unlabelled_last_band_of_0_and_255_is_read_as_the_mask(make_geotiff) 
     q = write(np.concatenate([rgb, nir]))
     with open_raster(q) as src:
         assert undeclared_alpha_note(src) is None and not describe(src).mask_kind.startswith("alpha")
+
+
+def _white_collar(data: np.ndarray, imaged_cols: int, white: int = 255) -> np.ndarray:
+    """``data`` with the columns right of ``imaged_cols`` white in every band, as some exports fill what they did
+    not image, and saturated specks inside the field (glare): white in every band, or in two bands only."""
+    out = data.copy()
+    out[:, :, imaged_cols:] = white
+    out[:, 10:12, 10:12] = white  # glare: white in every band
+    out[:2, 30:32, 30:32] = white  # white in two bands only: imaged
+    return out
+
+
+@pytest.mark.parametrize("gsd", [0.01, 0.005, 0.007])  # read 1:1, by the 2x2 block mean, resampled (1/0.7)
+def test_unmasked_rgb_white_collar_is_not_imaged(make_geotiff, gsd: float) -> None:
+    """A mosaic without a mask whose edges are white: white in every band is not imaged on every read path (a
+    white collar counted as imaged would be claimed analysed), and rams says so with the fix."""
+    from rams.raster import WHITE_COLLAR, coarse_valid_mask, target_grid, valid_footprint, white_collar_note
+
+    n = round(1.2 / gsd)  # 1.2 m square; the right third is collar
+    data = _white_collar(_collar_rgb(n, n, n), 2 * n // 3)
+    p = make_geotiff(height=n, width=n, gsd=gsd, data=data)
+    with open_raster(p) as src:
+        info = describe(src)
+        assert info.mask_kind == WHITE_COLLAR
+        assert info.valid_fraction == pytest.approx(2 / 3, abs=0.02)
+        assert valid_footprint(src)[1] == pytest.approx(2 / 3, abs=0.02)
+        note = white_collar_note(src)
+        assert note is not None and 'gdalwarp -srcnodata "255 255 255" -dstalpha' in note
+        reader = make_reader(src, RGB, 0.01, ReadConfig())
+        td = reader.read(Window(0, 0, reader.grid.width, reader.grid.height))
+        m, _ = coarse_valid_mask(src, target_grid(src, 0.01))
+    edge = 80  # the collar starts 0.8 m in, at grid column 80
+    assert not td.valid[:, edge + 1 :].any()  # the collar
+    assert td.valid[:, : edge - 1].sum() == pytest.approx(120 * (edge - 1) - (4 if gsd == 0.01 else 0), abs=2)
+    if gsd == 0.01:  # 1:1: the 2 x 2 px of glare are not imaged, the specks white in two bands are
+        assert not td.valid[10:12, 10:12].any() and td.valid[30:32, 30:32].all()
+    assert not (td.image[:, ~td.valid] != 0).any()
+    assert m.mean() == pytest.approx(2 / 3, abs=0.03)
+
+
+def test_white_collar_in_epsg4326_uint16_and_nbits(make_geotiff) -> None:
+    """The same rule through a warp (EPSG:4326), for uint16 (white 65535) and a declared 12-bit depth (4095)."""
+    from affine import Affine
+
+    from rams.raster import WHITE_COLLAR, nbits_of, white_collar_note
+
+    t = Affine(1.2e-7, 0, 49.8, 0, -0.9e-7, 40.4)
+    data = _white_collar(_collar_rgb(100, 120, 120), 60)
+    p = make_geotiff(crs="EPSG:4326", transform=t, data=data)
+    with open_raster(p) as src:
+        assert describe(src, footprint=False).mask_kind == WHITE_COLLAR
+        reader = make_reader(src, RGB, 0.01, ReadConfig())
+        td = reader.read(Window(0, 0, reader.grid.width, reader.grid.height))
+        reader.close()
+        m, _ = coarse_valid_mask(src, reader.grid)
+    area_src = 100 * 60 * 1.2e-7 * 0.9e-7 * (111320 * math.cos(math.radians(40.4))) * 111000  # left half, m2
+    assert td.valid.sum() == pytest.approx(area_src / 1e-4, rel=0.08)
+    assert m.mean() == pytest.approx(td.valid.mean(), abs=0.05)
+
+    wide = _white_collar(_collar_rgb(100, 120, 120).astype(np.uint16) * 200, 80, white=65535)
+    q = make_geotiff(data=wide, dtype="uint16")
+    with open_raster(q) as src:
+        assert describe(src).valid_fraction == pytest.approx(2 / 3, abs=0.02)
+        assert "65535 in every band" in (white_collar_note(src) or "")
+    twelve = _white_collar(_collar_rgb(100, 120, 120).astype(np.uint16) * 16, 80, white=4095)
+    r = q.with_name("n12.tif")
+    with rasterio.open(q) as ref:
+        prof = {**ref.profile, "nbits": 12}
+    with rasterio.open(r, "w", **prof) as dst:
+        dst.write(twelve)
+    with open_raster(r) as src:
+        assert nbits_of(src, 1) == 12
+        assert describe(src).valid_fraction == pytest.approx(2 / 3, abs=0.02)
+        reader = make_reader(src, RGB, 0.01, ReadConfig())
+        assert reader.read(Window(0, 0, 120, 100)).valid.mean() == pytest.approx(2 / 3 - 4 / 12000, abs=0.01)
+
+
+def test_white_stays_data_without_white_edges_or_with_a_declared_mask(make_geotiff) -> None:
+    """Glare inside a field whose edges are imagery is image data (only the black-collar rule applies); a declared
+    alpha or nodata decides over white edges."""
+    from rams.raster import white_collar_note
+
+    inside = _collar_rgb(100, 120, 120)
+    inside[:, 40:60, 40:70] = 255  # a large saturated patch, away from the edges
+    p = make_geotiff(data=inside)
+    data = _white_collar(_collar_rgb(100, 120, 120), 80)
+    am = np.full((100, 120), 255, np.uint8)
+    with_alpha = make_geotiff(data=data, alpha=True, alpha_mask=am)
+    with_nodata = make_geotiff(data=data, nodata=7)
+    for path, kind in ((p, ZERO_COLLAR_KIND), (with_alpha, "alpha"), (with_nodata, "nodata")):
+        with open_raster(path) as src:
+            assert describe(src, footprint=False).mask_kind == kind
+            assert white_collar_note(src) is None
+            reader = make_reader(src, RGB, 0.01, ReadConfig())
+            assert reader.read(Window(0, 0, 120, 100)).valid.all(), kind
+
+
+ZERO_COLLAR_KIND = "none declared: 0 in every band = not imaged"

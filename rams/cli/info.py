@@ -39,7 +39,7 @@ def info(
         + (" (geographic: read through a warp to UTM)" if o.crs_is_geographic
            else "" if o.crs_is_metric
            else " (not in ground metres, e.g. feet or Web Mercator: read through a warp to UTM)"),
-        f"gsd         {o.gsd_m * 100:.2f} cm/px",
+        f"gsd         {o.gsd_m * 100:.2f} cm/px" + _not_square(o.pixel_sides_m),
         f"mask        {o.mask_kind}" + (f" (nodata={o.nodata})" if o.nodata is not None else ""),
         f"overviews   {', '.join(map(str, o.overviews)) or 'none'}",
     ]
@@ -69,3 +69,11 @@ def _crs_words(crs: str) -> str:
         return CRS.from_user_input(crs).name
     except Exception:  # pragma: no cover - unreadable WKT: show its start
         return crs[:60] + "..."
+
+
+def _not_square(sides: tuple[float, float] | None) -> str:
+    """Words for pixels that are not square (sides differing by over 1 %): the coarser side is the GSD."""
+    if sides is None or abs(sides[0] - sides[1]) <= 0.01 * max(sides):
+        return ""
+    return (f" (pixels not square: {sides[0] * 100:.2f} cm across x {sides[1] * 100:.2f} cm down; the coarser "
+            "side is what the imagery resolves)")
