@@ -42,6 +42,7 @@ from pydantic import Field
 
 from rams.config import ReadConfig, StrictModel, dump_config
 from rams.errors import AOIError, GSDError, InputError, OutputError
+from rams.merge import MERGE_DISTANCE_M
 from rams.outputs import check_output
 from rams.raster import (
     Grid,
@@ -110,7 +111,7 @@ class DetectConfig(StrictModel):
     1536 px tile (1536/1440)^2 = 1.14x."""
     overlap_px: int | None = Field(default=None, ge=0)
     """Tile overlap (default: the model card's; must exceed the largest object)."""
-    merge_distance_m: float = Field(default=0.03, ge=0.0)
+    merge_distance_m: float = Field(default=MERGE_DISTANCE_M, ge=0.0)
     """Same-class detections closer than this are merged (plus footprint containment)."""
     min_target_px: float = 8.0
     """GSD check: the smallest class of the model must span at least this many pixels."""

@@ -20,6 +20,10 @@ import numpy as np
 
 from rams.tiling import Tile
 
+#: Same-class detections whose centres are closer than this (metres) are one object (``rams detect``'s default,
+#: also used by training validation on whole scenes).
+MERGE_DISTANCE_M = 0.03
+
 
 @dataclass(frozen=True)
 class MapDetection:
@@ -58,7 +62,7 @@ def owned_detections(
     return out
 
 
-def merge_duplicates(dets: Sequence[MapDetection], min_distance_m: float = 0.03) -> list[MapDetection]:
+def merge_duplicates(dets: Sequence[MapDetection], min_distance_m: float = MERGE_DISTANCE_M) -> list[MapDetection]:
     """Greedy same-class merge by descending score (ties: input order, so results are deterministic).
 
     A detection is dropped when a kept one of the same class has its centre inside the detection's box,
@@ -69,11 +73,12 @@ def merge_duplicates(dets: Sequence[MapDetection], min_distance_m: float = 0.03)
     return kept
 
 
-def merge_groups(dets: Sequence[MapDetection], min_distance_m: float = 0.03) -> dict[int, list[int]]:
+def merge_groups(dets: Sequence[MapDetection], min_distance_m: float = MERGE_DISTANCE_M,
+                 cell: float = 1.0) -> dict[int, list[int]]:
     """The merge of :func:`merge_duplicates` as groups: index of each kept detection -> the indexes of the
-    detections merged into it, itself first (kept in descending score order)."""
+    detections merged into it, itself first (kept in descending score order). ``cell``: side of the spatial hash
+    used for neighbour look-ups, in the detections' units (1 m; pixel coordinates pass 1 m in pixels)."""
     order = sorted(range(len(dets)), key=lambda i: (-dets[i].score, i))
-    cell = 1.0  # metres: spatial hash for neighbour look-ups
     groups: dict[int, list[int]] = {}
     index: dict[tuple[int, int, int], list[int]] = defaultdict(list)
     for i in order:

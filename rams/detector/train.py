@@ -385,13 +385,17 @@ def frame_predictions(
     model: torch.nn.Module, val: ValSet, cfg: TrainConfig, device: torch.device
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """``model``'s detections on the held-out set down to ``validation.score_floor``, each kept by the chip that
-    owns its centre: (centres (K, 2) in the frame, scores, labels)."""
+    owns its centre: (centres (K, 2) in the frame, scores, labels). On whole scenes / flights, same-class
+    detections of one object seen by two tiles across a seam are then merged exactly as ``rams detect`` merges
+    them (:func:`rams.merge.merge_groups` at :data:`rams.merge.MERGE_DISTANCE_M`), so a seam pair is one
+    detection, not a true positive and a false alarm. (Merging before or after a threshold gives the same set:
+    a detection is dropped only by a higher-scoring one.)"""
     mean = torch.tensor(cfg.norm_mean, device=device)
     std = torch.tensor(cfg.norm_std, device=device)
     vcfg = cfg.validation
     was_training = model.training
     model.eval()
-    pred_xy, pred_s, pred_l = [], [], []
+    pred_xy, pred_s, pred_l, pred_box = [], [], [], []
     n, _, h, w = val.images.shape
     with torch.inference_mode():
         for b0 in range(0, n, vcfg.batch_size):
@@ -408,11 +412,20 @@ def frame_predictions(
                 pred_xy.append(np.stack([cx[own] + ox, cy[own] + oy], axis=1))
                 pred_s.append(d.scores[own])
                 pred_l.append(d.labels[own])
+                pred_box.append(d.boxes_xyxy_px[own] + np.array([ox, oy, ox, oy]))
     if was_training:
         model.train()
     pxy = np.concatenate(pred_xy) if pred_xy else np.zeros((0, 2))
     ps = np.concatenate(pred_s) if pred_s else np.zeros(0, np.float32)
     pl = np.concatenate(pred_l) if pred_l else np.zeros(0, np.int64)
+    if val.n_scenes and len(ps):
+        from rams.merge import MERGE_DISTANCE_M, MapDetection, merge_groups
+
+        frame_boxes = np.concatenate(pred_box)
+        dets = [MapDetection(b[0], b[1], b[2], b[3], float(sc), int(lab), "")
+                for b, sc, lab in zip(frame_boxes.tolist(), ps.tolist(), pl.tolist(), strict=True)]  # fmt: skip
+        keep = np.array(sorted(merge_groups(dets, MERGE_DISTANCE_M / cfg.gsd_m, 1.0 / cfg.gsd_m)), np.int64)
+        pxy, ps, pl = pxy[keep], ps[keep], pl[keep]
     return pxy, ps, pl
 
 
