@@ -48,6 +48,7 @@ from rams.raster import (
     Grid,
     OrthoReader,
     cache_cap_mb,
+    damaged_reads,
     describe,
     dim_values_note,
     nbits_of,
@@ -243,7 +244,7 @@ def plan_detect(
 ) -> DetectPlan:
     """Open and check the inputs and decide the tiling; raises the specific RamsError for each bad input."""
     from rams.detector.bundle import load_bundle
-    from rams.provenance import fast_file_hash, now_utc
+    from rams.provenance import now_utc
 
     cfg = cfg or DetectConfig()
     started = now_utc()
@@ -251,40 +252,49 @@ def plan_detect(
     card = load_bundle(cfg.model).card
     src = open_raster(ortho)
     try:
-        info = describe(src, footprint=False)
-        gsd_ok_text = _check_model_gsd(info.gsd_m, card, cfg, warnings)
-        lo, hi = card.gsd_range_m
-        withheld = (
-            f"model {card.name} ran on {info.gsd_m * 100:.2f} cm/px imagery, coarser than the {lo * 100:.2f}-"
-            f"{hi * 100:.2f} cm/px it serves and was measured at (--force)"
-            if _too_coarse(info.gsd_m, card) else None
-        )
-        grid = target_grid(src, card.gsd_m)
-        bands = select_bands(src, card.bands, cfg.read.bands)
-        vr = cfg.read.value_range or _card_value_range(card, info.dtype)
-        value_range = source_value_range(src, bands[0], vr)
-        if vr is None and nbits_of(src, bands[0]) is None and (note := dim_values_note(src, bands, value_range)):
-            warnings.append(note)
-            log.warning(note)
-        for note in (undeclared_alpha_note(src), white_collar_note(src)):
-            if not note:
-                continue
-            warnings.append(note)
-            log.warning(note)
-        aoi_geom = _load_aoi(aoi, aoi_layer, grid, warnings) if aoi is not None else None
-        overlap_px = cfg.overlap_px if cfg.overlap_px is not None else card.overlap_px
-        tile_px = cfg.tile_size_px or default_tile_px(grid, card.tile_size_px, overlap_px, LARGE_TILE_PX)
-        batch_size = cfg.batch_size or max(1, BATCH_PIXELS // (tile_px * tile_px))
-        if overlap_px >= tile_px // 2:
-            raise InputError(f"overlap {overlap_px} px must be < half the tile size {tile_px} px; lower --overlap")
-        # No validity-mask pass before the run: it decoded the whole mosaic once more (10 % of a 1 Gpx run) to
-        # skip unimaged tiles, which cost less to read (their blocks decode fast) than that pass, and are then
-        # skipped before the model (process_batches). Unimaged ground never enters the coverage either way.
-        tiles = make_tiles(grid, tile_px, overlap_px, aoi=aoi_geom)
-        stripe_cols = stripe_cols_for(src, card.gsd_m, grid, tile_px, overlap_px, STRIPE_CACHE_MB)
-        tiles = stripe_order(tiles, stripe_cols)
+        with damaged_reads(ortho):
+            return _plan_open(ortho, src, cfg, card, aoi, aoi_layer, started, warnings)
     finally:
         src.close()
+
+
+def _plan_open(ortho: Path, src: Any, cfg: DetectConfig, card: Any, aoi: Path | None, aoi_layer: str | None,
+               started: str, warnings: list[str]) -> DetectPlan:
+    """:func:`plan_detect` on the open mosaic."""
+    from rams.provenance import fast_file_hash
+
+    info = describe(src, footprint=False)
+    gsd_ok_text = _check_model_gsd(info.gsd_m, card, cfg, warnings)
+    lo, hi = card.gsd_range_m
+    withheld = (
+        f"model {card.name} ran on {info.gsd_m * 100:.2f} cm/px imagery, coarser than the {lo * 100:.2f}-"
+        f"{hi * 100:.2f} cm/px it serves and was measured at (--force)"
+        if _too_coarse(info.gsd_m, card) else None
+    )
+    grid = target_grid(src, card.gsd_m)
+    bands = select_bands(src, card.bands, cfg.read.bands)
+    vr = cfg.read.value_range or _card_value_range(card, info.dtype)
+    value_range = source_value_range(src, bands[0], vr)
+    if vr is None and nbits_of(src, bands[0]) is None and (note := dim_values_note(src, bands, value_range)):
+        warnings.append(note)
+        log.warning(note)
+    for note in (undeclared_alpha_note(src), white_collar_note(src)):
+        if not note:
+            continue
+        warnings.append(note)
+        log.warning(note)
+    aoi_geom = _load_aoi(aoi, aoi_layer, grid, warnings) if aoi is not None else None
+    overlap_px = cfg.overlap_px if cfg.overlap_px is not None else card.overlap_px
+    tile_px = cfg.tile_size_px or default_tile_px(grid, card.tile_size_px, overlap_px, LARGE_TILE_PX)
+    batch_size = cfg.batch_size or max(1, BATCH_PIXELS // (tile_px * tile_px))
+    if overlap_px >= tile_px // 2:
+        raise InputError(f"overlap {overlap_px} px must be < half the tile size {tile_px} px; lower --overlap")
+    # No validity-mask pass before the run: it decoded the whole mosaic once more (10 % of a 1 Gpx run) to
+    # skip unimaged tiles, which cost less to read (their blocks decode fast) than that pass, and are then
+    # skipped before the model (process_batches). Unimaged ground never enters the coverage either way.
+    tiles = make_tiles(grid, tile_px, overlap_px, aoi=aoi_geom)
+    stripe_cols = stripe_cols_for(src, card.gsd_m, grid, tile_px, overlap_px, STRIPE_CACHE_MB)
+    tiles = stripe_order(tiles, stripe_cols)
     if not tiles:
         raise InputError(f"{ortho}: no tile inside the AOI; check the AOI")
     return DetectPlan(

@@ -14,6 +14,7 @@ from rams.config import TilingConfig
 from rams.raster import (
     OrthoInfo,
     check_gsd,
+    damaged_reads,
     describe,
     dim_values_note,
     image_bands_of,
@@ -61,7 +62,7 @@ def inspect_ortho(
 ) -> InfoReport:
     """Describe ``path`` and say how a run at ``target_gsd_m`` would tile it and whether its GSD suffices."""
     tiling = tiling or TilingConfig()
-    with open_raster(path) as src:
+    with open_raster(path) as src, damaged_reads(path):
         info = describe(src)
         grid = target_grid(src, target_gsd_m)
         bands = image_bands_of(src)

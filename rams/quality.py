@@ -61,6 +61,7 @@ from rams.raster import (
     Grid,
     OrthoReader,
     cache_cap_mb,
+    damaged_reads,
     dim_values_note,
     gsd_of,
     nbits_of,
@@ -862,7 +863,7 @@ def assess_ortho(
     chunk_rows: int = CHUNK_ROWS,
 ) -> QualityResult:
     """Open ``path`` (with the checks of :func:`rams.raster.open_raster`) and run :func:`assess_dataset`."""
-    with open_raster(path) as src:
+    with open_raster(path) as src, damaged_reads(path):
         return assess_dataset(src, cfg, aoi=aoi, progress=progress, workers=workers, sink=sink,
                               chunk_rows=chunk_rows)  # fmt: skip
 

@@ -23,7 +23,8 @@ from __future__ import annotations
 import logging
 import math
 import os
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -195,6 +196,36 @@ def open_raster(path: str | os.PathLike[str], num_threads: int | None = None) ->
     return src
 
 
+def gdal_error_text(err: BaseException) -> str:
+    """GDAL's own words for a failed read: rasterio raises "Read failed. See previous exception for details." and
+    chains the causes (which band, which block, which decoder); this joins the informative ones, deepest last,
+    e.g. "ortho.tif, band 4: IReadBlock failed at X offset 1, Y offset 1 ... ZIPDecode:Decoding error at scanline
+    512"."""
+    parts: list[str] = []
+    seen: set[int] = set()
+    e: BaseException | None = err
+    while e is not None and id(e) not in seen:
+        seen.add(id(e))
+        text = str(e).splitlines()[0].strip() if str(e).strip() else ""
+        if text and "see previous exception" not in text.lower() and not any(text in p for p in parts):
+            parts.append(text)
+        e = e.__cause__ or e.__context__
+    return "; ".join(parts) or type(err).__name__
+
+
+@contextmanager
+def damaged_reads(name: str | os.PathLike[str]) -> Iterator[None]:
+    """Turn a GDAL read failure inside the block (a block of ``name`` that does not decode: a bad copy, a
+    truncated export) into the one-line :class:`CorruptRasterError` of a damaged file."""
+    try:
+        yield
+    except RasterioIOError as err:
+        raise CorruptRasterError(
+            f"{name}: GDAL cannot read part of it ({gdal_error_text(err)}); the file is damaged or truncated: copy or "
+            "export it again"
+        ) from err
+
+
 def check_georeference(src: DatasetReader) -> None:
     """Raise GeoreferenceError unless the dataset has a CRS and a real geotransform."""
     name = src.name
@@ -224,7 +255,7 @@ def _probe_blocks(src: DatasetReader) -> None:
             src.read(1, window=Window(col, row, min(bw, src.width), min(bh, src.height)))
     except RasterioIOError as err:
         raise CorruptRasterError(
-            f"{src.name} is truncated or corrupt (GDAL: {str(err).splitlines()[0]}); copy or export it again"
+            f"{src.name} is truncated or corrupt (GDAL: {gdal_error_text(err)}); copy or export it again"
         ) from err
 
 
@@ -838,8 +869,9 @@ class OrthoReader:
             data, mask, div = self._read_inner(inner)
         except RasterioIOError as err:
             raise CorruptRasterError(
-                f"{self.src.name}: cannot read window {inner} (GDAL: {str(err).splitlines()[0]}); "
-                "the file may be truncated or damaged, re-export it"
+                f"{self.src.name}: cannot read grid rows {int(inner.row_off)}-{int(inner.row_off + inner.height)}, "
+                f"columns {int(inner.col_off)}-{int(inner.col_off + inner.width)} (GDAL: {gdal_error_text(err)}); "
+                "the file is damaged or truncated: copy or export it again"
             ) from err
         if not mask.any():  # nothing imaged here (e.g. outside the footprint): no scaling to do
             image.fill(0.0)

@@ -76,6 +76,7 @@ def test_non_square_pixels_count_at_their_coarser_side(make_geotiff) -> None:
         ("missing", 3, "not found"),
         ("text", 4, "not a raster"),
         ("truncated", 5, "truncated or"),
+        ("damaged", 5, "band 1: IReadBlock failed"),  # a block in the middle: the open-time probe passes
         ("nocrs", 6, "coordinate reference system"),
     ],
 )
@@ -88,6 +89,8 @@ def test_info_bad_inputs(case: str, code: int, message: str, make_geotiff, tmp_p
     elif case == "truncated":
         p = make_geotiff(height=512, width=512, seed=1)
         p.write_bytes(p.read_bytes()[:5000])
+    elif case == "damaged":
+        p = _damaged_in_the_middle(make_geotiff(height=512, width=512, seed=1))
     else:
         p = make_geotiff(crs=None)
     r = runner.invoke(app, ["info", str(p)])
@@ -166,3 +169,13 @@ def test_info_names_the_value_range_fix_for_dim_uint16(tmp_path: Path) -> None:
     assert "values      pixel values reach only" in r.output and "read.value_range: [0, 1023]" in r.output
     d = json.loads(runner.invoke(app, ["info", str(p), "--json"]).output)
     assert "[0, 1023]" in d["value_note"]
+
+
+def _damaged_in_the_middle(p: Path) -> Path:
+    """Overwrite the middle fifth of a tiled deflate GeoTIFF with garbage (a bad copy): the first and last blocks,
+    which `open_raster` probes, stay readable; blocks in between fail to decode."""
+    raw = bytearray(p.read_bytes())
+    a, b = len(raw) * 2 // 5, len(raw) * 3 // 5
+    raw[a:b] = bytes([0x13]) * (b - a)
+    p.write_bytes(bytes(raw))
+    return p

@@ -341,6 +341,23 @@ def test_black_or_white_collar_of_an_unmasked_mosaic_is_not_coverage(make_geotif
     assert ("edges are white (255 in every band)" in read_metadata(out)["warnings"]) == (fill == 255)
 
 
+def test_a_damaged_block_mid_mosaic_stops_with_its_place_and_no_output(make_geotiff, bundle_dir: Path,
+                                                                         tmp_path: Path) -> None:
+    """A bad copy: blocks in the middle of the file do not decode (the first and last, probed at open, do). The run
+    stops with one line naming where and GDAL's reason, the damaged-file exit code, and no result file."""
+    from rams.errors import EXIT_CODES, CorruptRasterError
+    from tests.test_cli_info import _damaged_in_the_middle
+
+    ortho = _damaged_in_the_middle(make_geotiff(height=512, width=512, seed=1))
+    out = tmp_path / "d.gpkg"
+    with pytest.raises(CorruptRasterError, match=r"GDAL:? .*(IReadBlock|Decod).*damaged or truncated"):
+        run_detect(ortho, out, _cfg(bundle_dir))
+    assert not out.exists()
+    r = CliRunner().invoke(app, ["detect", str(ortho), "--out", str(out), "--model", str(bundle_dir), "--overwrite"])
+    assert r.exit_code == EXIT_CODES[CorruptRasterError] and "the file is damaged or truncated" in r.output
+    assert not out.exists()
+
+
 def test_mosaic_in_feet_gives_areas_in_square_metres(make_geotiff, bundle_dir: Path, tmp_path: Path) -> None:
     from affine import Affine
 

@@ -49,6 +49,9 @@ class RamsGroup(TyperGroup):
         except Exception as err:
             if _state["debug"]:
                 raise
+            if (damaged := _damaged_raster(err)) is not None:  # a read deep in a module, not wrapped there
+                stderr.print(f"error: {damaged}", markup=False, highlight=False, soft_wrap=True)
+                raise SystemExit(exit_code_for(damaged)) from err
             stderr.print(
                 f"internal error: {type(err).__name__}: {err} (rerun with --debug and report it)",
                 markup=False,
@@ -56,6 +59,23 @@ class RamsGroup(TyperGroup):
                 soft_wrap=True,
             )
             raise SystemExit(1) from err
+
+
+def _damaged_raster(err: BaseException) -> RamsError | None:
+    """A GDAL read failure (rasterio's ``RasterioIOError``: a damaged or truncated block met by any read path) as
+    the one-line error rams gives for a damaged file, else None."""
+    import sys
+
+    rio_errors = sys.modules.get("rasterio.errors")
+    if rio_errors is None or not isinstance(err, rio_errors.RasterioIOError):
+        return None
+    from rams.errors import CorruptRasterError
+    from rams.raster import gdal_error_text
+
+    return CorruptRasterError(
+        f"GDAL could not read a raster ({gdal_error_text(err)}); the file is damaged or truncated: copy or export it "
+        "again"
+    )
 
 
 app = typer.Typer(
