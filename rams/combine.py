@@ -38,7 +38,7 @@ PER_MODEL_KEYS = (
     "model_name", "model_version", "weights_sha256", "model_classes", "model_recall", "score_threshold",
     "class_thresholds", "analysis_gsd_m", "gsd_check", "tile_size_px", "overlap_px", "tiles", "resolved_config",
     "detections", "detections_by_class", "analysed_area_m2", "started_utc", "finished_utc", "warnings",
-    "model_recall_withheld", "tiles_empty", "checkpoint_key",
+    "model_recall_withheld", "tiles_empty", "checkpoint_key", "damaged_m2",
 )
 
 
@@ -234,7 +234,7 @@ def combine_results(
     write_gpkg(out, {"detections": merged, "coverage": cov}, metadata=metadata, overwrite=overwrite,
                styles=default_styles(["detections", "coverage"]))
     return {"detections": len(merged), "by_class": by_class, "analysed_ha": area_m2 / 1e4,
-            "class_thresholds": thresholds, "class_models": chosen}
+            "class_thresholds": thresholds, "class_models": chosen, "warnings": metadata["warnings"]}
 
 
 def _loads(text: str | None) -> Any:

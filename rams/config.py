@@ -32,6 +32,10 @@ class ReadConfig(StrictModel):
     """Fixed (min, max) mapped to [0, 1]. Default by dtype: uint8 0-255, uint16 0-65535, float 0-1."""
     resampling: str = "average"
     """GDAL resampling used when the mosaic GSD differs from the model GSD."""
+    skip_damaged: bool = False
+    """A part of the mosaic GDAL cannot read (a block that does not decode: a bad copy, a truncated export) stops
+    the run with a one-line error (default). True: such parts are left not imaged (outside the coverage, named in
+    a warning with their area) and the run goes on (``--skip-damaged``)."""
     gdal_cache_mb: int = Field(default=256, ge=1)
     """Upper bound of the GDAL block cache (MB) when set explicitly. Readers size the cache to the source blocks
     one row of tiles touches, so that every block is decoded once (1024 px tiles of a mosaic 31 600 px wide at

@@ -171,6 +171,7 @@ class TileResult:
     dets: list[list[float]]  # [x0, y0, x1, y1, score, label index]
     coverage_wkb: list[str]
     valid_px: int
+    damaged_px: int = 0  # core pixels GDAL could not read (``read.skip_damaged``): not analysed
 
 
 @dataclass
@@ -404,12 +405,12 @@ def process_batches(
     # Without reader threads one batch is in flight at a time: its arrays are reused (no page faults per batch).
     reuse: dict[int, tuple[np.ndarray, np.ndarray]] = {}
 
-    def read_batch(batch: list[Tile]) -> tuple[np.ndarray, np.ndarray]:
+    def read_batch(batch: list[Tile]) -> tuple[np.ndarray, np.ndarray, list[int]]:
         reader = getattr(local, "reader", None)
         if reader is None:
             reader = OrthoReader(open_raster(plan.ortho, num_threads=gdal_threads), plan.grid, plan.bands,
                                  plan.value_range, cfg.read.resampling, cache_cap_mb(cfg.read),
-                                 row_cols=stripe_width_px(plan))
+                                 row_cols=stripe_width_px(plan), skip_damaged=cfg.read.skip_damaged)
             local.reader = reader
             with lock:
                 readers.append(reader)
@@ -421,15 +422,14 @@ def process_batches(
             valid = np.empty((len(batch), t, t), bool)
             if n_workers == 0:
                 reuse[len(batch)] = (images, valid)
-        for j, tile in enumerate(batch):
-            reader.read_into(tile.window, images[j], valid[j])
-        return images, valid
+        damaged = [_core_px(reader.read_into(tile.window, images[j], valid[j]), tile) for j, tile in enumerate(batch)]
+        return images, valid, damaged
 
     out: dict[int, list[TileResult]] = {}
     n_done = 0
     try:
         with ThreadPoolExecutor(max_workers=max(1, n_workers), thread_name_prefix="rams-read") as pool:
-            pending: deque[tuple[int, list[Tile], Future[tuple[np.ndarray, np.ndarray]]]] = deque()
+            pending: deque[tuple[int, list[Tile], Future[tuple[np.ndarray, np.ndarray, list[int]]]]] = deque()
             it = iter(batch_indexes)
 
             def fill() -> None:
@@ -439,7 +439,7 @@ def process_batches(
                         return
                     pending.append((bi, batches[bi], pool.submit(read_batch, batches[bi])))
 
-            def next_batch() -> tuple[int, list[Tile], tuple[np.ndarray, np.ndarray]] | None:
+            def next_batch() -> tuple[int, list[Tile], tuple[np.ndarray, np.ndarray, list[int]]] | None:
                 if n_workers == 0:  # read in this thread: no oversubscription of the cores torch uses
                     bi = next(it, None)
                     return None if bi is None else (bi, batches[bi], read_batch(batches[bi]))
@@ -452,7 +452,7 @@ def process_batches(
 
             fill()
             while (item := next_batch()) is not None:
-                bi, batch, (images, valid) = item
+                bi, batch, (images, valid, damaged) = item
                 # only tiles with imaged pixels in their core go through the model (a tile owns nothing else)
                 has = np.array([_core_view(valid[j], tile).any() for j, tile in enumerate(batch)], dtype=bool)
                 if has.all():  # (boolean indexing would copy the whole batch)
@@ -463,9 +463,9 @@ def process_batches(
                 pi = 0
                 for j, tile in enumerate(batch):
                     if not has[j]:
-                        results.append(TileResult(tile.tile_id, [], [], 0))
+                        results.append(TileResult(tile.tile_id, [], [], 0, damaged[j]))
                         continue
-                    results.append(_tile_result(tile, preds[pi], valid[j], plan.grid, aoi_prep))
+                    results.append(_tile_result(tile, preds[pi], valid[j], plan.grid, aoi_prep, damaged[j]))
                     pi += 1
                 out[bi] = results
                 if on_batch is not None:
@@ -476,7 +476,7 @@ def process_batches(
     finally:
         for r in readers:
             r.close()
-            r.src.close()
+            r.source.close()
     return out
 
 
@@ -605,7 +605,7 @@ def _run_models(
         models=cards,
         seconds=time.perf_counter() - t_start,
         mpx=mpx,
-        warnings=[f"{p.card.name}: {w}" for p in plans for w in p.warnings],
+        warnings=list(combined["warnings"]),
     )
 
 
@@ -666,7 +666,7 @@ def _run_plan(
         model=plan.card.name,
         seconds=time.perf_counter() - t_start,
         mpx=float(counters["mpx"]),
-        warnings=plan.warnings,
+        warnings=summary["warnings"],
     )
 
 
@@ -683,6 +683,15 @@ def write_detections(plan: DetectPlan, out: Path, results: list[TileResult], ove
             "check the alpha/nodata footprint and the AOI"
         )
     input_hash = plan.input_hash
+    warnings = list(plan.warnings)
+    damaged_px = sum(r.damaged_px for r in results)
+    damaged_m2 = damaged_px * plan.grid.gsd_m**2
+    if damaged_px:
+        n = sum(1 for r in results if r.damaged_px)
+        note = (f"{damaged_m2:.1f} m2 in {n} tile(s) could not be read (damaged blocks, --skip-damaged) and were NOT "
+                "analysed: they are outside the coverage; copy or export the mosaic again to analyse them")
+        warnings.append(note)
+        log.warning(note)
     metadata = {
         "rams_product": "detections: candidate mine/ERW locations for human review (not a safety claim)",
         "evidence_note": (
@@ -716,7 +725,8 @@ def write_detections(plan: DetectPlan, out: Path, results: list[TileResult], ove
         "resolved_config": plan.resolved_config,
         "started_utc": plan.started_utc,
         "finished_utc": now_utc(),
-        "warnings": plan.warnings,
+        "warnings": warnings,
+        "damaged_m2": round(damaged_m2, 3),
         **run_record(),
         **(extra_metadata or {}),
     }
@@ -725,6 +735,7 @@ def write_detections(plan: DetectPlan, out: Path, results: list[TileResult], ove
         merge_distance_m=cfg.merge_distance_m,
     )
     out.with_name(out.stem + ".config.yaml").write_text(plan.resolved_config)
+    summary["warnings"] = warnings
     return summary
 
 
@@ -735,7 +746,16 @@ def _core_view(valid: np.ndarray, tile: Tile) -> np.ndarray:
     return valid[r0 : r0 + int(c.height), c0 : c0 + int(c.width)]
 
 
-def _tile_result(tile: Tile, p: Any, valid: np.ndarray, grid: Grid, aoi_prep: Any) -> TileResult:
+def _core_px(windows: list[tuple[int, int, int, int]], tile: Tile) -> int:
+    """Pixels of grid windows (row0, row1, col0, col1; disjoint) inside the tile's core."""
+    c = tile.core
+    r0, c0 = int(c.row_off), int(c.col_off)
+    r1, c1 = r0 + int(c.height), c0 + int(c.width)
+    return sum(max(0, min(b, r1) - max(a, r0)) * max(0, min(d, c1) - max(cc, c0)) for a, b, cc, d in windows)
+
+
+def _tile_result(tile: Tile, p: Any, valid: np.ndarray, grid: Grid, aoi_prep: Any, damaged_px: int = 0
+                 ) -> TileResult:
     from shapely import wkb
     from shapely.geometry import Point
 
@@ -751,6 +771,7 @@ def _tile_result(tile: Tile, p: Any, valid: np.ndarray, grid: Grid, aoi_prep: An
         [[d.x0, d.y0, d.x1, d.y1, d.score, float(d.label)] for d in dets],
         [wkb.dumps(g, hex=True) for g in cov],
         int(valid.sum()),
+        damaged_px,
     )
 
 

@@ -701,7 +701,8 @@ def assess_dataset(
     workers = workers if workers is not None and workers >= 1 else quality_workers()
     with (
         OrthoReader(src, grid, bands, vr, cfg.read.resampling, cache_cap_mb(cfg.read),
-                    row_cols=stripe_span_px(grid, cols, tile_px, overlap_px)) as reader,
+                    row_cols=stripe_span_px(grid, cols, tile_px, overlap_px),
+                    skip_damaged=cfg.read.skip_damaged) as reader,
         ThreadPoolExecutor(max_workers=workers, thread_name_prefix="rams-quality") as pool,
     ):
         # Reading stays in this thread (one GDAL handle); the filters of the next tiles run in the pool (SciPy
@@ -771,6 +772,12 @@ def assess_dataset(
             if len(rows) >= chunk_rows:
                 flush()
     flush()
+    if reader.damaged:
+        lost = union_all([box(c0, r0, c1, r1) for r0, r1, c0, c1 in reader.damaged]).area * grid.gsd_m**2
+        note = (f"{lost:.1f} m2 could not be read (damaged blocks, --skip-damaged): classed not_imaged, NOT judged; "
+                "copy or export the mosaic again to judge them")
+        warnings.append(note)
+        log.warning(note)
     # the not-imaged ground: gaps between and inside cells, and AOI ground outside the raster
     gap_parts = []
     if not_imaged_acc is not None:

@@ -314,6 +314,10 @@ ZERO_COLLAR = "none declared: 0 in every band = not imaged"
 #: internal mask) overrides the rule.
 WHITE_COLLAR = "none declared: 0 or white (the maximum) in every band = not imaged (white edges found)"
 
+#: Side (grid pixels) of the pieces a window that GDAL cannot read is read again in, with ``skip_damaged``: a
+#: damaged 512 px source block then costs the pieces that touch it, not the whole tile.
+DAMAGED_PIECE_PX = 128
+
 #: Mask kinds where the pixel values themselves say "not imaged" (no mask declared).
 COLLAR_KINDS = (ZERO_COLLAR, WHITE_COLLAR)
 
@@ -784,8 +788,17 @@ class OrthoReader:
         resampling: str = "average",
         gdal_cache_mb: int = STRIP_CACHE_CAP_MB,
         row_cols: int | None = None,
+        skip_damaged: bool = False,
     ) -> None:
         self.src = src
+        self.source = src
+        """The handle the reader was given (the caller closes it; :attr:`src` may become the reader's own)."""
+        self.skip_damaged = skip_damaged
+        """On a window GDAL cannot read (a block that does not decode), read it again in pieces of
+        :data:`DAMAGED_PIECE_PX` and leave the pieces that fail not imaged (invalid, zero), instead of raising
+        :class:`CorruptRasterError`. Those pieces are recorded in :attr:`damaged`."""
+        self.damaged: list[tuple[int, int, int, int]] = []
+        """Grid windows (row0, row1, col0, col1; half-open) left unread as damaged (``skip_damaged``)."""
         self.row_cols = row_cols
         """Grid columns one row of tiles spans (a stripe, see :func:`rams.tiling.stripe_order`); None: the grid's
         width. The block cache is sized to that row."""
@@ -815,21 +828,43 @@ class OrthoReader:
             k = round(ratio_x)
             if k >= 1 and abs(ratio_x - k) < 1e-6 * k and abs(ratio_y - k) < 1e-6 * k:
                 self._factor = k
-        if needs_warp(src):
+        self._own_src: DatasetReader | None = None  # a handle this reader opened itself (see _reopen_plain)
+        self._open_vrt()
+
+    def _open_vrt(self) -> None:
+        if needs_warp(self.src):
             self._vrt = WarpedVRT(
-                src,
-                crs=grid.crs,
-                transform=grid.transform,
-                width=grid.width,
-                height=grid.height,
+                self.src,
+                crs=self.grid.crs,
+                transform=self.grid.transform,
+                width=self.grid.width,
+                height=self.grid.height,
                 resampling=self.resampling,
                 add_alpha=self._mask_kind in ("none", *COLLAR_KINDS),
             )
+
+    def _reopen_plain(self) -> None:
+        """Read on from a fresh single-threaded handle of the same file (``skip_damaged``, after a failed read).
+
+        Measured with GDAL 3.10 (rasterio's): after a block fails to decode on a handle opened with
+        ``NUM_THREADS`` > 1, reading it again on that handle *succeeds* and returns made-up pixels (valid alpha
+        included), which would be analysed as imagery; a single-threaded handle fails on it every time. The
+        caller's handle is left open (the caller closes it); this one is closed by :meth:`close`."""
+        if self._own_src is not None:
+            return
+        if self._vrt is not None:
+            self._vrt.close()
+            self._vrt = None
+        self._own_src = rasterio.open(self.src.name)
+        self.src = self._own_src
+        self._open_vrt()
 
     def close(self) -> None:
         if self._vrt is not None:
             self._vrt.close()
             self._vrt = None
+        if self._own_src is not None:
+            self._own_src.close()
 
     def __enter__(self) -> OrthoReader:
         return self
@@ -845,12 +880,13 @@ class OrthoReader:
         self.read_into(window, image, valid)
         return TileData(image, valid)
 
-    def read_into(self, window: Window, image: np.ndarray, valid: np.ndarray) -> None:
+    def read_into(self, window: Window, image: np.ndarray, valid: np.ndarray) -> list[tuple[int, int, int, int]]:
         """:meth:`read` into caller-owned arrays (e.g. one slot of a batch): ``image`` float32
         ``(bands, rows, cols)`` and ``valid`` bool ``(rows, cols)``, both overwritten entirely.
 
         The raw pixels are converted and scaled in one pass straight into ``image`` (no intermediate float
         copy, no copy into a batch afterwards); the result is bit-identical to the cast-then-scale order.
+        Returns the grid windows of this read left unread as damaged (``skip_damaged``; normally empty).
         """
         h, w = int(window.height), int(window.width)
         if image.shape != (len(self.bands), h, w) or image.dtype != np.float32 or valid.shape != (h, w):
@@ -858,25 +894,30 @@ class OrthoReader:
         r0, c0 = int(window.row_off), int(window.col_off)
         rr0, cc0 = max(r0, 0), max(c0, 0)
         rr1, cc1 = min(r0 + h, self.grid.height), min(c0 + w, self.grid.width)
+        damaged: list[tuple[int, int, int, int]] = []
         if rr1 <= rr0 or cc1 <= cc0:
             image.fill(0.0)
             valid.fill(False)
-            return
+            return damaged
         inner = Window(cc0, rr0, cc1 - cc0, rr1 - rr0)
         if not self._cache_checked:
             self._size_cache(h)
         try:
             data, mask, div = self._read_inner(inner)
         except RasterioIOError as err:
-            raise CorruptRasterError(
-                f"{self.src.name}: cannot read grid rows {int(inner.row_off)}-{int(inner.row_off + inner.height)}, "
-                f"columns {int(inner.col_off)}-{int(inner.col_off + inner.width)} (GDAL: {gdal_error_text(err)}); "
-                "the file is damaged or truncated: copy or export it again"
-            ) from err
+            if not self.skip_damaged:
+                raise CorruptRasterError(
+                    f"{self.src.name}: cannot read grid rows {rr0}-{rr1}, columns {cc0}-{cc1} (GDAL: "
+                    f"{gdal_error_text(err)}); the file is damaged or truncated: copy or export it again (or pass "
+                    "--skip-damaged to leave the unreadable parts not analysed)"
+                ) from err
+            self._reopen_plain()
+            data, mask, div, damaged = self._read_in_pieces(inner)
+            self.damaged.extend(damaged)
         if not mask.any():  # nothing imaged here (e.g. outside the footprint): no scaling to do
             image.fill(0.0)
             valid.fill(False)
-            return
+            return damaged
         if (rr0, cc0, rr1, cc1) == (r0, c0, r0 + h, c0 + w):
             img, val = image, valid
         else:  # the part past the grid edge is zero and invalid
@@ -908,6 +949,33 @@ class OrthoReader:
         if not mask.all():
             img *= mask  # invalid pixels are 0, never image content
         val[...] = mask
+        return damaged
+
+    def _read_in_pieces(self, inner: Window) -> tuple[np.ndarray, np.ndarray, int, list[tuple[int, int, int, int]]]:
+        """:meth:`_read_inner` of ``inner`` piece by piece (:data:`DAMAGED_PIECE_PX`): pieces GDAL cannot read stay
+        zero and invalid. Returns (values as float32, valid, 1, the damaged pieces as grid windows)."""
+        r0, c0, h, w = int(inner.row_off), int(inner.col_off), int(inner.height), int(inner.width)
+        data = np.zeros((len(self.bands), h, w), np.float32)
+        valid = np.zeros((h, w), bool)
+        damaged: list[tuple[int, int, int, int]] = []
+        p = DAMAGED_PIECE_PX
+        # pieces on the grid's own multiples of p: a source block at 1:1 or at 2 x 2 (0.5 cm) is whole pieces
+        rows = sorted({0, *range(-(-r0 // p) * p - r0, h, p)})
+        cols = sorted({0, *range(-(-c0 // p) * p - c0, w, p)})
+        for i, r in enumerate(rows):
+            for j, c in enumerate(cols):
+                hh = (rows[i + 1] if i + 1 < len(rows) else h) - r
+                ww = (cols[j + 1] if j + 1 < len(cols) else w) - c
+                try:
+                    d, m, div = self._read_inner(Window(c0 + c, r0 + r, ww, hh))
+                except RasterioIOError:
+                    damaged.append((r0 + r, r0 + r + hh, c0 + c, c0 + c + ww))
+                    continue
+                data[:, r : r + hh, c : c + ww] = d if div == 1 else np.multiply(d, np.float32(1.0 / div))
+                valid[r : r + hh, c : c + ww] = m
+        log.warning("%s: %d piece(s) of %d px could not be read (damaged blocks): not analysed", self.src.name,
+                    len(damaged), p)  # fmt: skip
+        return data, valid, 1, damaged
 
     def _read_inner(self, inner: Window) -> tuple[np.ndarray, np.ndarray, int]:
         """(data, valid, divisor): pixel values are ``data / divisor`` (block sums of the fast path, else 1)."""

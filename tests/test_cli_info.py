@@ -171,11 +171,18 @@ def test_info_names_the_value_range_fix_for_dim_uint16(tmp_path: Path) -> None:
     assert "[0, 1023]" in d["value_note"]
 
 
-def _damaged_in_the_middle(p: Path) -> Path:
-    """Overwrite the middle fifth of a tiled deflate GeoTIFF with garbage (a bad copy): the first and last blocks,
-    which `open_raster` probes, stay readable; blocks in between fail to decode."""
+def _damaged_in_the_middle(p: Path, block: tuple[int, int] | None = None) -> Path:
+    """Overwrite the middle third of one block's compressed bytes (default: the middle block) of a tiled deflate
+    GeoTIFF with garbage, as a bad copy does: the first and last blocks, which `open_raster` probes, stay readable;
+    that block fails to decode."""
+    import rasterio
+
+    with rasterio.open(p) as src:
+        bh, bw = src.block_shapes[0]
+        bx, by = block or ((src.width // bw) // 2, (src.height // bh) // 2)
+        off = int(src.get_tag_item(f"BLOCK_OFFSET_{bx}_{by}", "TIFF", bidx=1))
+        size = int(src.get_tag_item(f"BLOCK_SIZE_{bx}_{by}", "TIFF", bidx=1))
     raw = bytearray(p.read_bytes())
-    a, b = len(raw) * 2 // 5, len(raw) * 3 // 5
-    raw[a:b] = bytes([0x13]) * (b - a)
+    raw[off + size // 3 : off + 2 * size // 3] = bytes([0x13]) * (2 * size // 3 - size // 3)
     p.write_bytes(bytes(raw))
     return p

@@ -355,7 +355,57 @@ def test_a_damaged_block_mid_mosaic_stops_with_its_place_and_no_output(make_geot
     assert not out.exists()
     r = CliRunner().invoke(app, ["detect", str(ortho), "--out", str(out), "--model", str(bundle_dir), "--overwrite"])
     assert r.exit_code == EXIT_CODES[CorruptRasterError] and "the file is damaged or truncated" in r.output
+    assert "--skip-damaged" in r.output
     assert not out.exists()
+
+
+def test_skip_damaged_leaves_the_damaged_block_not_analysed(make_geotiff, bundle_dir: Path, tmp_path: Path) -> None:
+    """--skip-damaged: the run goes on; the block that does not decode (and only it) is outside the coverage,
+    with its area in a warning and the metadata; the rest is analysed as in the undamaged file."""
+    from rams.config import ReadConfig
+    from tests.test_cli_info import _damaged_in_the_middle
+
+    good = make_geotiff(height=512, width=512, blocksize=128, seed=1)
+    bad = _damaged_in_the_middle(make_geotiff(height=512, width=512, blocksize=128, seed=1), block=(1, 2))
+    cfg = _cfg(bundle_dir, read=ReadConfig(skip_damaged=True))
+    run_detect(good, tmp_path / "g.gpkg", cfg)
+    s = run_detect(bad, tmp_path / "b.gpkg", cfg)
+    cov_g = pyogrio.read_dataframe(tmp_path / "g.gpkg", layer="coverage").geometry.union_all()
+    cov_b = pyogrio.read_dataframe(tmp_path / "b.gpkg", layer="coverage").geometry.union_all()
+    hole = box(ORIGIN[0] + 1.28, ORIGIN[1] - 3.84, ORIGIN[0] + 2.56, ORIGIN[1] - 2.56)  # block x 1, y 2 of 128 px
+    assert cov_g.area == pytest.approx(5.12 * 5.12)
+    assert cov_b.area == pytest.approx(cov_g.area - hole.area)
+    assert cov_b.intersection(hole).area == pytest.approx(0.0, abs=1e-9)
+    assert cov_g.difference(cov_b).symmetric_difference(hole).area == pytest.approx(0.0, abs=1e-9)
+    meta = read_metadata(tmp_path / "b.gpkg")
+    assert float(meta["damaged_m2"]) == pytest.approx(hole.area, abs=1e-3)
+    assert any("1.6 m2 in" in w and "NOT analysed" in w for w in s.warnings)
+    assert float(read_metadata(tmp_path / "g.gpkg")["damaged_m2"]) == 0.0
+
+
+def test_a_reader_on_a_multithreaded_handle_never_takes_a_damaged_block_for_imagery(make_geotiff) -> None:
+    """GDAL 3.10: after a block fails to decode on a NUM_THREADS handle, reading it again there returns made-up
+    pixels without an error. With skip_damaged the reader reads on from a fresh single-threaded handle, so the
+    block stays unread (invalid, zero), as on a single-threaded handle."""
+    from rasterio.windows import Window
+
+    from rams.raster import OrthoReader, open_raster, target_grid
+    from tests.test_cli_info import _damaged_in_the_middle
+
+    bad = _damaged_in_the_middle(make_geotiff(height=512, width=512, blocksize=128, seed=1), block=(1, 2))
+    got = []
+    for threads in (None, 2):
+        with open_raster(bad, num_threads=threads) as src:
+            reader = OrthoReader(src, target_grid(src, 0.01), (1, 2, 3), (0.0, 255.0), skip_damaged=True)
+            td = reader.read(Window(0, 0, 512, 512))
+            again = reader.read(Window(64, 192, 256, 256))  # overlaps the damaged block: still not imaged
+            reader.close()
+        assert not td.valid[256:384, 128:256].any() and td.valid.sum() == 512 * 512 - 128 * 128
+        assert not (td.image[:, 256:384, 128:256] != 0).any()
+        assert not again.valid[64:192, 64:192].any() and again.valid.sum() == 256 * 256 - 128 * 128
+        assert reader.damaged and all(b - a <= 128 and d - c <= 128 for a, b, c, d in reader.damaged)
+        got.append(td.image)
+    assert np.array_equal(got[0], got[1])
 
 
 def test_mosaic_in_feet_gives_areas_in_square_metres(make_geotiff, bundle_dir: Path, tmp_path: Path) -> None:

@@ -433,3 +433,24 @@ def test_dim_uint16_values_are_named_by_quality(tmp_path: Path) -> None:
     full = write(tmp_path / "full.tif", 65000)
     res = assess_ortho(full, QualityConfig())
     assert res.warnings == [] and res.summary()["warnings"] == []
+
+
+def test_skip_damaged_classes_a_damaged_block_not_imaged_with_a_warning(tmp_path: Path) -> None:
+    """A block that does not decode stops `rams quality` (one-line error naming --skip-damaged); with
+    read.skip_damaged it is `not_imaged` (never judged adequate) and the warning gives its area."""
+    from rams.errors import CorruptRasterError
+    from tests.test_cli_info import _damaged_in_the_middle
+
+    data = ground(512, 512)
+    p = _damaged_in_the_middle(write_geotiff(tmp_path / "d.tif", height=512, width=512, blocksize=128, data=data),
+                               block=(1, 2))
+    with pytest.raises(CorruptRasterError, match="--skip-damaged"):
+        assess_ortho(p, cfg())
+    res = assess_ortho(p, cfg(read={"skip_damaged": True}))
+    hole = box(500000.0 + 1.28, 4400000.0 - 3.84, 500000.0 + 2.56, 4400000.0 - 2.56)
+    layer = res.layer
+    assert layer is not None
+    judged = layer[layer["quality"] != "not_imaged"].geometry.union_all()
+    assert judged.intersection(hole).area == pytest.approx(0.0, abs=1e-9)
+    assert layer[layer["quality"] == "not_imaged"].geometry.union_all().contains(hole.buffer(-1e-6))
+    assert any("1.6 m2 could not be read" in w for w in res.warnings)

@@ -43,6 +43,10 @@ def detect(
     resume: bool = typer.Option(False, "--resume", help="Continue an interrupted run from its checkpoint."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing --out file."),
     force: bool = typer.Option(False, "--force", help="Proceed although the GSD is too coarse (recorded)."),
+    skip_damaged: bool = typer.Option(
+        False, "--skip-damaged",
+        help="Leave parts GDAL cannot read (damaged blocks) not analysed, with a warning, instead of stopping.",
+    ),
     as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON."),
 ) -> None:
     """Detect surface mines and ERW in ORTHO and write georeferenced candidates for human review."""
@@ -70,6 +74,7 @@ def detect(
         "device": device,
         "force": force or None,
         "read.bands": [int(b) for b in bands.split(",")] if bands else None,
+        "read.skip_damaged": skip_damaged or None,
     }
     cfg = load_config(DetectConfig, config, overrides)
     err = Console(stderr=True)

@@ -22,6 +22,9 @@ def quality(
     ),
     cell_size: float | None = typer.Option(None, "--cell-size", help="Quality cell size in metres."),
     config: Path | None = typer.Option(None, "--config", "-c", help="Decisions config YAML (quality section)."),
+    skip_damaged: bool = typer.Option(
+        False, "--skip-damaged", help="Leave parts GDAL cannot read (damaged blocks) not imaged instead of stopping."
+    ),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace OUT if it exists."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON instead of text."),
 ) -> None:
@@ -37,6 +40,7 @@ def quality(
         "quality.analysis_gsd_m": gsd,
         "quality.classes": [c.strip() for c in classes.split(",") if c.strip()] if classes else None,
         "quality.cell_size_m": cell_size,
+        "quality.read.skip_damaged": skip_damaged or None,
     }
     cfg = load_config(DecisionsConfig, config, overrides)
     with Progress(
