@@ -25,6 +25,7 @@ from __future__ import annotations
 import datetime as _dt
 import hashlib
 import logging
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -224,6 +225,19 @@ def _opening(geom: Any, width_m: float) -> Any:
     return polygonal(opened.intersection(geom))
 
 
+def _id_text(value: Any) -> str:
+    """An SHA ID as text: '' when missing (None, NaN, blank); whole numbers stored as floats (a shapefile's numeric
+    column: 14.0) as '14'."""
+    if value is None:
+        return ""
+    if isinstance(value, float):
+        if math.isnan(value):
+            return ""
+        if value.is_integer():
+            return str(int(value))
+    return str(value).strip()
+
+
 def resolve_id_column(sha: gpd.GeoDataFrame, wanted: str | None) -> str | None:
     """The SHA ID column: ``wanted`` (must exist), else the first known candidate present, else None."""
     if wanted is not None:
@@ -282,7 +296,8 @@ def reduce_sha(
            ("Polygon", "MultiPolygon")]
     if bad:
         raise VectorInputError(
-            f"SHA feature(s) at row(s) {bad[:10]} are empty or not polygons; a SHA must be a polygon"
+            f"SHA feature(s) {[i + 1 for i in bad[:10]]} (counting from 1 in file order) are empty or not polygons; a "
+            "SHA must be a polygon: delete or redraw them in QGIS"
         )
     id_col = resolve_id_column(sha, cfg.sha_id_column)
     if id_col is None:
@@ -290,7 +305,13 @@ def reduce_sha(
         log.warning("the SHA layer has no ID column (%s); numbering SHAs %s...", ", ".join(ID_CANDIDATES[:5]),
                     ids[0])
     else:
-        ids = [str(v) for v in sha[id_col].tolist()]
+        ids = [_id_text(v) for v in sha[id_col].tolist()]
+        missing = [i + 1 for i, v in enumerate(ids) if not v]
+        if missing:  # an SHA named "nan" or "None" would reach IMSMA as such, two of them as one ID
+            raise VectorInputError(
+                f"SHA feature(s) {missing[:10]} (counting from 1 in file order) have no ID in column {id_col!r}; fill "
+                "it in QGIS, or give a column that every SHA has with --id-column"
+            )
     dup = sorted({i for i in ids if ids.count(i) > 1})
     if dup:
         raise VectorInputError(

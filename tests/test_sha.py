@@ -205,6 +205,16 @@ def test_bad_sha_inputs() -> None:
         reduce_sha(lines, hazard_layer(), None, None)
     nums = gdf([{"x": 1}, {"x": 2}], [B(0, 0, 10, 10), B(20, 0, 30, 10)])
     assert list(reduce_sha(nums, hazard_layer(), None, None).table.sha_id) == ["SHA-0001", "SHA-0002"]
+    # a SHA without an ID would reach IMSMA as "nan"/"None" (two of them as one ID): refused, named from 1
+    for blank in (None, float("nan"), " "):
+        gaps = gdf([{"sha_id": "A"}, {"sha_id": blank}], [B(0, 0, 10, 10), B(20, 0, 30, 10)])
+        with pytest.raises(VectorInputError, match=r"SHA feature\(s\) \[2\] .* have no ID in column 'sha_id'"):
+            reduce_sha(gaps, hazard_layer(), None, None)
+    # whole numbers in a float column (shapefile numeric IDs) stay whole: "14", not "14.0"
+    floats = gdf([{"sha_id": 14.0}, {"sha_id": 15.0}], [B(0, 0, 10, 10), B(20, 0, 30, 10)])
+    assert list(reduce_sha(floats, hazard_layer(), None, None).table.sha_id) == ["14", "15"]
+    with pytest.raises(VectorInputError, match=r"SHA feature\(s\) \[1\] \(counting from 1"):
+        reduce_sha(lines, hazard_layer(), None, None)
 
 
 # ------------------------------------------------------------------------------------------------ files + CLI
