@@ -442,29 +442,54 @@ def _mtime_ns(path: str) -> int:
         return 0
 
 
-def _unused_alpha(src: DatasetReader) -> int | None:
-    """1-based index of an alpha band that GDAL does not turn into the dataset mask, else None.
+def _unused_alpha(src: DatasetReader) -> tuple[int, float] | None:
+    """(1-based index, opaque value) of an alpha band that GDAL does not turn into the dataset mask, else None.
 
     GDAL uses an alpha band as the mask of 2- and 4-band files only (grey + alpha, RGBA); in a file of 5 or more
     bands (RGB + NIR + alpha, multispectral + alpha) ``dataset_mask()`` says every pixel is valid, and the unimaged
-    collar would be analysed as ground. Such an alpha band is read explicitly (:func:`_read_valid`)."""
+    collar would be analysed as ground. Such an alpha band is read explicitly (:func:`_read_valid`); its opaque
+    value is :func:`alpha_opaque`."""
     from rasterio.enums import MaskFlags
 
     kind, alpha = _mask_kind(src)
     if kind != "alpha" or alpha is None or MaskFlags.alpha in src.mask_flag_enums[0]:
         return None
-    return alpha
+    return alpha, alpha_opaque(src, alpha)
 
 
-def _read_valid(ds: Any, alpha: int | None, all_valid: bool, **read_kw: Any) -> np.ndarray:
+def alpha_opaque(src: DatasetReader, band: int) -> float:
+    """The value that means "fully imaged" in alpha band ``band``: 255 for 8-bit, 1 for float, the type's maximum
+    for wider integers unless the band never exceeds 255 (16 sampled windows): some writers put 0/255 into a
+    uint16 alpha, and taken as 255/65535 that would make the whole mosaic "not imaged" on resampled reads while the
+    1:1 read (alpha > 0) and the footprint call it imaged."""
+    dtype = np.dtype(src.dtypes[band - 1])
+    if dtype == np.uint8:
+        return 255.0
+    if not np.issubdtype(dtype, np.integer):
+        return 1.0
+    key = (src.name, band, src.width, src.height, _mtime_ns(src.name))
+    if key not in _opaque_cache:
+        size, n, top = 256, 4, 0
+        for i in range(n):
+            for j in range(n):
+                r = int((src.height - min(size, src.height)) * (i + 0.5) / n)
+                c = int((src.width - min(size, src.width)) * (j + 0.5) / n)
+                win = Window(c, r, min(size, src.width), min(size, src.height))
+                top = max(top, int(src.read(band, window=win).max()))
+        _opaque_cache[key] = 255.0 if 0 < top <= 255 else float(np.iinfo(dtype).max)
+    return _opaque_cache[key]
+
+
+_opaque_cache: dict[tuple[Any, ...], float] = {}
+
+
+def _read_valid(ds: Any, alpha: tuple[int, float] | None, all_valid: bool, **read_kw: Any) -> np.ndarray:
     """Validity of a read (``window``, ``out_shape``, ``resampling`` as for ``read``): from the dataset mask, or from
-    the alpha band ``alpha`` GDAL ignores (see :func:`_unused_alpha`; opaque = 255 for 8-bit alpha, the type's
-    maximum otherwise). ``all_valid``: only pixels whose whole footprint is valid (the mask averages to opaque);
-    else pixels with any valid part."""
+    the alpha band GDAL ignores, ``alpha`` = (band, opaque value) (see :func:`_unused_alpha`). ``all_valid``: only
+    pixels whose whole footprint is valid (the mask averages to opaque); else pixels with any valid part."""
     if alpha is not None:
-        a = ds.read(alpha, **read_kw)
-        opaque = 255 if a.dtype == np.uint8 else (np.iinfo(a.dtype).max if np.issubdtype(a.dtype, np.integer) else 1)
-        return np.asarray(a >= opaque if all_valid else a > 0)
+        a = ds.read(alpha[0], **read_kw)
+        return np.asarray(a >= alpha[1] if all_valid else a > 0)
     m = ds.dataset_mask(**read_kw)
     return np.asarray(m == 255 if all_valid else m > 0)
 

@@ -503,11 +503,15 @@ def test_palette_image_is_refused_with_the_expand_fix(tmp_path: Path) -> None:
         select_bands(src, RGB)
 
 
-@pytest.mark.parametrize("crs", [None, "EPSG:4326"])
-def test_alpha_of_a_five_band_file_is_the_mask_on_every_read_path(make_geotiff, crs: str | None) -> None:
+@pytest.mark.parametrize("crs,dtype,opaque", [(None, "uint8", 255), ("EPSG:4326", "uint8", 255),
+                                              (None, "uint16", 65535), (None, "uint16", 255)])
+def test_alpha_of_a_five_band_file_is_the_mask_on_every_read_path(make_geotiff, crs: str | None, dtype: str,
+                                                                   opaque: int) -> None:
     """GDAL turns alpha into the dataset mask only for 2- and 4-band files: in RGB + NIR + alpha (5 bands) its
     dataset_mask() calls every pixel valid. rams reads that alpha itself: the unimaged third is not imaged at 1:1,
-    in the 2x2 block mean, resampled (1.3 cm), warped (EPSG:4326), in the footprint and in the coarse mask."""
+    in the 2x2 block mean, resampled (1.3 cm), warped (EPSG:4326), in the footprint and in the coarse mask; in
+    uint16 files both for an opaque 65535 and for writers that put 0/255 into the alpha (was: not imaged at all
+    on the resampled paths, imaged at 1:1)."""
     from rams.raster import coarse_valid_mask, target_grid, valid_footprint
 
     am = np.full((300, 300), 255, np.uint8)
@@ -518,8 +522,11 @@ def test_alpha_of_a_five_band_file_is_the_mask_on_every_read_path(make_geotiff, 
         from affine import Affine
 
         kw = {"crs": crs, "transform": Affine(1e-7, 0, 45.0, 0, -1e-7, 40.0)}  # ~0.9 x 1.1 cm at 40 N
-    p = make_geotiff(height=300, width=300, bands=4, alpha=True, alpha_mask=am, colorinterp=ci, **kw)
+    p = make_geotiff(height=300, width=300, bands=4, alpha=True, alpha_mask=am, colorinterp=ci, dtype=dtype, **kw)
+    with rasterio.open(p, "r+") as dst:
+        dst.write(np.where(am > 0, opaque, 0).astype(dtype), 5)
     with open_raster(p) as src:
+        assert int(src.read(5).max()) == opaque
         assert src.count == 5 and float(src.dataset_mask().mean()) == 255.0  # GDAL's own mask: all valid
         fp, frac = valid_footprint(src)
         assert frac == pytest.approx(2 / 3, abs=0.02)
