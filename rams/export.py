@@ -41,7 +41,7 @@ from typing import TYPE_CHECKING, Any
 from pydantic import field_validator
 
 from rams.config import StrictModel
-from rams.errors import InputError, VectorInputError
+from rams.errors import InputError, OutputError, VectorInputError
 from rams.layers import geometry_type_option, list_layers, read_layer, write_extras
 from rams.outputs import atomic_path
 
@@ -405,7 +405,6 @@ def export_layers(
         InputError: unknown format.
         VectorInputError: the file or a named layer is missing, or a layer has no geometry.
     """
-    import pyogrio
 
     cfg = cfg or ExportConfig()
     fmt = fmt.lower()
@@ -442,12 +441,11 @@ def export_layers(
             target = tmp if single_file else tmp / f"{name}{EXTENSIONS[fmt]}"
             report.layers[name] = len(gdf)
             if fmt == "geojson":
-                g = to_wgs84(gdf)
-                pyogrio.write_dataframe(g, target, driver="GeoJSON", RFC7946="YES")
+                _write_checked(to_wgs84(gdf), target, Path(out), name, "GeoJSON", False, RFC7946="YES")
             elif fmt == "fgb":
-                pyogrio.write_dataframe(gdf, target, driver="FlatGeobuf")
+                _write_checked(gdf, target, Path(out), name, "FlatGeobuf", False)
             elif fmt == "kml":
-                pyogrio.write_dataframe(_kml_frame(gdf, name), target, layer=name, driver="LIBKML")
+                _write_checked(_kml_frame(gdf, name), target, Path(out), name, "LIBKML", True)
             elif fmt == "csv":
                 _write_csv(imsma_point_list(gdf, name, cfg, containers=containers), target)
             elif fmt == "shp":
@@ -462,6 +460,31 @@ def export_layers(
         report.files.append(Path(out).name)
     log.info("exported %s to %s (%s)", ", ".join(chosen), out, fmt)
     return report
+
+
+def _write_checked(gdf: gpd.GeoDataFrame, target: Path, out: Path, layer: str, driver: str, named: bool,
+                   **options: Any) -> None:
+    """Write one layer with GDAL and read back how many features the file holds.
+
+    GDAL's LIBKML driver writes at close and does not report a failure there: on a full disk it left a truncated
+    8 KB KML and rams said "exported 89" (measured). So every layer is read back (:func:`pyogrio.read_info`) and a
+    failed or short write is one :class:`OutputError` naming the file and the likely cause. ``named``: the driver
+    takes ``layer`` as the layer's name in the file (KML folders)."""
+    import pyogrio
+    from pyogrio.errors import DataLayerError, DataSourceError, FeatureError
+
+    def fail(why: str) -> OutputError:
+        return OutputError(f"{out}: could not write layer {layer} ({why}); is the disk full? free space or write "
+                           "--out to another disk")  # fmt: skip
+
+    kw = {"layer": layer} if named else {}
+    try:
+        pyogrio.write_dataframe(gdf, target, driver=driver, **kw, **options)
+        n = int(pyogrio.read_info(target, force_feature_count=True, **kw)["features"])
+    except (DataSourceError, DataLayerError, FeatureError, OSError) as err:
+        raise fail(str(err).splitlines()[0][:200]) from err
+    if n != len(gdf):
+        raise fail(f"the file holds {n} of {len(gdf)} features")
 
 
 def _check_out_name(out: Path, fmt: str, layers: Sequence[str]) -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import zipfile
 from pathlib import Path
 
@@ -339,3 +341,47 @@ def test_chunked_layer_writer_appends_and_writes_an_empty_layer(tmp_path: Path) 
     w3.finish(chunk(0, 0))
     info = pyogrio.read_info(empty, layer="coverage_quality")
     assert info["features"] == 0 and info["geometry_type"] == "MultiPolygon" and "cell_id" in list(info["fields"])
+
+
+def _rams_with_file_size_limit(args: list[str], limit_bytes: int) -> subprocess.CompletedProcess[str]:
+    """Run the `rams` CLI in a child process that may write no file past ``limit_bytes`` (RLIMIT_FSIZE, SIGXFSZ
+    ignored, so writes fail with EFBIG as on a full disk or a FAT32 stick): a real write failure, no root needed."""
+    code = (
+        "import resource, signal, sys\n"
+        "signal.signal(signal.SIGXFSZ, signal.SIG_IGN)\n"
+        f"resource.setrlimit(resource.RLIMIT_FSIZE, ({limit_bytes}, {limit_bytes}))\n"
+        "from rams.cli.main import app\n"
+        f"app({args!r}, prog_name='rams')\n"
+    )
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+
+
+@pytest.mark.parametrize("fmt", ["kml", "geojson", "fgb"])
+def test_a_failed_write_is_an_error_never_a_short_file(tmp_path: Path, fmt: str) -> None:
+    """When the disk cannot take the file, export says so (exit 12, the file, the likely cause) and leaves nothing:
+    GDAL's KML driver writes at close without reporting a failure, and rams said "exported 200" over a truncated
+    8 KB file before every layer was read back."""
+    src = tmp_path / "many.gpkg"
+    polys = [B(i % 20, i // 20, i % 20 + 0.5, i // 20 + 0.5) for i in range(200)]
+    write_gpkg(src, {"coverage_quality": gpd.GeoDataFrame({"quality": ["adequate"] * 200}, geometry=polys, crs=UTM)})
+    out = tmp_path / f"many.{fmt}"
+    ok = _rams_with_file_size_limit(["export", str(src), "-f", fmt, "-o", str(out)], 10**9)
+    assert ok.returncode == 0, ok.stderr
+    assert pyogrio.read_info(out, force_feature_count=True)["features"] == 200
+    out.unlink()
+    r = _rams_with_file_size_limit(["export", str(src), "-f", fmt, "-o", str(out)], 8192)
+    assert r.returncode == 12, (r.returncode, r.stdout, r.stderr)
+    assert f"{out}: could not write layer coverage_quality" in r.stderr and "disk" in r.stderr
+    assert "internal error" not in r.stderr and "exported" not in r.stdout
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["many.gpkg"]  # no output, no temporary file
+
+
+def test_a_full_disk_or_a_too_large_file_under_detect_is_a_one_line_output_error(make_geotiff, tmp_path: Path) -> None:
+    """Writing the checkpoint or result fails (EFBIG here, as on a FAT32 stick; ENOSPC reads the same): exit 12 with
+    the fix, not an internal error, and no result file."""
+    ortho = make_geotiff(height=600, width=600, seed=3)
+    out = tmp_path / "r.gpkg"
+    r = _rams_with_file_size_limit(["detect", str(ortho), "--out", str(out)], 20000)
+    assert r.returncode == 12, (r.returncode, r.stderr[-2000:])
+    assert "could not write" in r.stderr and "ulimit -f" in r.stderr and "internal error" not in r.stderr
+    assert not out.exists()

@@ -49,9 +49,9 @@ class RamsGroup(TyperGroup):
         except Exception as err:
             if _state["debug"]:
                 raise
-            if (damaged := _damaged_raster(err)) is not None:  # a read deep in a module, not wrapped there
-                stderr.print(f"error: {damaged}", markup=False, highlight=False, soft_wrap=True)
-                raise SystemExit(exit_code_for(damaged)) from err
+            if (known := _damaged_raster(err) or _disk_error(err)) is not None:  # deep in a module, not wrapped there
+                stderr.print(f"error: {known}", markup=False, highlight=False, soft_wrap=True)
+                raise SystemExit(exit_code_for(known)) from err
             stderr.print(
                 f"internal error: {type(err).__name__}: {err} (rerun with --debug and report it)",
                 markup=False,
@@ -76,6 +76,39 @@ def _damaged_raster(err: BaseException) -> RamsError | None:
         f"GDAL could not read a raster ({gdal_error_text(err)}); the file is damaged or truncated: copy or export it "
         "again"
     )
+
+
+def _disk_error(err: BaseException) -> RamsError | None:
+    """A full disk (or quota), a file too large for the file system, or a read-only file system met while writing,
+    as a one-line output error with the fix, else None. Outputs are written under temporary names and renamed
+    when complete, so nothing half-written is left; an interrupted `rams detect` / `rams batch` keeps its
+    checkpoint and continues with --resume."""
+    import errno
+
+    chain: list[BaseException] = []
+    e: BaseException | None = err
+    while e is not None and e not in chain:
+        chain.append(e)
+        e = e.__cause__ or e.__context__
+    codes = {c.errno for c in chain if isinstance(c, OSError)}
+    text = " ".join(str(c) for c in chain)
+    from rams.errors import OutputError
+
+    # (SQLite, under GDAL's GeoPackage driver, says "database or disk is full"; the file named by an OSError may be
+    # the input being copied, so none is named)
+    if codes & {errno.ENOSPC, errno.EDQUOT} or "No space left on device" in text or "disk is full" in text:
+        return OutputError(
+            "the disk is full: free space on the disk of --out (and of its .partial checkpoint folder) or write --out "
+            "to another disk; nothing half-written was kept, and `rams detect`/`rams batch` continue with --resume"
+        )
+    if errno.EFBIG in codes or "File too large" in text:
+        return OutputError(
+            "a file grew past the size the disk's file system allows (FAT32 USB sticks stop at 4 GB) or a size limit "
+            "of this session: write --out to an NTFS, exFAT or ext4 disk; nothing half-written was kept"
+        )
+    if errno.EROFS in codes:
+        return OutputError("the file system is read-only: write --out to a writable disk")
+    return None
 
 
 app = typer.Typer(
