@@ -72,9 +72,14 @@ def test_yolo_rescales_to_the_object_size_range_and_to_grey(tmp_path: Path) -> N
     assert len(sides) and np.median(sides[~s.ignore]) == pytest.approx(30.5, abs=8)
 
 
-def test_yolo_errors_are_clear(tmp_path: Path) -> None:
+def test_yolo_errors_are_clear(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     with pytest.raises(InputNotFoundError, match="needs images/ and labels/"):
         ChipDatasetSource(YoloSourceConfig(path=str(tmp_path), class_map={0: "pmn"}), CTX)
+    # a relative path run from another folder: the error says where it was looked for
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(InputNotFoundError, match=f"not found \\(relative paths in a config are read from the folder "
+                                                 f"rams runs in, {tmp_path}"):
+        ChipDatasetSource(YoloSourceConfig(path="../shared/data/x", class_map={0: "pmn"}), CTX)
     root = write_toy_yolo(tmp_path / "y", n_per_zone=2, zones=("1",))
     with pytest.raises(ConfigError, match="unknown classes \\['landmine'\\]"):
         ChipDatasetSource(YoloSourceConfig(path=str(root), class_map={0: "landmine"}), CTX)

@@ -482,9 +482,19 @@ def _check_class_map(values: dict[Any, str], classes: tuple[str, ...], what: str
         raise ConfigError(f"{what}: class_map names unknown classes {bad}; known: {', '.join(CLASS_NAMES)}")
 
 
+def relative_note(path: Path) -> str:
+    """Words for an error about a missing path from a config: where a relative one was looked for."""
+    if path.is_absolute():
+        return ""
+    return (f" (relative paths in a config are read from the folder rams runs in, {Path.cwd()}: run it from the "
+            "folder they are written for, e.g. the repository root, or make them absolute)")
+
+
 def _yolo_items(cfg: YoloSourceConfig, ctx: SourceContext) -> list[_Item]:
     root = Path(cfg.path)
     images, labels_dir = root / "images", root / "labels"
+    if not root.exists():
+        raise InputNotFoundError(f"YOLO dataset {root} not found{relative_note(root)}")
     if not images.is_dir() or not labels_dir.is_dir():
         raise InputNotFoundError(f"YOLO dataset {root} needs images/ and labels/ folders; check the path")
     _check_class_map(cfg.class_map, ctx.classes, f"yolo source {root}")
@@ -533,7 +543,7 @@ def _image_size(path: Path) -> tuple[int, int]:
 def _coco_items(cfg: CocoSourceConfig, ctx: SourceContext) -> list[_Item]:
     ann_path, img_dir = Path(cfg.annotations), Path(cfg.images_dir)
     if not ann_path.is_file():
-        raise InputNotFoundError(f"COCO annotations {ann_path} not found; check the path")
+        raise InputNotFoundError(f"COCO annotations {ann_path} not found{relative_note(ann_path)}")
     _check_class_map(cfg.class_map, ctx.classes, f"coco source {ann_path}")
     try:
         coco = json.loads(ann_path.read_text())
@@ -593,6 +603,8 @@ class OrthoSource:
 
         self.cfg = cfg
         self.ctx = ctx
+        if not Path(cfg.raster).exists():
+            raise InputNotFoundError(f"orthomosaic {cfg.raster} not found{relative_note(Path(cfg.raster))}")
         src = open_raster(cfg.raster)
         try:
             self.grid = target_grid(src, ctx.gsd_m)
