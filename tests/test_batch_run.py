@@ -367,3 +367,30 @@ def test_failed_flights_are_recorded_reported_and_retried(survey: SimpleNamespac
     assert st.flights["broken"].state == "done"
     assert [r["state"] for r in st.flights["broken"].runs] == ["failed", "done"]
     assert_same_layer(flight_output(out, "west"), flight_output(out, "broken"), "detections")
+
+
+def test_skip_damaged_finishes_the_flight_and_names_the_unread_ground(survey: SimpleNamespace, dask_scheduler: str,
+                                                                      tmp_path: Path) -> None:
+    """A flight with a block that does not decode fails the batch (exit 15, the fix named); with --skip-damaged it
+    is done, its unread ground outside the coverage, and the end of the batch names it."""
+    from tests.test_cli_info import _damaged_in_the_middle
+
+    good = survey.root / "flights" / "west.tif"
+    bad = tmp_path / "west-copy.tif"
+    bad.write_bytes(good.read_bytes())
+    _damaged_in_the_middle(bad, block=(1, 0))
+    manifest = tmp_path / "m.csv"
+    manifest.write_text(f"orthomosaic,flight_id\n{bad},copy\n")
+    out = tmp_path / "out"
+    args = ["batch", str(manifest), "--out", str(out), "--config", str(survey.config), "--model",
+            str(survey.bundle), "--scheduler", dask_scheduler]
+    res = runner.invoke(app, args)
+    assert res.exit_code == 15 and "--skip-damaged" in res.output, res.output
+    res = runner.invoke(app, [*args, "--skip-damaged"])
+    assert res.exit_code == 0, res.output
+    st = BatchStatus.load(out / STATUS_FILE)
+    assert st.flights["copy"].state == "done"
+    assert "copy: " in res.output and "could not be read (damaged blocks, --skip-damaged) and were NOT analysed" in (
+        " ".join(res.output.split()))
+    full = next(float(f.analysed_ha) for f in survey.summary.flights if f.flight_id == "west")
+    assert 0 < st.flights["copy"].summary["analysed_ha"] < full

@@ -675,6 +675,7 @@ def write_flight(
         "mpx": round(float(stats.get("mpx", 0.0)), 4),
         "hazard_polygons": len(hazard),
         "quality_m2": {k: round(v, 3) for k, v in quality.area_by_class_m2().items()},
+        "warnings": list(dict.fromkeys([*det.get("warnings", []), *quality.warnings])),
     }
     meta: dict[str, Any] = {
         "batch.key": _key_text(key),
@@ -733,7 +734,8 @@ def _write_survey(
     done = [f for f in flights if status.flights[f.flight_id].state == "done"
             and flight_output(out_dir, f.flight_id).exists()]
     missing = [f.flight_id for f in flights if f not in done]
-    notes = []
+    notes = [f"{f.flight_id}: {w}" for f in done for w in status.flights[f.flight_id].summary.get("warnings", [])
+             if "could not be read" in w]  # damaged blocks left unanalysed (--skip-damaged): said at the end
     if missing:
         notes.append(
             f"{len(missing)} flight(s) not in the survey (failed): {', '.join(missing[:20])}; their ground counts as "

@@ -26,6 +26,11 @@ def batch(
                                        "(default: half the cores)."),
     connect_timeout: float = typer.Option(30.0, "--connect-timeout", min=0.1, help="Seconds to try reaching "
                                           "--scheduler."),
+    skip_damaged: bool = typer.Option(
+        False, "--skip-damaged",
+        help="Leave parts of a mosaic GDAL cannot read (damaged blocks) not analysed, with a warning, instead of "
+        "failing that flight.",
+    ),
     as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON."),
 ) -> None:
     """Process every flight (detect, coverage quality, hazard polygons, SHA proposals) and merge them into a
@@ -39,7 +44,10 @@ def batch(
     from rams.batch.run import BatchConfig, BatchProgress, run_batch
     from rams.config import load_config
 
-    cfg = load_config(BatchConfig, config, {"detect.model": model, "detect.threshold": threshold})
+    cfg = load_config(BatchConfig, config, {
+        "detect.model": model, "detect.threshold": threshold,
+        "detect.read.skip_damaged": skip_damaged or None, "decisions.quality.read.skip_damaged": skip_damaged or None,
+    })
     err = Console(stderr=True)
     with Progress(
         TextColumn("[bold]{task.description}[/]"),
