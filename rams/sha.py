@@ -5,10 +5,12 @@ For each SHA polygon (its ID and attributes kept):
 * ``adequate`` = ground the imagery shows well enough (``coverage_quality`` class ``adequate``) **and** that
   the detector analysed (the result's ``coverage`` layer);
 * ``evidence`` = candidate hazard polygons (``hazard_polygons``: detections clustered and buffered);
-* proposed **cancellation** = (SHA ∩ adequate) − evidence, without pieces narrower than
+* ``edge margin`` = adequate ground within ``edge_margin_m`` (default: the longest threat item) of ground that is
+  not adequate: an item across that edge is only partly imaged;
+* proposed **cancellation** = (SHA ∩ adequate − edge margin) − evidence, without pieces narrower than
   ``min_cancellation_width_m`` or smaller than ``min_cancellation_area_m2``;
 * proposed **remaining** = SHA − cancellation = SHA ∩ (evidence ∪ inadequately imaged ∪ not imaged ∪ not
-  analysed ∪ pieces too small to release), split into pieces by that reason.
+  analysed ∪ edge margin ∪ pieces too small to release), split into pieces by that reason.
 
 Ground is never assumed adequate: without a ``coverage_quality`` layer nothing is, without a detector
 ``coverage`` layer nothing is either (unless configured otherwise), so a SHA that was partly not imaged never
@@ -26,6 +28,7 @@ import datetime as _dt
 import hashlib
 import logging
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -87,8 +90,14 @@ class ReduceConfig(StrictModel):
     simplify_cancellation_m: float = 0.0
     """Fewer turning points for field marking: the cancellation outline is eroded by this distance and then
     simplified with it as tolerance, so it only ever shrinks (0: exact outline, following cell and pixel edges).
-    In the worked example of docs/decisions.md, 0.5 m took the outline from 1017 to 66 turning points and the
-    proposed cancellation from 4611 to 4338 m2."""
+    In the worked example of docs/decisions.md, 0.5 m took the outline from 1019 to 66 turning points and the
+    proposed cancellation from 4464 to 4196 m2."""
+    edge_margin_m: float | None = None
+    """Ground within this distance of anything that cannot support cancellation (not imaged, inadequately imaged,
+    not analysed) is not proposed for cancellation either (reason ``edge margin``). An item lying across such an
+    edge is only partly seen, and a detector cannot be trusted to find half an item; any part of an item is within
+    its length of the edge, so None (default) uses the longest item of the threat classes (the quality step's
+    ``classes``; all classes when unset: 0.70 m, a 152 mm shell; 0.12 m for PFM-1 and PMN). 0 switches it off."""
     require_detector_coverage: bool = True
     """Cancel only where the detector's ``coverage`` layer says it analysed the ground (keep True)."""
     min_model_recall: float = Field(default=0.9, ge=0.0, le=1.0)
@@ -102,12 +111,20 @@ class ReduceConfig(StrictModel):
     """Who decides, as named in the status fields (e.g. ANAMA in Azerbaijan)."""
 
     @field_validator("min_cancellation_width_m", "min_cancellation_area_m2", "sliver_area_m2",
-                     "simplify_cancellation_m")
+                     "simplify_cancellation_m", "edge_margin_m")
     @classmethod
-    def _nonneg(cls, v: float) -> float:
-        if not v >= 0:
+    def _nonneg(cls, v: float | None) -> float | None:
+        if v is not None and not v >= 0:
             raise ValueError("must be >= 0")
         return v
+
+    def margin_m(self, threat_classes: Sequence[str] | None) -> float:
+        """:attr:`edge_margin_m`, or the longest item of ``threat_classes`` (all classes when None)."""
+        if self.edge_margin_m is not None:
+            return float(self.edge_margin_m)
+        from rams.classes import CLASS_NAMES, get_class
+
+        return max(get_class(c).max_length_m for c in (threat_classes or CLASS_NAMES))
 
 
 class DecisionsConfig(StrictModel):
@@ -262,6 +279,7 @@ def reduce_sha(
     cfg: ReduceConfig | None = None,
     polygons_cfg: PolygonsConfig | None = None,
     detector_unproven: str | None = None,
+    threat_classes: Sequence[str] | None = None,
 ) -> ReductionResult:
     """SHA reduction proposal (see the module docstring for the rules).
 
@@ -277,6 +295,8 @@ def reduce_sha(
         detector_unproven: why the detector's measured recall cannot support cancellation
             (:func:`detector_gate`); then nothing is proposed for cancellation and the ground that would have
             been is kept with reason "detector not validated".
+        threat_classes: the classes the SHA is suspected of (for the edge margin, :meth:`ReduceConfig.margin_m`;
+            None: all classes).
 
     Returns:
         :class:`ReductionResult` with ``table`` (one row per SHA: its attributes, the statistics of
@@ -369,6 +389,7 @@ def reduce_sha(
     can_rows: list[dict[str, Any]] = []
     can_geoms: list[Any] = []
     hazard_hit: set[int] = set()
+    margin = cfg.margin_m(threat_classes)
     for i, sid in enumerate(ids):
         area_geom = polygonal(sha_m.geometry.iloc[i])
         a_sha = area_geom.area
@@ -387,7 +408,15 @@ def reduce_sha(
             cov = Polygon()
         else:
             cov = area_geom
-        adequate = polygonal(qa.intersection(cov))
+        adequate_full = polygonal(qa.intersection(cov))
+        adequate = adequate_full
+        if margin > 0 and not adequate.is_empty:
+            # eroded on the ground around the SHA too, so the SHA's own outline is not an edge
+            wider = area_geom.buffer(margin, join_style="mitre")
+            qa_w = _union_clipped(q_adequate, wider)
+            cov_w = _union_clipped(cov_m, wider) if cov_m is not None else wider
+            around = polygonal(qa_w.intersection(cov_w))
+            adequate = polygonal(around.buffer(-margin, join_style="mitre").intersection(adequate_full))
         cand = polygonal(adequate.difference(evid))
         if detector_unproven:
             cand = Polygon()
@@ -410,6 +439,8 @@ def reduce_sha(
                 ("evidence", evid),
                 ("inadequate imaging", qi),
                 ("not analysed", polygonal(qa.difference(cov))),
+                ("detector not validated" if detector_unproven else "edge margin",
+                 polygonal(adequate_full.difference(adequate))),
                 ("detector not validated" if detector_unproven else "below minimum size", adequate),
                 ("not imaged", area_geom),
             ]
@@ -436,7 +467,7 @@ def reduce_sha(
             inside = det_m.geometry.centroid.within(area_geom).to_numpy()
             n_items = int(inside.sum())
             n_conf = int((det_state[inside] == "confirmed").sum())
-        a_adeq = adequate.area
+        a_adeq = adequate_full.area
         a_imaged = polygonal(qa.union(qi)).area
         if a_cancel <= 0:
             status = f"no cancellation proposed - {rec}"
@@ -561,6 +592,15 @@ def result_detector_gate(result: Path, quality_path: Path | None, cfg: Decisions
     return gate
 
 
+def result_threat_classes(result: Path, quality_path: Path | None, cfg: DecisionsConfig) -> list[str] | None:
+    """The threat classes of a reduction: those the quality assessment judged for (its recorded config), else the
+    decisions config's ``quality.classes``; None: all classes."""
+    from rams.layers import read_metadata
+
+    return threat_classes_of(read_metadata(quality_path) if quality_path is not None else read_metadata(result),
+                             cfg.quality.classes)
+
+
 def reduce_files(
     result: Path,
     sha_path: Path,
@@ -614,7 +654,8 @@ def reduce_files(
     coverage = read_layer(result, COVERAGE_LAYER, what="coverage layer") if COVERAGE_LAYER in names else None
     sha = read_layer(sha_path, sha_layer, what="SHA layer")
     gate = result_detector_gate(result, quality_path, cfg)
-    res = reduce_sha(sha, hazard, quality, coverage, detections, cfg.reduce, cfg.polygons, detector_unproven=gate)
+    res = reduce_sha(sha, hazard, quality, coverage, detections, cfg.reduce, cfg.polygons, detector_unproven=gate,
+                     threat_classes=result_threat_classes(result, quality_path, cfg))
     layers: dict[str, gpd.GeoDataFrame] = {}
     if built:
         layers[HAZARD_LAYER] = hazard

@@ -68,13 +68,17 @@ def detections_layer(points: list[tuple[float, float]], review: list[str | None]
                                                           for x, y in points], crs=UTM)
 
 
+#: The rules other than the edge margin, on exact areas (the margin has its own tests below).
+NO_MARGIN = ReduceConfig(edge_margin_m=0)
+
+
 def areas_by_reason(rem: gpd.GeoDataFrame) -> dict[str, float]:
     return {k: float(v) for k, v in rem.groupby("reason")["area_m2"].sum().items()}
 
 
 def test_known_areas_partition_and_attributes() -> None:
     res = reduce_sha(sha_layer(), hazard_layer(B(20, 40, 30, 50)), quality_layer(), coverage_layer(),
-                     detections_layer([(25, 45)]))
+                     detections_layer([(25, 45)]), cfg=NO_MARGIN)
     row = res.table.iloc[0]
     assert row.sha_id == "SHA-7" and row.PolyID == "SHA-7" and row.village == "Talish"  # ID + attributes kept
     assert row.sha_m2 == pytest.approx(10000) and row.sha_ha == pytest.approx(1.0)
@@ -104,7 +108,7 @@ def test_known_areas_partition_and_attributes() -> None:
 def test_unimaged_ground_never_proposed_for_cancellation() -> None:
     """The not-imaged strip is absent from the quality layer entirely: it must still stay in the SHA."""
     q = quality_layer().iloc[:2]
-    res = reduce_sha(sha_layer(), hazard_layer(), q, coverage_layer())
+    res = reduce_sha(sha_layer(), hazard_layer(), q, coverage_layer(), cfg=NO_MARGIN)
     cancel = res.cancellation.union_all()
     assert cancel.intersection(B(80, 0, 100, 100)).area == pytest.approx(0, abs=1e-6)
     assert cancel.area == pytest.approx(7200)
@@ -114,7 +118,7 @@ def test_unimaged_ground_never_proposed_for_cancellation() -> None:
 
 def test_quality_says_adequate_but_detector_did_not_look() -> None:
     cov = gdf([{}], [B(0, 0, 50, 100)])
-    res = reduce_sha(sha_layer(), hazard_layer(), quality_layer(), cov)
+    res = reduce_sha(sha_layer(), hazard_layer(), quality_layer(), cov, cfg=NO_MARGIN)
     assert res.table.iloc[0].cancel_m2 == pytest.approx(50 * 90)
     assert areas_by_reason(res.remaining)["not analysed"] == pytest.approx(30 * 90)
 
@@ -133,7 +137,7 @@ def test_without_detector_coverage_nothing_is_proposed_unless_configured() -> No
     res = reduce_sha(sha_layer(), hazard_layer(), quality_layer(), None)
     assert res.cancellation.empty and res.table.iloc[0].remain_m2 == pytest.approx(10000)
     res2 = reduce_sha(sha_layer(), hazard_layer(), quality_layer(), None,
-                      cfg=ReduceConfig(require_detector_coverage=False))
+                      cfg=ReduceConfig(require_detector_coverage=False, edge_margin_m=0))
     assert res2.table.iloc[0].cancel_m2 == pytest.approx(7200)
 
 
@@ -149,12 +153,12 @@ def test_slivers_and_small_pieces_stay_in_the_sha() -> None:
     """Evidence cuts the adequate ground into a 100 x 49.8 m piece, a 0.4 m wide strip and a 4 x 5 m piece."""
     q = gdf([{"quality": "adequate"}], [B(0, 0, 100, 100)])
     ev = hazard_layer(B(0, 49.8, 100, 60), B(0, 60.4, 100, 95), B(4, 95, 100, 100))
-    res = reduce_sha(sha_layer(), ev, q, gdf([{}], [B(0, 0, 100, 100)]))
+    res = reduce_sha(sha_layer(), ev, q, gdf([{}], [B(0, 0, 100, 100)]), cfg=NO_MARGIN)
     assert res.table.iloc[0].cancel_m2 == pytest.approx(100 * 49.8)
     small = areas_by_reason(res.remaining)["below minimum size"]
     assert small == pytest.approx(100 * 0.4 + 4 * 5)
     res_keep = reduce_sha(sha_layer(), ev, q, gdf([{}], [B(0, 0, 100, 100)]),
-                          cfg=ReduceConfig(min_cancellation_width_m=0, min_cancellation_area_m2=0))
+                          cfg=ReduceConfig(min_cancellation_width_m=0, min_cancellation_area_m2=0, edge_margin_m=0))
     assert res_keep.table.iloc[0].cancel_m2 == pytest.approx(100 * 49.8 + 40 + 20)
 
 
@@ -174,7 +178,8 @@ def test_simplified_cancellation_only_shrinks() -> None:
 
 
 def test_geographic_sha_output_in_its_crs_areas_in_metres() -> None:
-    res = reduce_sha(sha_layer("EPSG:4326"), hazard_layer(B(20, 40, 30, 50)), quality_layer(), coverage_layer())
+    res = reduce_sha(sha_layer("EPSG:4326"), hazard_layer(B(20, 40, 30, 50)), quality_layer(), coverage_layer(),
+                     cfg=NO_MARGIN)
     assert res.table.crs.to_epsg() == 4326 and res.cancellation.crs.to_epsg() == 4326
     row = res.table.iloc[0]
     assert row.sha_m2 == pytest.approx(10000, rel=1e-3) and row.cancel_m2 == pytest.approx(7100, rel=1e-3)
@@ -347,9 +352,12 @@ def test_real_mosaic_partly_unimaged_never_cancelled_there(
     assert r.exit_code == 0, r.output
     cancel = read_layer(out, "sha_proposed_cancellation")
     assert cancel.union_all().intersection(B(30, 0, 40, 40)).area == pytest.approx(0, abs=1e-6)
-    assert cancel.iloc[0].area_m2 == pytest.approx(25 * 30, rel=1e-6)
+    # the threat is shells (0.70 m long): a shell lying across the footprint's edge is only partly imaged, so the
+    # 0.7 m strip beside the unimaged ground stays too; the SHA's other sides have imagery beyond them: no margin
+    assert cancel.iloc[0].area_m2 == pytest.approx((25 - 0.7) * 30, rel=1e-6)
+    assert cancel.union_all().intersection(B(29.3, 0, 40, 40)).area == pytest.approx(0, abs=1e-6)
     rem = read_layer(out, "sha_proposed_remaining")
-    assert areas_by_reason(rem) == pytest.approx({"not imaged": 10 * 30})
+    assert areas_by_reason(rem) == pytest.approx({"not imaged": 10 * 30, "edge margin": 0.7 * 30})
 
 
 def test_default_config_file_equals_code_defaults() -> None:
@@ -436,9 +444,9 @@ def test_detector_gate_with_per_class_thresholds() -> None:
 
 def test_unvalidated_detector_never_supports_cancellation() -> None:
     sha, haz, q, cov = sha_layer(), hazard_layer(), quality_layer(), coverage_layer()
-    proven = reduce_sha(sha, haz, q, cov)
+    proven = reduce_sha(sha, haz, q, cov, cfg=NO_MARGIN)
     assert proven.table.iloc[0].cancel_m2 > 1000
-    res = reduce_sha(sha, haz, q, cov, detector_unproven="model recall below 0.9 for pfm1 0.01")
+    res = reduce_sha(sha, haz, q, cov, detector_unproven="model recall below 0.9 for pfm1 0.01", cfg=NO_MARGIN)
     assert res.cancellation.empty and res.table.iloc[0].cancel_m2 == 0
     assert "no cancellation proposed" in res.table.iloc[0].status
     by = areas_by_reason(res.remaining)
@@ -472,3 +480,35 @@ def test_cli_reduce_refuses_cancellation_for_an_unvalidated_run(scene: dict[str,
     r = runner.invoke(app, ["reduce", str(bare), "--sha", str(scene["sha"]), "--out", str(out2)])
     assert r.exit_code == 0 and read_layer(out2, "sha_proposed_cancellation").empty
     assert "no measured recall" in read_metadata(out2)["reduce.notes"]
+
+
+def test_edge_margin_keeps_ground_where_an_item_would_be_only_partly_seen() -> None:
+    """Adequate, analysed ground within an item's length of unseen ground (not imaged, blurred, outside the
+    detector's coverage, or no imagery past the SHA's outline) is not proposed for cancellation: an item across
+    that edge is only partly in the imagery. Default: the longest threat item (all classes: a 0.70 m shell)."""
+    # the fixtures: adequate 80 x 90 m (x 0-80, y 10-100), blurred below y 10, not imaged east of x 80, nothing
+    # imaged outside the SHA (0-100 m): every side of the adequate block is an edge
+    res = reduce_sha(sha_layer(), hazard_layer(B(20, 40, 30, 50)), quality_layer(), coverage_layer())
+    cancel = res.cancellation.union_all()
+    assert cancel.area == pytest.approx((80 - 1.4) * (90 - 1.4) - 100)
+    assert cancel.bounds == pytest.approx((X0 + 0.7, Y0 + 10.7, X0 + 79.3, Y0 + 99.3))
+    by = areas_by_reason(res.remaining)
+    assert by["edge margin"] == pytest.approx(80 * 90 - (80 - 1.4) * (90 - 1.4))
+    assert by["not imaged"] == pytest.approx(2000) and by["inadequate imaging"] == pytest.approx(800)
+    assert res.table.iloc[0].adeq_m2 == pytest.approx(7200)  # what the imagery shows is still reported whole
+    # threats known (the quality step's classes): the longest of them, here PMN (0.121 m)
+    pmn = reduce_sha(sha_layer(), hazard_layer(), quality_layer(), coverage_layer(), threat_classes=["pfm1", "pmn"])
+    assert pmn.cancellation.union_all().area == pytest.approx((80 - 0.242) * (90 - 0.242))
+    # imagery and coverage reaching past the SHA: its outline is no edge; only the inner edges keep a margin
+    q = gdf([{"quality": "adequate"}, {"quality": "inadequate:blur"}], [B(-20, 10, 80, 120), B(-20, -20, 80, 10)])
+    cov = gdf([{}], [B(-20, -20, 80, 120)])
+    wide = reduce_sha(sha_layer(), hazard_layer(), q, cov)
+    assert wide.cancellation.union_all().area == pytest.approx((80 - 0.7) * (90 - 0.7))
+    assert wide.cancellation.union_all().bounds == pytest.approx((X0, Y0 + 10.7, X0 + 79.3, Y0 + 100))
+    # an explicit margin, and 0 to switch it off
+    assert reduce_sha(sha_layer(), hazard_layer(), q, cov, cfg=ReduceConfig(edge_margin_m=2.0)).cancellation \
+        .union_all().area == pytest.approx(78 * 88)
+    assert reduce_sha(sha_layer(), hazard_layer(), q, cov, cfg=NO_MARGIN).cancellation.union_all().area == \
+        pytest.approx(80 * 90)
+    with pytest.raises(ValueError, match="must be >= 0"):
+        ReduceConfig(edge_margin_m=-1)

@@ -230,6 +230,7 @@ def build_survey(
     sha: gpd.GeoDataFrame | None = None,
     reduce_cfg: ReduceConfig | None = None,
     detector_unproven: str | None = None,
+    threat_classes: Sequence[str] | None = None,
 ) -> SurveyResult:
     """Merge finished flights into one survey: fused detections, sightings, coverage, coverage quality,
     hazard polygons rebuilt from the fused objects, a ``flights`` layer, and SHA proposals when ``sha`` is given.
@@ -311,7 +312,7 @@ def build_survey(
         from rams.sha import CANCELLATION_LAYER, REMAINING_LAYER, TABLE_LAYER, reduce_sha
 
         res = reduce_sha(sha, hazard, quality, coverage, fused.objects, reduce_cfg, polygons_cfg,
-                         detector_unproven=detector_unproven)  # fmt: skip
+                         detector_unproven=detector_unproven, threat_classes=threat_classes)  # fmt: skip
         layers[TABLE_LAYER] = res.table
         layers[REMAINING_LAYER] = res.remaining
         layers[CANCELLATION_LAYER] = res.cancellation

@@ -695,7 +695,7 @@ def write_flight(
             gate = run_detector_gate(read_metadata(det_path), threat_classes_of({}, qcfg.classes),
                                      cfg.decisions.reduce.min_model_recall)  # fmt: skip
             res = reduce_sha(touched, hazard, qlayer, cov, dets, cfg.decisions.reduce, cfg.decisions.polygons,
-                             detector_unproven=gate)  # fmt: skip
+                             detector_unproven=gate, threat_classes=threat_classes_of({}, qcfg.classes))  # fmt: skip
             layers[TABLE_LAYER] = res.table
             layers[REMAINING_LAYER] = res.remaining
             layers[CANCELLATION_LAYER] = res.cancellation
@@ -784,7 +784,8 @@ def _write_survey(
         if why:
             gate = f"flight {f.flight_id}: {why}"
             break
-    res = build_survey(parts, cfg.fuse, cfg.decisions.polygons, sha_gdf, cfg.decisions.reduce, detector_unproven=gate)
+    res = build_survey(parts, cfg.fuse, cfg.decisions.polygons, sha_gdf, cfg.decisions.reduce, detector_unproven=gate,
+                       threat_classes=threat_classes_of({}, cfg.decisions.quality.classes))
     notes.extend(res.notes)
     metadata = {
         "rams_product": "survey: detections of several flights fused, for human review (not a safety claim)",
