@@ -50,14 +50,11 @@ from rams.raster import (
     cache_cap_mb,
     damaged_reads,
     describe,
-    dim_values_note,
-    nbits_of,
     open_raster,
+    reading_notes,
     select_bands,
     source_value_range,
     target_grid,
-    undeclared_alpha_note,
-    white_collar_note,
 )
 from rams.tiling import Tile, make_tiles, stripe_cols_for, stripe_order, stripe_span_px
 
@@ -276,14 +273,7 @@ def _plan_open(ortho: Path, src: Any, cfg: DetectConfig, card: Any, aoi: Path | 
     bands = select_bands(src, card.bands, cfg.read.bands)
     vr = cfg.read.value_range or _card_value_range(card, info.dtype)
     value_range = source_value_range(src, bands[0], vr)
-    if vr is None and nbits_of(src, bands[0]) is None and (note := dim_values_note(src, bands, value_range)):
-        warnings.append(note)
-        log.warning(note)
-    for note in (undeclared_alpha_note(src), white_collar_note(src)):
-        if not note:
-            continue
-        warnings.append(note)
-        log.warning(note)
+    warnings.extend(reading_notes(src, bands, value_range, range_given=vr is not None))
     aoi_geom = _load_aoi(aoi, aoi_layer, grid, warnings) if aoi is not None else None
     overlap_px = cfg.overlap_px if cfg.overlap_px is not None else card.overlap_px
     tile_px = cfg.tile_size_px or default_tile_px(grid, card.tile_size_px, overlap_px, LARGE_TILE_PX)

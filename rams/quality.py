@@ -62,14 +62,11 @@ from rams.raster import (
     OrthoReader,
     cache_cap_mb,
     damaged_reads,
-    dim_values_note,
     gsd_of,
-    nbits_of,
     open_raster,
+    reading_notes,
     source_value_range,
     target_grid,
-    undeclared_alpha_note,
-    white_collar_note,
 )
 from rams.tiling import make_tiles, stripe_cols_for, stripe_order, stripe_span_px
 
@@ -632,14 +629,7 @@ def assess_dataset(
     vr = source_value_range(src, bands[0], cfg.read.value_range)
     warnings: list[str] = []
     # exposure is judged on values scaled by the value range: dim (undeclared 10-12 bit) data reads as dark ground
-    if cfg.read.value_range is None and nbits_of(src, bands[0]) is None and (note := dim_values_note(src, bands, vr)):
-        warnings.append(note)
-        log.warning(note)
-    for note in (undeclared_alpha_note(src), white_collar_note(src)):
-        if not note:
-            continue
-        warnings.append(note)
-        log.warning(note)
+    warnings.extend(reading_notes(src, bands, vr, range_given=cfg.read.value_range is not None))
     grid_box = _to_map(box(0, 0, grid.width, grid.height), grid)
     aoi_geom = None
     if aoi is not None:

@@ -373,6 +373,22 @@ def white_edges(src: DatasetReader, size: int = 16) -> bool:
 _white_cache: dict[tuple[Any, ...], bool] = {}
 
 
+def reading_notes(src: DatasetReader, bands: Sequence[int], value_range: tuple[float, float],
+                  range_given: bool) -> list[str]:
+    """The warnings every command that reads a mosaic for analysis gives (``rams detect``, ``rams quality``): dim
+    values (unless a value range was given or the file declares its bit depth), an alpha band read without its
+    label, a white collar read as not imaged. Each is also logged."""
+    notes = [
+        dim_values_note(src, bands, value_range) if not range_given and nbits_of(src, bands[0]) is None else None,
+        undeclared_alpha_note(src),
+        white_collar_note(src),
+    ]
+    for note in notes:
+        if note:
+            log.warning(note)
+    return [n for n in notes if n]
+
+
 def white_collar_note(src: DatasetReader) -> str | None:
     """A one-line warning when :func:`white_edges` made white pixels read as not imaged, else None."""
     if _mask_kind(src)[0] != WHITE_COLLAR:
