@@ -262,7 +262,7 @@ def _plan_open(ortho: Path, src: Any, cfg: DetectConfig, card: Any, aoi: Path | 
     from rams.provenance import fast_file_hash
 
     info = describe(src, footprint=False)
-    gsd_ok_text = _check_model_gsd(info.gsd_m, card, cfg, warnings)
+    gsd_ok_text = _check_model_gsd(info.gsd_m, card, cfg, warnings, info.pixel_sides_m)
     lo, hi = card.gsd_range_m
     withheld = (
         f"model {card.name} ran on {info.gsd_m * 100:.2f} cm/px imagery, coarser than the {lo * 100:.2f}-"
@@ -765,7 +765,8 @@ def _tile_result(tile: Tile, p: Any, valid: np.ndarray, grid: Grid, aoi_prep: An
     )
 
 
-def _check_model_gsd(gsd_m: float, card: Any, cfg: DetectConfig, warnings: list[str]) -> str:
+def _check_model_gsd(gsd_m: float, card: Any, cfg: DetectConfig, warnings: list[str],
+                     sides: tuple[float, float] | None = None) -> str:
     """Refuse imagery coarser than the model serves (unless ``--force``); name the classes too small to see.
 
     Within the model's range, classes whose smallest item spans fewer than ``min_target_px`` pixels at the
@@ -779,6 +780,10 @@ def _check_model_gsd(gsd_m: float, card: Any, cfg: DetectConfig, warnings: list[
     if _too_coarse(gsd_m, card):
         msg = (f"{gsd_m * 100:.2f} cm/px is too coarse for model {card.name}, which serves "
                f"{lo * 100:.2f}-{hi * 100:.2f} cm/px imagery")
+        if sides is not None and abs(sides[0] - sides[1]) > 0.01 * max(sides):
+            msg += (f" (its pixels are {sides[0] * 100:.2f} cm across x {sides[1] * 100:.2f} cm down, and the coarser "
+                    "side counts; a warp to a geographic CRS makes them so: export or warp the mosaic in its UTM zone "
+                    "with square pixels, e.g. gdalwarp -t_srs EPSG:326NN -tr 0.01 0.01 -r average)")
         if not cfg.force:
             raise GSDError(msg + "; fly lower or use a model trained for this GSD, or pass --force "
                            "(absence of detections then supports nothing)")
