@@ -351,11 +351,19 @@ def reduce_sha(
 
     sha_m = to_m(sha)
     assert sha_m is not None
+    overlaps = overlapping_shas(sha_m, ids, cfg.sliver_area_m2)
     haz_m = to_m(hazard)
     q_m = to_m(quality)
     cov_m = to_m(coverage)
     q_adequate = q_inadequate = None
     notes: list[str] = []
+    if overlaps:
+        pairs = ", ".join(f"{a} and {b} ({m2:.0f} m2)" for a, b, m2 in overlaps[:10])
+        note = (f"SHAs overlap: {pairs}{' ...' if len(overlaps) > 10 else ''}; the overlap is assessed in each SHA and "
+                "counted in each SHA's areas (totals count it more than once), and a piece too small to release in "
+                "one SHA can be proposed in the other: resolve the overlap in the national database")
+        notes.append(note)
+        log.warning(note)
     if q_m is None:
         notes.append("no coverage_quality layer: no ground counted as adequately imaged, nothing proposed")
     else:
@@ -590,6 +598,19 @@ def result_detector_gate(result: Path, quality_path: Path | None, cfg: Decisions
     if gate:
         log.warning("no cancellation can be proposed: %s", gate)
     return gate
+
+
+def overlapping_shas(sha_m: gpd.GeoDataFrame, ids: Sequence[str], min_m2: float) -> list[tuple[str, str, float]]:
+    """Pairs of SHAs (metric CRS) whose areas overlap by more than ``min_m2``: (id, id, overlap m2)."""
+    out: list[tuple[str, str, float]] = []
+    geoms = [polygonal(g) for g in sha_m.geometry]
+    left, right = sha_m.sindex.query(sha_m.geometry, predicate="intersects")
+    for i, j in zip(left.tolist(), right.tolist(), strict=True):
+        if i < j:
+            area = geoms[i].intersection(geoms[j]).area
+            if area > min_m2:
+                out.append((ids[i], ids[j], float(area)))
+    return out
 
 
 def result_threat_classes(result: Path, quality_path: Path | None, cfg: DecisionsConfig) -> list[str] | None:

@@ -512,3 +512,18 @@ def test_edge_margin_keeps_ground_where_an_item_would_be_only_partly_seen() -> N
         pytest.approx(80 * 90)
     with pytest.raises(ValueError, match="must be >= 0"):
         ReduceConfig(edge_margin_m=-1)
+
+
+def test_overlapping_shas_are_named_with_their_overlap() -> None:
+    """Two SHAs sharing ground: each assesses it and counts it, so the totals count it twice; the run says which and
+    how much (touching SHAs share only an edge: no note)."""
+    q = gdf([{"quality": "adequate"}], [B(-10, -10, 110, 110)])
+    cov = gdf([{}], [B(-10, -10, 110, 110)])
+    shas = gdf([{"sha_id": "A"}, {"sha_id": "B"}, {"sha_id": "C"}], [B(0, 0, 60, 50), B(40, 0, 100, 50),
+                                                                      B(0, 50, 100, 100)])
+    res = reduce_sha(shas, hazard_layer(), q, cov)
+    notes = [n for n in res.notes if n.startswith("SHAs overlap")]
+    assert len(notes) == 1 and "A and B (1000 m2)" in notes[0] and " C " not in notes[0]
+    assert res.table.cancel_m2.sum() == pytest.approx(10000 + 1000)  # 100 x 100 m, the 1000 m2 overlap twice
+    apart = reduce_sha(shas.iloc[[0, 2]], hazard_layer(), q, cov)
+    assert not [n for n in apart.notes if n.startswith("SHAs overlap")]
