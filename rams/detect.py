@@ -639,8 +639,14 @@ def _run_plan(
         ckpt.close()
     all_results = [r for bi in sorted(done) for r in done[bi]]
     n_empty = sum(1 for r in all_results if r.valid_px == 0)
-    summary = write_detections(plan, out, all_results, overwrite,
-                               extra_metadata={**(extra_metadata or {}), "tiles_empty": n_empty})
+    try:
+        summary = write_detections(plan, out, all_results, overwrite,
+                                   extra_metadata={**(extra_metadata or {}), "tiles_empty": n_empty})
+    except OutputError as err:
+        if not partial_dir(out).exists():
+            raise
+        raise OutputError(f"{err}; every tile is done and kept in {partial_dir(out)}: rerun with --resume to write "
+                          "the result without running the model again") from err
     shutil.rmtree(partial_dir(out), ignore_errors=True)
     return DetectSummary(
         output=str(out),

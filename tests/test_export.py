@@ -385,3 +385,7 @@ def test_a_full_disk_or_a_too_large_file_under_detect_is_a_one_line_output_error
     assert r.returncode == 12, (r.returncode, r.stderr[-2000:])
     assert "could not write" in r.stderr and "ulimit -f" in r.stderr and "internal error" not in r.stderr
     assert not out.exists()
+    # every tile was done (the checkpoint is small); the error says how to write the result without rerunning
+    assert (tmp_path / "r.gpkg.partial").is_dir() and "rerun with --resume" in " ".join(r.stderr.split())
+    ok = _rams_with_file_size_limit(["detect", str(ortho), "--out", str(out), "--resume"], 10**9)
+    assert ok.returncode == 0 and out.exists() and "1 from checkpoint" in ok.stdout, ok.stdout + ok.stderr
