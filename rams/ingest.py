@@ -5,6 +5,7 @@ A library function returning a typed value; the CLI only renders it.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -59,11 +60,14 @@ def inspect_ortho(
     tiling: TilingConfig | None = None,
     classes: list[str] | None = None,
     min_target_px: float = MIN_TARGET_PX,
+    progress: Callable[[int, int], None] | None = None,
 ) -> InfoReport:
-    """Describe ``path`` and say how a run at ``target_gsd_m`` would tile it and whether its GSD suffices."""
+    """Describe ``path`` and say how a run at ``target_gsd_m`` would tile it and whether its GSD suffices.
+    ``progress(done, total)``: the footprint read of a large mosaic without overviews (see
+    :func:`rams.raster.valid_footprint`)."""
     tiling = tiling or TilingConfig()
     with open_raster(path) as src, damaged_reads(path):
-        info = describe(src)
+        info = describe(src, progress=progress)
         grid = target_grid(src, target_gsd_m)
         bands = image_bands_of(src)
         note = None

@@ -679,3 +679,23 @@ def test_white_stays_data_without_white_edges_or_with_a_declared_mask(make_geoti
 
 
 ZERO_COLLAR_KIND = "none declared: 0 in every band = not imaged"
+
+
+def test_footprint_of_a_large_mosaic_without_overviews_is_read_in_strips_with_progress(
+        make_geotiff, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Without overviews every block is decoded (a minute per 4 Gpx here): a large mosaic is read in 32 strips with
+    progress, and the footprint is the one-read footprint (within a strip-edge rounding)."""
+    import rams.raster as raster_mod
+
+    am = np.zeros((2000, 1500), np.uint8)
+    am[100:1900, 200:1000] = 255
+    am[1200:1500, 1000:1400] = 255
+    p = make_geotiff(height=2000, width=1500, bands=3, alpha=True, alpha_mask=am, blocksize=256)
+    with open_raster(p) as src:
+        one, frac_one = raster_mod.valid_footprint(src, max_px=512)
+        monkeypatch.setattr(raster_mod, "FOOTPRINT_STRIP_PX", 1000)
+        calls: list[tuple[int, int]] = []
+        strips, frac = raster_mod.valid_footprint(src, max_px=512, progress=lambda d, t: calls.append((d, t)))
+    assert calls == [(k, 32) for k in range(1, 33)]
+    assert frac == pytest.approx(frac_one, abs=0.005) and frac == pytest.approx(am.astype(bool).mean(), abs=0.01)
+    assert strips.symmetric_difference(one).area / one.area < 0.01

@@ -24,7 +24,16 @@ def info(
 
     tiling = TilingConfig(tile_size_px=tile_size, overlap_px=overlap)
     cls = [c.strip() for c in classes.split(",")] if classes else None
-    report = inspect_ortho(ortho, gsd, tiling, cls)
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    err = Console(stderr=True)
+    with Progress(TextColumn("footprint (no overviews: every block is read)"), BarColumn(), MofNCompleteColumn(),
+                  TimeRemainingColumn(), console=err, transient=True,
+                  disable=as_json or not err.is_terminal) as bar:  # fmt: skip
+        task = bar.add_task("footprint", total=None)
+        report = inspect_ortho(ortho, gsd, tiling, cls,
+                               progress=lambda done, total: bar.update(task, completed=done, total=total))
     if as_json:
         typer.echo(json.dumps(report.to_dict(), indent=2, default=str))
         return
@@ -41,7 +50,7 @@ def info(
            else " (not in ground metres, e.g. feet or Web Mercator: read through a warp to UTM)"),
         f"gsd         {o.gsd_m * 100:.2f} cm/px" + _not_square(o.pixel_sides_m),
         f"mask        {o.mask_kind}" + (f" (nodata={o.nodata})" if o.nodata is not None else ""),
-        f"overviews   {', '.join(map(str, o.overviews)) or 'none'}",
+        f"overviews   {', '.join(map(str, o.overviews)) or 'none'}" + _overview_hint(o),
     ]
     if o.valid_fraction is not None:
         lines.append(
@@ -77,3 +86,15 @@ def _not_square(sides: tuple[float, float] | None) -> str:
         return ""
     return (f" (pixels not square: {sides[0] * 100:.2f} cm across x {sides[1] * 100:.2f} cm down; the coarser "
             "side is what the imagery resolves)")
+
+
+def _overview_hint(o: object) -> str:
+    """For a large mosaic without overviews: what building them buys."""
+    from rams.raster import FOOTPRINT_STRIP_PX
+
+    width, height, overviews = getattr(o, "width", 0), getattr(o, "height", 0), getattr(o, "overviews", ())
+    if overviews or width * height <= FOOTPRINT_STRIP_PX:
+        return ""
+    name = Path(str(getattr(o, "path", "FILE"))).name
+    return (f" (the footprint below took a read of every block; `gdaladdo -r average {name} 2 4 8 16 32 64` makes "
+            "it, and panning in QGIS, fast)")
