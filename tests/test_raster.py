@@ -699,3 +699,35 @@ def test_footprint_of_a_large_mosaic_without_overviews_is_read_in_strips_with_pr
     assert calls == [(k, 32) for k in range(1, 33)]
     assert frac == pytest.approx(frac_one, abs=0.005) and frac == pytest.approx(am.astype(bool).mean(), abs=0.01)
     assert strips.symmetric_difference(one).area / one.area < 0.01
+
+
+@pytest.mark.parametrize("fill", [0, 255])
+def test_jpeg_ringing_at_a_collar_is_not_imaged(tmp_path: Path, fill: int) -> None:
+    """JPEG rings next to the footprint's edge: collar pixels of 1-8 (or 247-254) there counted as imaged ground
+    (1.7 m2 on a 20 x 20 m scene). In JPEG-compressed files the collar rules take values within 8 of 0 / of white in
+    every band as collar."""
+    from rasterio.transform import from_origin
+
+    from rams.raster import JPEG_COLLAR_TOLERANCE, _collar_white
+
+    from skimage import data as skdata
+
+    g = skdata.grass()[:512, :512].astype(np.float32)  # real grass texture, coloured as dry ground
+    data = np.stack([g * 0.8 + 30, g * 0.75 + 25, g * 0.6 + 20]).clip(0, 255).astype(np.uint8)
+    data[:, :, 300:] = fill  # the collar right of column 300, cut mid-block: JPEG rings there
+    p = tmp_path / "j.tif"
+    with rasterio.open(p, "w", driver="GTiff", width=512, height=512, count=3, dtype="uint8", crs="EPSG:32638",
+                       transform=from_origin(500000, 4400000, 0.01, 0.01), tiled=True, blockxsize=256,
+                       blockysize=256, compress="jpeg", photometric="YCBCR", jpeg_quality=75) as dst:
+        dst.write(data)
+    with open_raster(p) as src:
+        raw = src.read()
+        assert _collar_white(src)[1] == JPEG_COLLAR_TOLERANCE
+        ringing = int(((raw != fill).any(axis=0) & (np.arange(512) >= 300)[None, :]).sum())
+        reader = make_reader(src, RGB, 0.01, ReadConfig())
+        td = reader.read(Window(0, 0, 512, 512))
+    assert ringing > 1000  # the JPEG (quality 75) did ring into the collar
+    assert td.valid[:, 300:].sum() < 0.05 * ringing  # (8 of 255 left 15-30 %; 0: all of it)
+    assert not td.valid[:, 304:].any()  # what is left lies within 4 px of the edge
+    assert td.valid[:, :300].mean() > 0.9999  # imagery stays imaged (one near-black JPEG speck, (14, 2, 0), is not:
+    # ground that dark in every band shows nothing, the safe side)
