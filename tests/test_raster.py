@@ -701,14 +701,14 @@ def test_footprint_of_a_large_mosaic_without_overviews_is_read_in_strips_with_pr
     assert strips.symmetric_difference(one).area / one.area < 0.01
 
 
-@pytest.mark.parametrize("fill", [0, 255])
-def test_jpeg_ringing_at_a_collar_is_not_imaged(tmp_path: Path, fill: int) -> None:
-    """JPEG rings next to the footprint's edge: collar pixels of 1-8 (or 247-254) there counted as imaged ground
-    (1.7 m2 on a 20 x 20 m scene). In JPEG-compressed files the collar rules take values within 8 of 0 / of white in
-    every band as collar."""
+@pytest.mark.parametrize("fill,nodata", [(0, None), (255, None), (0, 0)])
+def test_jpeg_ringing_at_a_collar_is_not_imaged(tmp_path: Path, fill: int, nodata: int | None) -> None:
+    """JPEG rings next to the footprint's edge: collar pixels of 1-30 there counted as imaged ground (1.7 m2 on a
+    20 x 20 m scene), also where nodata=0 is declared (GDAL masks the exact value only). In JPEG-compressed files the
+    collar rules, and a declared nodata of 0, take values within 16 of 0 / of white in every band as collar."""
     from rasterio.transform import from_origin
 
-    from rams.raster import JPEG_COLLAR_TOLERANCE, _collar_white
+    from rams.raster import JPEG_COLLAR_TOLERANCE, _collar_spec
 
     from skimage import data as skdata
 
@@ -718,11 +718,12 @@ def test_jpeg_ringing_at_a_collar_is_not_imaged(tmp_path: Path, fill: int) -> No
     p = tmp_path / "j.tif"
     with rasterio.open(p, "w", driver="GTiff", width=512, height=512, count=3, dtype="uint8", crs="EPSG:32638",
                        transform=from_origin(500000, 4400000, 0.01, 0.01), tiled=True, blockxsize=256,
-                       blockysize=256, compress="jpeg", photometric="YCBCR", jpeg_quality=75) as dst:
+                       blockysize=256, compress="jpeg", photometric="YCBCR", jpeg_quality=75, nodata=nodata) as dst:
         dst.write(data)
     with open_raster(p) as src:
         raw = src.read()
-        assert _collar_white(src)[1] == JPEG_COLLAR_TOLERANCE
+        spec = _collar_spec(src)
+        assert spec is not None and spec[2] == JPEG_COLLAR_TOLERANCE
         ringing = int(((raw != fill).any(axis=0) & (np.arange(512) >= 300)[None, :]).sum())
         reader = make_reader(src, RGB, 0.01, ReadConfig())
         td = reader.read(Window(0, 0, 512, 512))
