@@ -70,8 +70,6 @@ def _first_line(err: BaseException) -> str:
 def why_write_failed(dest: Path) -> str:
     """The likely cause of a failed write under ``dest``'s folder, as words to append to an error: a (nearly) full
     disk, a FAT file system (4 GB per file), a file-size limit of the session (``ulimit -f``), else a question."""
-    import resource
-
     parent = dest.parent if str(dest.parent) else Path(".")
     try:
         free = shutil.disk_usage(parent).free
@@ -83,9 +81,14 @@ def why_write_failed(dest: Path) -> str:
     if fs in ("vfat", "msdos", "fat", "fat32"):
         return (f": {parent} is on a FAT file system, whose files stop at 4 GB; write --out to an NTFS, exFAT or ext4 "
                 "disk")
-    soft = resource.getrlimit(resource.RLIMIT_FSIZE)[0]
-    if soft != resource.RLIM_INFINITY:
-        return f"; this session may write files of at most {soft / 1024:.0f} KB (ulimit -f): raise the limit"
+    try:
+        import resource  # POSIX only
+    except ImportError:
+        resource = None  # type: ignore[assignment]
+    if resource is not None:
+        soft = resource.getrlimit(resource.RLIMIT_FSIZE)[0]
+        if soft != resource.RLIM_INFINITY:
+            return f"; this session may write files of at most {soft / 1024:.0f} KB (ulimit -f): raise the limit"
     return "; is the disk full or failing? free space or write --out to another disk"
 
 
