@@ -354,8 +354,7 @@ def white_edges(src: DatasetReader, size: int = 16) -> bool:
     key = (src.name, src.count, src.width, src.height, _mtime_ns(src.name))
     if key not in _white_cache:
         white = white_value(src)
-        comp = src.compression.value.lower() if src.compression is not None else ""
-        near = white - (round(JPEG_COLLAR_TOLERANCE * white / 255) if "jpeg" in comp else 0)
+        near = white - _jpeg_tolerance(src)
         h, w = min(size, src.height), min(size, src.width)
         found = False
         for fr in (0.0, 0.5, 1.0):
@@ -530,8 +529,15 @@ JPEG_COLLAR_TOLERANCE = 16
 CollarSpec = tuple[bool, int | None, int]
 
 
+#: Compressions that may change pixel values (JPEG, WebP, JPEG 2000, LERC with a max error): each rings or drifts at
+#: the footprint's edge, so the collar rules allow :data:`JPEG_COLLAR_TOLERANCE` there.
+LOSSY_COMPRESSIONS = ("jpeg", "webp", "jpeg2000", "jxl", "lerc")
+
+
 def _is_jpeg(src: DatasetReader) -> bool:
-    return src.compression is not None and "jpeg" in src.compression.value.lower()
+    """Whether the file's compression may change pixel values (:data:`LOSSY_COMPRESSIONS`)."""
+    comp = src.compression.value.lower() if src.compression is not None else ""
+    return any(comp.startswith(c) for c in LOSSY_COMPRESSIONS)
 
 
 def _jpeg_tolerance(src: DatasetReader) -> int:
