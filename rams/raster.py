@@ -547,15 +547,16 @@ def _jpeg_tolerance(src: DatasetReader) -> int:
 def _collar_spec(src: DatasetReader) -> CollarSpec | None:
     """The value rule of a file's validity, where its values say "not imaged" (None where they do not):
     :data:`ZERO_COLLAR` black, :data:`WHITE_COLLAR` black and white, each with the JPEG tolerance in JPEG files;
-    and a JPEG file whose declared nodata is 0 (or white): GDAL masks only the exact value, which JPEG ringing
-    next to the imagery does not keep (measured: 1.7 m2 of a 20 x 20 m scene's collar read as imaged), so the
-    tolerance applies around it too."""
+    and a lossy-compressed file of three or more bands whose declared nodata is 0 (or white): GDAL masks only the
+    exact value, which JPEG ringing next to the imagery does not keep (measured: 1.7 m2 of a 20 x 20 m scene's
+    collar read as imaged), so the tolerance applies around it too."""
     kind = _mask_kind(src)[0]
     if kind == ZERO_COLLAR:
         return True, None, _jpeg_tolerance(src)
     if kind == WHITE_COLLAR:
         return True, white_value(src), _jpeg_tolerance(src)
-    if kind == "nodata" and _is_jpeg(src) and src.nodata is not None:
+    if kind == "nodata" and _is_jpeg(src) and src.nodata is not None and src.count >= 3:  # (not thermal: there
+        # a low value is a reading)
         if src.nodata == 0:
             return True, None, _jpeg_tolerance(src)
         if src.nodata == white_value(src):
