@@ -788,8 +788,9 @@ def _check_model_gsd(gsd_m: float, card: Any, cfg: DetectConfig, warnings: list[
                f"{lo * 100:.2f}-{hi * 100:.2f} cm/px imagery")
         if sides is not None and abs(sides[0] - sides[1]) > 0.01 * max(sides):
             msg += (f" (its pixels are {sides[0] * 100:.2f} cm across x {sides[1] * 100:.2f} cm down, and the coarser "
-                    "side counts; a warp to a geographic CRS makes them so: export or warp the mosaic in its UTM zone "
-                    "with square pixels, e.g. gdalwarp -t_srs EPSG:326NN -tr 0.01 0.01 -r average)")
+                    "side counts; a warp to a geographic CRS makes them so: export the mosaic again from its source "
+                    "(the photogrammetry project, or the file before that warp) in its UTM zone with square pixels; "
+                    "warping this file to square pixels would not bring back the lost detail)")
         if not cfg.force:
             raise GSDError(msg + "; fly lower or use a model trained for this GSD, or pass --force "
                            "(absence of detections then supports nothing)")
