@@ -28,7 +28,7 @@ from rams.detector.datasets import (
 )
 from rams.detector.loss import encode_targets
 from rams.detector.train import TrainDataset
-from rams.errors import ConfigError, InputNotFoundError
+from rams.errors import ConfigError, InputError, InputNotFoundError
 from rams.layers import write_gpkg
 from tests.detector_helpers import write_toy_yolo
 
@@ -85,6 +85,27 @@ def test_yolo_errors_are_clear(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) 
         ChipDatasetSource(YoloSourceConfig(path=str(root), class_map={0: "landmine"}), CTX)
     with pytest.raises(ConfigError, match="does not match group_pattern"):
         ChipDatasetSource(YoloSourceConfig(path=str(root), class_map={0: "pmn"}, group_pattern="_Site_(\\d+)_"), CTX)
+
+
+def test_yolo_label_lines_are_checked_and_polygons_become_their_boxes(tmp_path: Path) -> None:
+    """Pixel coordinates (a frequent export mistake), empty boxes and wrong field counts are refused with file:line;
+    a YOLO-seg polygon line is read as its bounding box (it was read as 'cx cy w h' from its first four numbers)."""
+    from rams.detector.datasets import _yolo_items
+
+    root = write_toy_yolo(tmp_path / "y", n_per_zone=1, zones=("1",))
+    label = next((root / "labels").glob("*.txt"))
+    cfg = YoloSourceConfig(path=str(root), class_map={0: "pmn", 1: "tm62"})
+    label.write_text("0 0.40 0.30 0.60 0.30 0.60 0.50 0.40 0.50\n")  # a square polygon, 0.2 x 0.2 of the image
+    (item,) = _yolo_items(cfg, CTX)
+    assert item.boxes.shape == (1, 4)
+    assert item.boxes[0].tolist() == pytest.approx([0.40 * 96, 0.30 * 96, 0.60 * 96, 0.50 * 96], abs=1e-3)
+    for line, message in (("0 48 30 10 10", "normalised to 0-1 .* got 48; were pixel coordinates exported"),
+                          ("0 0.5 0.5 0 0.1", "no width or height"),
+                          ("0 0.5 0.5 0.1", "3 numbers after the class"),
+                          ("0 0.5 0.5 a 0.1", "not 'class cx cy w h'")):
+        label.write_text(f"0 0.5 0.5 0.1 0.1\n{line}\n")
+        with pytest.raises(InputError, match=f"{label.name}:2.*{message}"):
+            _yolo_items(cfg, CTX)
 
 
 def test_coco_source(tmp_path: Path) -> None:

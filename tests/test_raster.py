@@ -707,10 +707,9 @@ def test_jpeg_ringing_at_a_collar_is_not_imaged(tmp_path: Path, fill: int, nodat
     20 x 20 m scene), also where nodata=0 is declared (GDAL masks the exact value only). In JPEG-compressed files the
     collar rules, and a declared nodata of 0, take values within 16 of 0 / of white in every band as collar."""
     from rasterio.transform import from_origin
+    from skimage import data as skdata
 
     from rams.raster import JPEG_COLLAR_TOLERANCE, _collar_spec
-
-    from skimage import data as skdata
 
     g = skdata.grass()[:512, :512].astype(np.float32)  # real grass texture, coloured as dry ground
     data = np.stack([g * 0.8 + 30, g * 0.75 + 25, g * 0.6 + 20]).clip(0, 255).astype(np.uint8)

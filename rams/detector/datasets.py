@@ -516,17 +516,42 @@ def _yolo_items(cfg: YoloSourceConfig, ctx: SourceContext) -> list[_Item]:
                 parts = line.split()
                 if not parts:
                     continue
-                try:
-                    k, cx, cy, bw, bh = int(parts[0]), *map(float, parts[1:5])
-                except (ValueError, IndexError) as err:
-                    raise InputError(f"{lab_path}:{line_no} is not 'class cx cy w h'; fix the label") from err
-                boxes.append([(cx - bw / 2) * w, (cy - bh / 2) * h, (cx + bw / 2) * w, (cy + bh / 2) * h])
+                k, (x0, y0, x1, y1) = _yolo_box(parts, f"{lab_path}:{line_no}")
+                boxes.append([x0 * w, y0 * h, x1 * w, y1 * h])
                 name = cfg.class_map.get(k)
                 labs.append(lookup.get(name, 0) if name else 0)
                 ign.append(name is None or name not in lookup)
         items.append(_Item(img, np.asarray(boxes, np.float32).reshape(-1, 4), np.asarray(labs, np.int64),
                            np.asarray(ign, bool)))  # fmt: skip
     return items
+
+
+def _yolo_box(parts: list[str], where: str) -> tuple[int, tuple[float, float, float, float]]:
+    """One YOLO label line as (class, normalised x0, y0, x1, y1): ``class cx cy w h`` (detection), or ``class x1 y1
+    x2 y2 ...`` (a segmentation polygon, as YOLO-seg exports write: its bounding box). Coordinates must be
+    normalised to 0-1; pixel coordinates (a frequent export mistake) or empty boxes are refused with the line."""
+    try:
+        k = int(parts[0])
+        values = [float(v) for v in parts[1:]]
+    except ValueError as err:
+        raise InputError(f"{where} is not 'class cx cy w h' (numbers); fix the label") from err
+    if len(values) == 4:
+        cx, cy, bw, bh = values
+        box = (cx - bw / 2, cy - bh / 2, cx + bw / 2, cy + bh / 2)
+        size_ok = bw > 0 and bh > 0
+    elif len(values) >= 6 and len(values) % 2 == 0:
+        xs, ys = values[0::2], values[1::2]
+        box = (min(xs), min(ys), max(xs), max(ys))
+        size_ok = box[2] > box[0] and box[3] > box[1]
+    else:
+        raise InputError(f"{where} has {len(values)} numbers after the class; a YOLO label is 'class cx cy w h' (or "
+                         "'class x1 y1 x2 y2 ...' for a polygon); fix the label")
+    if not all(-0.01 <= v <= 1.01 for v in values):
+        raise InputError(f"{where}: coordinates must be normalised to 0-1 (YOLO), got {max(values, key=abs):g}; "
+                         "were pixel coordinates exported? divide them by the image width and height")
+    if not size_ok:
+        raise InputError(f"{where}: the box has no width or height; fix or delete the label")
+    return k, box
 
 
 def _image_size(path: Path) -> tuple[int, int]:
