@@ -126,6 +126,12 @@ def test_coco_source(tmp_path: Path) -> None:
     b = s.boxes_xyxy_px[0]
     assert b[2] - b[0] == pytest.approx(12) and b[3] - b[1] == pytest.approx(12)
     _box_pixels_bright(s)
+    for bad, message in (({"id": 2, "image_id": 1, "category_id": 7}, "annotation 2 has no 'bbox'"),
+                         ({"id": 3, "image_id": 1, "category_id": 7, "bbox": [30, 20, 0, 12]}, "annotation 3 has an "
+                          "empty box")):
+        (tmp_path / "c.json").write_text(json.dumps({**coco, "annotations": [*coco["annotations"], bad]}))
+        with pytest.raises(InputError, match=message):
+            ChipDatasetSource(cfg, CTX)
 
 
 def test_ortho_source_reads_annotations_at_their_pixels(make_geotiff: Callable[..., Path], tmp_path: Path) -> None:

@@ -580,7 +580,14 @@ def _coco_items(cfg: CocoSourceConfig, ctx: SourceContext) -> list[_Item]:
     lookup = _label_lookup(ctx.classes)
     per_image: dict[int, list[tuple[list[float], int, bool]]] = {i: [] for i in imgs}
     for a in anns:
-        x, y, bw, bh = (float(v) for v in a["bbox"])
+        try:
+            x, y, bw, bh = (float(v) for v in a["bbox"])
+        except (KeyError, TypeError, ValueError) as err:
+            raise InputError(f"{ann_path}: annotation {a.get('id', '?')} has no 'bbox' [x, y, w, h] ({err!r}); export "
+                             "COCO 'instances' with boxes") from err
+        if not (bw > 0 and bh > 0):
+            raise InputError(f"{ann_path}: annotation {a.get('id', '?')} has an empty box {a['bbox']}; fix or delete "
+                             "it")
         name = cfg.class_map.get(cats.get(int(a["category_id"]), ""))
         per_image.setdefault(int(a["image_id"]), []).append(
             ([x, y, x + bw, y + bh], lookup.get(name, 0) if name else 0, name is None or name not in lookup)
