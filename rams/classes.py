@@ -91,6 +91,8 @@ CLASSES: tuple[ItemClass, ...] = (
 CLASS_NAMES: tuple[str, ...] = tuple(c.name for c in CLASSES)
 _BY_NAME = {c.name: c for c in CLASSES}
 _MODEL_TO_CLASS = {m.name: c.name for c in CLASSES for m in c.models}
+#: Names of the real item models ('PMN-2', '120mm mortar', ...), each in one class (:func:`class_of_model`).
+MODEL_NAMES: frozenset[str] = frozenset(_MODEL_TO_CLASS)
 
 
 def get_class(name: str) -> ItemClass:

@@ -157,8 +157,19 @@ def test_ortho_source_reads_annotations_at_their_pixels(make_geotiff: Callable[.
         s = clone.sample(np.random.default_rng(i), i)
         assert s.image.shape == (3, 64, 64) and s.labels.tolist() == [0]
         _box_pixels_bright(s, 0.9)
-    with pytest.raises(ConfigError, match="class 'PMN-2', which is not a rams class"):
-        OrthoSource(cfg.model_copy(update={"class_map": {}}), CTX)
+    # annotated by item model without a class_map: 'PMN-2' is read as pmn; a name rams does not know is refused
+    by_model = OrthoSource(cfg.model_copy(update={"class_map": {}}), CTX)
+    assert by_model.labels.tolist() == src.labels.tolist() and not by_model.ignore.any()
+    unknown = write_gpkg(tmp_path / "unk.gpkg", {"targets": pts.assign(**{"class": ["landmine"]}), "stones": neg})
+    with pytest.raises(ConfigError, match="class 'landmine', which is not a rams class"):
+        OrthoSource(cfg.model_copy(update={"class_map": {}, "annotations": str(unknown)}), CTX)
+    # a layer without a CRS, and one of another site (nothing on the mosaic), are refused with what to check
+    no_crs = write_gpkg(tmp_path / "nocrs.gpkg", {"targets": pts.set_crs(None, allow_override=True), "stones": neg})
+    with pytest.raises(InputError, match="annotation layer .* has no CRS; assign one"):
+        OrthoSource(cfg.model_copy(update={"annotations": str(no_crs)}), CTX)
+    far = write_gpkg(tmp_path / "far.gpkg", {"targets": pts.set_geometry(pts.translate(5000, 0)), "stones": neg})
+    with pytest.raises(InputError, match="none of the 1 features of the annotation layer .* lies on"):
+        OrthoSource(cfg.model_copy(update={"annotations": str(far)}), CTX)
 
 
 def test_synthetic_source_maps_labels_to_the_model_classes() -> None:

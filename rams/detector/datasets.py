@@ -38,7 +38,7 @@ from typing import Annotated, Any, Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
-from rams.classes import CLASS_NAMES, get_class
+from rams.classes import CLASS_NAMES, MODEL_NAMES, class_of_model, get_class
 from rams.errors import ConfigError, InputError, InputNotFoundError
 
 log = logging.getLogger(__name__)
@@ -674,8 +674,9 @@ class OrthoSource:
         cfg = self.cfg
         required = [cfg.class_column] if (positives and cfg.class_column) else []
         what = "annotation layer" if positives else "negatives layer"
-        gdf = read_layer(path or Path(cfg.annotations), layer, required_columns=required, what=what)
-        if len(gdf) and gdf.crs is not None:
+        src_path = path or Path(cfg.annotations)
+        gdf = read_layer(src_path, layer, required_columns=required, what=what)
+        if len(gdf):  # (read_layer refuses a layer without a CRS)
             gdf = gdf.to_crs(self.grid.crs)
         lookup = _label_lookup(self.ctx.classes)
         inv = ~self.grid.transform
@@ -687,6 +688,8 @@ class OrthoSource:
             if positives and cfg.class_column:
                 raw = str(gdf[cfg.class_column].iloc[i])
                 name = cfg.class_map.get(raw, raw)
+                if name not in CLASS_NAMES and name in MODEL_NAMES:  # annotated by item model: 'PMN-2' is pmn
+                    name = class_of_model(name)
             if positives and (name is None or name not in CLASS_NAMES):
                 raise ConfigError(
                     f"annotation {i} in {cfg.annotations} has class {name!r}, which is not a rams class; map it "
@@ -703,8 +706,16 @@ class OrthoSource:
             boxes.append([min(c0, c1), min(r0, r1), max(c0, c1), max(r0, r1)])
             labels.append(lookup.get(name or "", 0))
             ignore.append(name not in lookup)
+        arr = np.asarray(boxes, np.float32).reshape(-1, 4)
+        on = (arr[:, 2] > 0) & (arr[:, 0] < self.grid.width) & (arr[:, 3] > 0) & (arr[:, 1] < self.grid.height)
+        if len(arr) and not on.any():
+            raise InputError(f"none of the {len(arr)} features of the {what} of {src_path} lies on {cfg.raster}; "
+                             "check that both are of the same site and that the layer's CRS is right")
+        if len(arr) and not on.all():
+            log.warning("%d of %d features of the %s of %s lie off %s (ignored there)", int((~on).sum()), len(arr),
+                        what, src_path, cfg.raster)
         return (
-            np.asarray(boxes, np.float32).reshape(-1, 4),
+            arr,
             np.asarray(labels, np.int64),
             np.asarray(ignore, bool),
         )
