@@ -26,7 +26,7 @@ from rams.evaluate import (
     wilson_interval,
 )
 from rams.evaluate_plot import render_plot
-from rams.layers import write_gpkg
+from rams.layers import read_layer, write_gpkg
 
 UTM = "EPSG:32638"
 X0, Y0 = 500000.0, 4400000.0
@@ -402,6 +402,23 @@ def test_cli_text_report(gpkgs: tuple[Path, Path, Path]) -> None:
     assert "0.556" in any_row  # AP 5/9
     assert "recall by terrain:" in out and "recall by visible_fraction:" in out
     assert "not reached" in out  # target recall 0.95 unreachable
+
+
+def test_cli_class_column_names_where_the_classes_are(gpkgs: tuple[Path, Path, Path], tmp_path: Path) -> None:
+    """A truth layer annotated in QGIS with its classes under another name: --class-column reads it (same report as
+    the layer with 'class'); without it, the error names the option."""
+    import json
+
+    p, t, _ = gpkgs
+    truth = read_layer(t, "truth").rename(columns={"class": "type"})
+    t2 = write_gpkg(tmp_path / "typed.gpkg", {"truth": truth})
+    ref = json.loads(runner.invoke(app, ["evaluate", str(p), str(t), "--truth-layer", "truth", "--json"]).stdout)
+    res = runner.invoke(app, ["evaluate", str(p), str(t2), "--class-column", "type", "--json"])
+    assert res.exit_code == 0, res.output
+    got = json.loads(res.stdout)
+    assert got["any_ordnance"] == ref["any_ordnance"] and got["class_aware"] == ref["class_aware"]
+    res = runner.invoke(app, ["evaluate", str(p), str(t2)])
+    assert res.exit_code != 0 and "--class-column" in res.output
 
 
 def test_cli_json_out_and_plot(gpkgs: tuple[Path, Path, Path], tmp_path: Path) -> None:

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 
 import typer
 
-from rams.errors import ConfigError
+from rams.errors import ConfigError, VectorInputError
 
 if TYPE_CHECKING:
     from rams.evaluate import DetectionMetrics, EvalReport
@@ -76,6 +76,10 @@ def evaluate(
     ),
     pred_layer: str | None = typer.Option(None, "--pred-layer", help="Layer of PRED holding the detections."),
     truth_layer: str | None = typer.Option(None, "--truth-layer", help="Layer of TRUTH holding the items."),
+    class_column: str = typer.Option(
+        "class", "--class-column",
+        help="Column of TRUTH naming each item's class (a rams class, or an item model such as PMN-2).",
+    ),
     aoi: str | None = typer.Option(
         None, "--aoi", help="Area of interest polygons (PATH or PATH:LAYER): everything outside is ignored."
     ),
@@ -133,7 +137,15 @@ def evaluate(
     pred_path, p_layer = _resolve(pred, pred_layer, "detections", "--pred-layer")
     truth_path, t_layer = _resolve(truth, truth_layer, "truth", "--truth-layer")
     pred_gdf = read_layer(pred_path, p_layer, required_columns=("label", "score"), what="prediction layer")
-    truth_gdf = read_layer(truth_path, t_layer, required_columns=("class",), what="truth layer")
+    try:
+        truth_gdf = read_layer(truth_path, t_layer, required_columns=(class_column,), what="truth layer")
+    except VectorInputError as err:
+        if "lacks column" not in str(err):
+            raise
+        raise VectorInputError(f"{err}, or name the column that holds the classes with --class-column") from err
+    if class_column != "class":  # the column the items are labelled in, under the name evaluation reads
+        truth_gdf = truth_gdf.drop(columns=[c for c in ("class",) if c in truth_gdf.columns])
+        truth_gdf = truth_gdf.rename(columns={class_column: "class"})
     coverage = None
     if not no_coverage and area_ha is None and "coverage" in list_layers(pred_path) and p_layer != "coverage":
         coverage = read_layer(pred_path, "coverage", what="coverage layer")
