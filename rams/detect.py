@@ -43,7 +43,7 @@ from pydantic import Field
 from rams.config import ReadConfig, StrictModel, dump_config
 from rams.errors import AOIError, GSDError, InputError, OutputError
 from rams.merge import MERGE_DISTANCE_M
-from rams.outputs import check_output
+from rams.outputs import check_output, output_lock
 from rams.raster import (
     Grid,
     OrthoReader,
@@ -500,10 +500,11 @@ def run_detect(
     check_output(out, overwrite)
     t_start = time.perf_counter()
     cfg = cfg or DetectConfig()
-    if cfg.extra_models:
-        return _run_models(ortho, out, cfg, aoi, aoi_layer, resume, overwrite, progress, t_start, on_model)
-    plan = plan_detect(ortho, cfg, aoi, aoi_layer)
-    return _run_plan(plan, out, resume, overwrite, progress, t_start)
+    with output_lock(out):
+        if cfg.extra_models:
+            return _run_models(ortho, out, cfg, aoi, aoi_layer, resume, overwrite, progress, t_start, on_model)
+        plan = plan_detect(ortho, cfg, aoi, aoi_layer)
+        return _run_plan(plan, out, resume, overwrite, progress, t_start)
 
 
 def models_dir_of(out: Path) -> Path:

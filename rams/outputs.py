@@ -24,6 +24,45 @@ def check_output(dest: Path, overwrite: bool) -> None:
         raise OutputError(f"cannot write to folder {parent}; choose a writable --out location")
 
 
+def lock_path(dest: Path) -> Path:
+    """The lock file of an output being made: ``.NAME.lock`` beside it."""
+    return dest.with_name(f".{dest.name}.lock")
+
+
+@contextlib.contextmanager
+def output_lock(dest: Path) -> Iterator[None]:
+    """Hold an exclusive lock on ``dest`` while it is made, so that a second run writing the same output (a command
+    started twice) stops at once with one line instead of deleting the first run's checkpoint. The lock is an OS
+    file lock (``flock``): a run killed with kill -9 leaves no stale lock. Where ``fcntl`` does not exist (Windows)
+    nothing is locked."""
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - not POSIX
+        yield
+        return
+    path = lock_path(Path(dest))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as err:
+            raise OutputError(
+                f"another rams run is writing {dest} (lock {path.name} is held); wait for it to finish, or choose "
+                "another --out"
+            ) from err
+        try:
+            os.ftruncate(fd, 0)
+            os.write(fd, str(os.getpid()).encode())
+            yield
+        finally:
+            with contextlib.suppress(OSError):
+                path.unlink()
+            fcntl.flock(fd, fcntl.LOCK_UN)
+    finally:
+        os.close(fd)
+
+
 @contextlib.contextmanager
 def atomic_path(dest: Path, overwrite: bool = False) -> Iterator[Path]:
     """Yield a temporary path beside ``dest``; on success rename it over ``dest``, on failure delete it.

@@ -24,7 +24,7 @@ from typer.testing import CliRunner
 
 from rams.cli.main import app
 from rams.detect import DetectConfig, partial_dir, run_detect
-from rams.errors import AOIError
+from rams.errors import AOIError, OutputError
 from rams.layers import read_metadata
 
 runner = CliRunner()
@@ -406,6 +406,39 @@ def test_a_reader_on_a_multithreaded_handle_never_takes_a_damaged_block_for_imag
         assert reader.damaged and all(b - a <= 128 and d - c <= 128 for a, b, c, d in reader.damaged)
         got.append(td.image)
     assert np.array_equal(got[0], got[1])
+
+
+def test_a_second_run_on_the_same_output_stops_at_once(make_geotiff, bundle_dir: Path, tmp_path: Path) -> None:
+    """A run holds an OS lock on its output while it works: a second one started on the same --out (a command run
+    twice) stops with one line and touches nothing; the lock goes with the run."""
+    import subprocess
+    import sys
+    import textwrap
+
+    from rams.outputs import lock_path
+
+    ortho = make_geotiff(height=300, width=300)
+    out = tmp_path / "r.gpkg"
+    holder = subprocess.Popen([sys.executable, "-c", textwrap.dedent(f"""
+        import sys, time
+        from pathlib import Path
+        from rams.outputs import output_lock
+        with output_lock(Path({str(out)!r})):
+            print("held", flush=True)
+            sys.stdin.readline()
+    """)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
+        with pytest.raises(OutputError, match="another rams run is writing .*r.gpkg"):
+            run_detect(ortho, out, _cfg(bundle_dir))
+        assert not out.exists() and not partial_dir(out).exists()
+    finally:
+        assert holder.stdin is not None
+        holder.stdin.write("\n")
+        holder.stdin.flush()
+        holder.wait(timeout=30)
+    run_detect(ortho, out, _cfg(bundle_dir))  # free again
+    assert out.exists() and not lock_path(out).exists()
 
 
 def test_mosaic_in_feet_gives_areas_in_square_metres(make_geotiff, bundle_dir: Path, tmp_path: Path) -> None:
