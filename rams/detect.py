@@ -225,7 +225,10 @@ class DetectPlan:
             "version": CHECKPOINT_VERSION,
             "input_hash": self.input_hash,
             "weights_sha256": self.card.weights_sha256,
-            "config_sha256": text_hash(self.resolved_config),
+            # a run stopped by a damaged block continues with --resume --skip-damaged: the tiles it finished were
+            # read whole either way, so that switch is not part of the key
+            "config_sha256": text_hash(dump_config(self.cfg.model_copy(
+                update={"read": self.cfg.read.model_copy(update={"skip_damaged": False})}))),
             "aoi_hash": fast_file_hash(self.aoi_path) if self.aoi_path is not None else None,
             "tiles": len(self.tiles),
             # the card's thresholds can be re-calibrated without touching the weights: tiles kept at other

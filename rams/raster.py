@@ -1029,8 +1029,9 @@ class OrthoReader:
             if not self.skip_damaged:
                 raise CorruptRasterError(
                     f"{self.src.name}: cannot read grid rows {rr0}-{rr1}, columns {cc0}-{cc1} (GDAL: "
-                    f"{gdal_error_text(err)}); the file is damaged or truncated: copy or export it again (or pass "
-                    "--skip-damaged to leave the unreadable parts not analysed)"
+                    f"{gdal_error_text(err)}); the file is damaged or truncated: copy or export it again, or pass "
+                    "--skip-damaged to leave the unreadable parts not analysed (rams detect: with --resume, the tiles "
+                    "already done are kept)"
                 ) from err
             self._reopen_plain()
             data, mask, div, damaged = self._read_in_pieces(inner)

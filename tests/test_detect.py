@@ -363,13 +363,19 @@ def test_skip_damaged_leaves_the_damaged_block_not_analysed(make_geotiff, bundle
     """--skip-damaged: the run goes on; the block that does not decode (and only it) is outside the coverage,
     with its area in a warning and the metadata; the rest is analysed as in the undamaged file."""
     from rams.config import ReadConfig
+    from rams.errors import CorruptRasterError
     from tests.test_cli_info import _damaged_in_the_middle
 
     good = make_geotiff(height=512, width=512, blocksize=128, seed=1)
     bad = _damaged_in_the_middle(make_geotiff(height=512, width=512, blocksize=128, seed=1), block=(1, 2))
     cfg = _cfg(bundle_dir, read=ReadConfig(skip_damaged=True))
     run_detect(good, tmp_path / "g.gpkg", cfg)
-    s = run_detect(bad, tmp_path / "b.gpkg", cfg)
+    # stopped by the damaged block first; --resume --skip-damaged then keeps the tiles done before it
+    with pytest.raises(CorruptRasterError, match="--skip-damaged"):
+        run_detect(bad, tmp_path / "b.gpkg", _cfg(bundle_dir))
+    assert partial_dir(tmp_path / "b.gpkg").is_dir()
+    s = run_detect(bad, tmp_path / "b.gpkg", cfg, resume=True)
+    assert s.tiles_resumed > 0
     cov_g = pyogrio.read_dataframe(tmp_path / "g.gpkg", layer="coverage").geometry.union_all()
     cov_b = pyogrio.read_dataframe(tmp_path / "b.gpkg", layer="coverage").geometry.union_all()
     hole = box(ORIGIN[0] + 1.28, ORIGIN[1] - 3.84, ORIGIN[0] + 2.56, ORIGIN[1] - 2.56)  # block x 1, y 2 of 128 px
