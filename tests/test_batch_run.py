@@ -332,17 +332,26 @@ def test_sigkill_midway_then_resume_loses_and_repeats_nothing(survey: SimpleName
 # Failures
 
 
+def _batch_args(survey: SimpleNamespace, scheduler: str, tmp_path: Path,
+                flights: list[tuple[Path, str]]) -> tuple[Path, Path, list[str]]:
+    """A manifest of ``flights`` (path, id) in ``tmp_path``, the batch folder, and the `rams batch` arguments that run
+    it with the survey's config and model on ``scheduler``."""
+    manifest = tmp_path / "m.csv"
+    manifest.write_text("orthomosaic,flight_id\n" + "".join(f"{path},{fid}\n" for path, fid in flights))
+    out = tmp_path / "out"
+    args = ["batch", str(manifest), "--out", str(out), "--config", str(survey.config), "--model",
+            str(survey.bundle), "--scheduler", scheduler]
+    return manifest, out, args
+
+
 def test_failed_flights_are_recorded_reported_and_retried(survey: SimpleNamespace, dask_scheduler: str,
                                                           tmp_path: Path) -> None:
     good = survey.root / "flights" / "west.tif"
     broken = tmp_path / "broken.tif"
     data = good.read_bytes()
     broken.write_bytes(data[: len(data) // 3])  # a truncated copy
-    manifest = tmp_path / "m.csv"
-    manifest.write_text(f"orthomosaic,flight_id\n{good},west\n{broken},broken\n{tmp_path / 'gone.tif'},gone\n")
-    out = tmp_path / "out"
-    args = ["batch", str(manifest), "--out", str(out), "--config", str(survey.config), "--model",
-            str(survey.bundle), "--scheduler", dask_scheduler]
+    manifest, out, args = _batch_args(survey, dask_scheduler, tmp_path,
+                                      [(good, "west"), (broken, "broken"), (tmp_path / "gone.tif", "gone")])
     res = runner.invoke(app, args)
     assert res.exit_code == 15, res.output
     assert "2 of 3 flights failed" in res.output and "orthomosaic not found" in res.output
@@ -379,11 +388,7 @@ def test_skip_damaged_finishes_the_flight_and_names_the_unread_ground(survey: Si
     bad = tmp_path / "west-copy.tif"
     bad.write_bytes(good.read_bytes())
     _damaged_in_the_middle(bad, block=(1, 0))
-    manifest = tmp_path / "m.csv"
-    manifest.write_text(f"orthomosaic,flight_id\n{bad},copy\n")
-    out = tmp_path / "out"
-    args = ["batch", str(manifest), "--out", str(out), "--config", str(survey.config), "--model",
-            str(survey.bundle), "--scheduler", dask_scheduler]
+    _, out, args = _batch_args(survey, dask_scheduler, tmp_path, [(bad, "copy")])
     res = runner.invoke(app, args)
     assert res.exit_code == 15 and "--skip-damaged" in res.output, res.output
     res = runner.invoke(app, [*args, "--skip-damaged"])
