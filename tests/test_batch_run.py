@@ -399,3 +399,8 @@ def test_skip_damaged_finishes_the_flight_and_names_the_unread_ground(survey: Si
         " ".join(res.output.split()))
     full = next(float(f.analysed_ha) for f in survey.summary.flights if f.flight_id == "west")
     assert 0 < st.flights["copy"].summary["analysed_ha"] < full
+    # the switch is not part of a flight's key: a rerun with or without it redoes no finished flight
+    for extra in (["--skip-damaged"], []):
+        res = runner.invoke(app, [*args, *extra, "--json"])
+        assert res.exit_code == 0, res.output
+        assert [f["state"] for f in json.loads(res.stdout)["flights"]] == ["skipped"]

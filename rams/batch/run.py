@@ -209,9 +209,13 @@ def run_batch(
     qcfg = cfg.decisions.quality
     if qcfg.analysis_gsd_m is None:
         qcfg = qcfg.model_copy(update={"analysis_gsd_m": card.gsd_m})
-    detect_text = dump_config(cfg.detect)
+    # The keys that say whether a finished flight must be redone. --skip-damaged is not in them: a finished flight
+    # was read whole (or already skipped its damage), so adding it to a rerun redoes no finished flight.
+    detect_text = dump_config(cfg.detect.model_copy(
+        update={"read": cfg.detect.read.model_copy(update={"skip_damaged": False})}))
+    qkey = qcfg.model_copy(update={"read": qcfg.read.model_copy(update={"skip_damaged": False})})
     decisions_text = yaml.safe_dump(  # the decision steps a flight runs (export settings do not change a flight)
-        {"quality": qcfg.model_dump(mode="json"), "polygons": cfg.decisions.polygons.model_dump(mode="json"),
+        {"quality": qkey.model_dump(mode="json"), "polygons": cfg.decisions.polygons.model_dump(mode="json"),
          "reduce": cfg.decisions.reduce.model_dump(mode="json")}, sort_keys=False,
     )
     detect_hash, decisions_hash = text_hash(detect_text), text_hash(decisions_text)
