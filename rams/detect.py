@@ -219,7 +219,7 @@ class DetectPlan:
         return [self.tiles[i : i + b] for i in range(0, len(self.tiles), b)]
 
     def checkpoint_key(self) -> dict[str, Any]:
-        from rams.provenance import fast_file_hash, text_hash
+        from rams.provenance import layer_hash, text_hash
 
         return {
             "version": CHECKPOINT_VERSION,
@@ -229,7 +229,7 @@ class DetectPlan:
             # read whole either way, so that switch is not part of the key
             "config_sha256": text_hash(dump_config(self.cfg.model_copy(
                 update={"read": self.cfg.read.model_copy(update={"skip_damaged": False})}))),
-            "aoi_hash": fast_file_hash(self.aoi_path) if self.aoi_path is not None else None,
+            "aoi_hash": "sha256:" + layer_hash(self.aoi_path) if self.aoi_path is not None else None,
             "tiles": len(self.tiles),
             # the card's thresholds can be re-calibrated without touching the weights: tiles kept at other
             # thresholds must not be mixed into this run
@@ -262,7 +262,7 @@ def plan_detect(
 def _plan_open(ortho: Path, src: Any, cfg: DetectConfig, card: Any, aoi: Path | None, aoi_layer: str | None,
                started: str, warnings: list[str]) -> DetectPlan:
     """:func:`plan_detect` on the open mosaic."""
-    from rams.provenance import fast_file_hash
+    from rams.provenance import dataset_hash
 
     info = describe(src, footprint=False)
     gsd_ok_text = _check_model_gsd(info.gsd_m, card, cfg, warnings, info.pixel_sides_m)
@@ -296,7 +296,7 @@ def _plan_open(ortho: Path, src: Any, cfg: DetectConfig, card: Any, aoi: Path | 
         value_range=value_range, aoi_path=Path(aoi) if aoi is not None else None, aoi_geom=aoi_geom,
         tile_px=tile_px, overlap_px=overlap_px, batch_size=batch_size, tiles=tiles, stripe_cols=stripe_cols,
         class_thresholds=_thresholds(card, cfg),
-        input_hash=fast_file_hash(Path(ortho), full=cfg.full_hash), resolved_config=dump_config(cfg),
+        input_hash=dataset_hash(Path(ortho), full=cfg.full_hash), resolved_config=dump_config(cfg),
         gsd_check=gsd_ok_text, warnings=warnings, started_utc=started, recall_withheld=withheld,
     )
 
@@ -700,9 +700,8 @@ def write_detections(plan: DetectPlan, out: Path, results: list[TileResult], ove
         ),
         "input_path": str(plan.ortho.resolve()),
         "input_hash": input_hash,
-        "input_hash_method": "sha256 of size + 16 x 4 MiB samples (rams.provenance.fast_file_hash)"
-        if input_hash.startswith("sha256-sampled") else "sha256 of the whole file",
-        "input_size_bytes": plan.ortho.stat().st_size,
+        "input_hash_method": _hash_method(input_hash),
+        "input_size_bytes": _dataset_bytes(plan.ortho),
         "input_crs": plan.info.crs,
         "input_gsd_m": plan.info.gsd_m,
         "gsd_check": plan.gsd_check,
@@ -737,6 +736,27 @@ def write_detections(plan: DetectPlan, out: Path, results: list[TileResult], ove
     out.with_name(out.stem + ".config.yaml").write_text(plan.resolved_config)
     summary["warnings"] = warnings
     return summary
+
+
+def _dataset_bytes(path: Path) -> int:
+    """Bytes of the mosaic with the files it is read from (a VRT's blocks)."""
+    from rams.raster import member_files
+
+    try:
+        members = member_files(path)
+    except Exception:  # (it was read a moment ago; count the file alone if GDAL will not list it now)
+        members = []
+    return path.stat().st_size + sum(p.stat().st_size for p in members if p.exists())
+
+
+def _hash_method(input_hash: str) -> str:
+    """How ``input_hash`` was made (for the metadata table)."""
+    if input_hash.startswith("sha256-dataset"):
+        return ("sha256 over the file's hash and those of the files it is read from (a VRT's sources, a mask, "
+                "the .aux.xml without statistics), each sampled (rams.provenance.dataset_hash)")
+    if input_hash.startswith("sha256-sampled"):
+        return "sha256 of size + 16 x 4 MiB samples (rams.provenance.fast_file_hash)"
+    return "sha256 of the whole file"
 
 
 def _core_view(valid: np.ndarray, tile: Tile) -> np.ndarray:

@@ -66,7 +66,8 @@ def inspect_ortho(
     ``progress(done, total)``: the footprint read of a large mosaic without overviews (see
     :func:`rams.raster.valid_footprint`)."""
     tiling = tiling or TilingConfig()
-    with open_raster(path) as src, damaged_reads(path):
+    # overviews shown: info only reads the footprint, where they save a full decode
+    with open_raster(path, overviews=True) as src, damaged_reads(path):
         info = describe(src, progress=progress)
         grid = target_grid(src, target_gsd_m)
         bands = image_bands_of(src)

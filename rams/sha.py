@@ -25,7 +25,6 @@ geometries are in the SHA's CRS, valid (``make_valid``) and free of slivers belo
 from __future__ import annotations
 
 import datetime as _dt
-import hashlib
 import logging
 import math
 from collections.abc import Sequence
@@ -572,12 +571,11 @@ def pd_concat(left: Any, right: Any) -> Any:
 
 
 def sha256_of(path: Path) -> str:
-    """SHA-256 of a file (inputs of a decision are recorded by hash)."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
+    """SHA-256 of a file (inputs of a decision are recorded by hash); of all its parts for a shapefile
+    (:func:`rams.provenance.layer_hash`)."""
+    from rams.provenance import layer_hash
+
+    return layer_hash(path)
 
 
 def _same_file(a: Path, b: Path) -> bool:

@@ -191,7 +191,7 @@ def run_batch(
         The :class:`BatchSummary`; failed flights are in it (call :meth:`BatchSummary.raise_for_failures`).
     """
     from rams.detector.bundle import load_bundle
-    from rams.provenance import fast_file_hash, text_hash
+    from rams.provenance import dataset_hash, text_hash
 
     t0 = time.perf_counter()
     cfg = cfg or BatchConfig()
@@ -232,7 +232,7 @@ def run_batch(
         for index, flight in enumerate(flights):
             rec = status.record(flight.flight_id, str(flight.ortho))
             try:
-                input_hash = fast_file_hash(flight.ortho, full=cfg.detect.full_hash)
+                input_hash = dataset_hash(flight.ortho, full=cfg.detect.full_hash)
             except OSError as err:
                 status.start(flight.flight_id, str(flight.ortho), None, "new")
                 msg = (f"orthomosaic not found: {flight.ortho} (check the path in the manifest)"

@@ -3,7 +3,8 @@
 The status lives in ``OUT/batch_status.json`` and is rewritten atomically (temporary file, fsync, rename) after
 every change, so a crash or ``kill -9`` leaves either the previous or the next version, never a torn file.
 
-Each flight has a **key**: the orthomosaic's content hash (:func:`rams.provenance.fast_file_hash`), the model
+Each flight has a **key**: the orthomosaic's content hash (:func:`rams.provenance.dataset_hash`: the file and
+those it is read from, such as a VRT's blocks), the model
 weights' SHA-256, the hashes of the resolved ``detect`` config and of the resolved decision configs (quality,
 polygons, reduce), and the SHA file's hash when ``--sha`` is given. The config texts are kept in the status by
 hash, so that a redo can name the settings that changed.

@@ -637,7 +637,7 @@ class OrthoSource:
         self.ctx = ctx
         if not Path(cfg.raster).exists():
             raise InputNotFoundError(f"orthomosaic {cfg.raster} not found{relative_note(Path(cfg.raster))}")
-        src = open_raster(cfg.raster)
+        src = open_raster(cfg.raster, overviews=True)  # only the coarse mask is read here (chips: without)
         try:
             self.grid = target_grid(src, ctx.gsd_m)
             mask, mask_t = coarse_valid_mask(src, self.grid, max_px=1024)
