@@ -572,29 +572,38 @@ def _resampled_valid(ds: Any, alpha: tuple[int, float] | None, bounds: tuple[flo
     reach past the source) onto ``shape`` output pixels. True where every source pixel under the output pixel
     (partly covered ones included) is valid; source pixels outside the file are not.
 
-    With an alpha band GDAL ignores, that band is read resampled (``average == opaque``). Otherwise the mask is
-    read at full resolution and judged here: GDAL serves a shrinking read of a *mask band* (alpha, nodata or
-    ``.msk``) from the mask's overviews even on an ``OVERVIEW_LEVEL=NONE`` handle (GDAL 3.10, measured: a 0.33 cm
+    ``alpha`` = (band, opaque value) of the alpha band, if the file has one: it is read resampled as a plain band
+    (``average >= opaque``), which honours the handle's ``OVERVIEW_LEVEL=NONE``. Otherwise (nodata, ``.msk``,
+    internal masks) the mask is read at full resolution and judged here: GDAL serves a shrinking read of a *mask
+    band* from the mask's overviews even on an ``OVERVIEW_LEVEL=NONE`` handle (GDAL 3.10, measured: a 0.33 cm
     mosaic with nearest overviews, read at 1 cm, lost 125 of 199 000 valid pixels and gained others), so the
     footprint would follow whatever built the overviews."""
     col0, row0, col1, row1 = bounds
+    h, w = shape
     if alpha is not None:
         c0, r0 = max(0.0, col0), max(0.0, row0)
         c1, r1 = min(float(ds.width), col1), min(float(ds.height), row1)
         win = Window(c0, r0, max(c1 - c0, 1e-6), max(r1 - r0, 1e-6))
-        return _read_valid(ds, alpha, True, window=win, out_shape=shape, resampling=Resampling.average)
-    h, w = shape
+        valid = _read_valid(ds, alpha, True, window=win, out_shape=shape, resampling=Resampling.average)
+        # output pixels that reach past the file are not wholly imaged (GDAL stretched the clipped window over them)
+        beyond_r = (row0 + (row1 - row0) / h * np.arange(1, h + 1) > ds.height + 1e-9) | (
+            row0 + (row1 - row0) / h * np.arange(h) < -1e-9)
+        beyond_c = (col0 + (col1 - col0) / w * np.arange(1, w + 1) > ds.width + 1e-9) | (
+            col0 + (col1 - col0) / w * np.arange(w) < -1e-9)
+        valid[beyond_r] = False
+        valid[:, beyond_c] = False
+        return valid
     lo_c, lo_r = math.floor(col0 + 1e-9), math.floor(row0 + 1e-9)
     hi_c, hi_r = max(lo_c + 1, math.ceil(col1 - 1e-9)), max(lo_r + 1, math.ceil(row1 - 1e-9))
-    invalid = np.ones((hi_r - lo_r, hi_c - lo_c), bool)
     rc0, rr0 = max(0, lo_c), max(0, lo_r)
     rc1, rr1 = min(ds.width, hi_c), min(ds.height, hi_r)
-    if rc1 > rc0 and rr1 > rr0:
-        m = ds.dataset_mask(window=Window(rc0, rr0, rc1 - rc0, rr1 - rr0))
+    inside = (rc0, rr0, rc1, rr1) == (lo_c, lo_r, hi_c, hi_r)
+    m = ds.dataset_mask(window=Window(rc0, rr0, rc1 - rc0, rr1 - rr0)) if rc1 > rc0 and rr1 > rr0 else None
+    if inside and m is not None and bool((m == 255).all()):
+        return np.ones(shape, bool)  # (most tiles: wholly imaged)
+    invalid = np.ones((hi_r - lo_r, hi_c - lo_c), bool)
+    if m is not None:
         invalid[rr0 - lo_r : rr1 - lo_r, rc0 - lo_c : rc1 - lo_c] = m != 255
-    # summed-area table of invalid pixels: a rectangle holds none iff its four corner sums cancel
-    sat = np.zeros((invalid.shape[0] + 1, invalid.shape[1] + 1), np.int64)
-    np.cumsum(np.cumsum(invalid, axis=0, dtype=np.int64), axis=1, out=sat[1:, 1:])
 
     def spans(origin: float, end: float, n: int, lo: int, size: int) -> tuple[np.ndarray, np.ndarray]:
         edges = origin + (end - origin) / n * np.arange(n + 1)
@@ -604,8 +613,14 @@ def _resampled_valid(ds: Any, alpha: tuple[int, float] | None, bounds: tuple[flo
 
     rs, re = spans(row0, row1, h, lo_r, invalid.shape[0])
     cs, ce = spans(col0, col1, w, lo_c, invalid.shape[1])
-    bad = sat[np.ix_(re, ce)] - sat[np.ix_(rs, ce)] - sat[np.ix_(re, cs)] + sat[np.ix_(rs, cs)]
-    return np.asarray(bad == 0)
+    # invalid pixels per output row's source rows (cumulative sums down the columns), then per output pixel's
+    # source columns along those rows: none means wholly valid
+    down = np.zeros((invalid.shape[0] + 1, invalid.shape[1]), np.int32)
+    np.cumsum(invalid, axis=0, dtype=np.int32, out=down[1:])
+    per_row = (down[re] - down[rs]) > 0
+    across = np.zeros((h, invalid.shape[1] + 1), np.int32)
+    np.cumsum(per_row, axis=1, dtype=np.int32, out=across[:, 1:])
+    return np.asarray(across[:, ce] == across[:, cs])
 
 
 def _not_all_zero(data: np.ndarray) -> np.ndarray:
@@ -1036,6 +1051,9 @@ class OrthoReader:
         self._cache_checked = False
         self._mask_kind, self._alpha = _mask_kind(src)
         self._unused_alpha = _unused_alpha(src)
+        # the alpha band, GDAL's mask or not, for resampled reads (see _resampled_valid)
+        self._alpha_band = (self._unused_alpha or ((self._alpha, alpha_opaque(src, self._alpha))
+                                                   if self._mask_kind == "alpha" and self._alpha is not None else None))
         self._collar = _collar_spec(src)
         self._vrt: WarpedVRT | None = None
         # Integer ratio between model and mosaic GSD (0.5 cm -> 1 cm: 2): use the exact, fast block mean.
@@ -1224,7 +1242,7 @@ class OrthoReader:
         src_win = Window(col0, row0, max(col1 - col0, 1e-6), max(row1 - row0, 1e-6))
         data = self.src.read(self.bands, window=src_win, out_shape=out_shape, resampling=self.resampling)
         # A resampled pixel is valid only if every source pixel under it was valid.
-        valid = _resampled_valid(self.src, self._unused_alpha, exact, out_shape[1:])
+        valid = _resampled_valid(self.src, self._alpha_band, exact, out_shape[1:])
         if self._collar is not None:  # resampled: a pixel is 0 where all under it is (edge pixels stay)
             valid &= _not_collar(data, self._collar)
         return data, valid, 1

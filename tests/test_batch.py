@@ -19,6 +19,7 @@ from rams.batch.manifest import Flight, flights_from_folder, load_flights, read_
 from rams.batch.status import STATUS_FILE, BatchStatus, FlightKey, batch_lock
 from rams.cli.main import app
 from rams.errors import InputError, InputNotFoundError, OutputError
+from tests.conftest import write_geotiff
 
 runner = CliRunner()
 UTM = "EPSG:32638"
@@ -42,6 +43,18 @@ def test_folder_finds_geotiffs_recursively_with_ids(make_geotiff, tmp_path: Path
     flights = flights_from_folder(root, exclude=[root / "out"])
     assert [f.flight_id for f in flights] == ["b", "day1_a_b", "day1_ortho"]
     assert all(f.ortho.is_absolute() and f.ortho.exists() for f in flights)
+
+
+def test_folder_takes_a_vrt_with_its_blocks_as_one_flight(tmp_path: Path) -> None:
+    from tests.test_provenance import _block, _vrt
+
+    root = tmp_path / "flights"
+    (root / "site4" / "blocks").mkdir(parents=True)
+    blocks = [_block(root / "site4" / "blocks" / f"ortho-{i}.tif", i, 100 + 40 * i) for i in range(3)]
+    _vrt(root / "site4" / "ortho.vrt", blocks[:2])  # the third block is not in the VRT: a flight of its own
+    write_geotiff(root / "other.tif")
+    flights = flights_from_folder(root)
+    assert [f.flight_id for f in flights] == ["other", "site4_blocks_ortho-2", "site4_ortho"]
 
 
 def test_csv_manifest_columns_relative_paths_and_dates(make_geotiff, tmp_path: Path) -> None:
@@ -248,7 +261,7 @@ def test_cli_missing_folder(tmp_path: Path) -> None:
 def test_cli_empty_folder(tmp_path: Path) -> None:
     (tmp_path / "f").mkdir()
     code, out = _cli(str(tmp_path / "f"), "--out", str(tmp_path / "o"))
-    assert code == 16 and "no orthomosaic (*.tif, *.tiff)" in out
+    assert code == 16 and "no orthomosaic (*.tif, *.tiff, *.vrt)" in out
 
 
 def test_cli_bad_manifest_row(tmp_path: Path) -> None:

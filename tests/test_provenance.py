@@ -32,7 +32,8 @@ def _vrt(path: Path, blocks: list[Path]) -> Path:
     bands = []
     for b in (1, 2, 3):
         sources = "".join(
-            f'<SimpleSource><SourceFilename relativeToVRT="1">{p.name}</SourceFilename><SourceBand>{b}</SourceBand>'
+            f'<SimpleSource><SourceFilename relativeToVRT="1">{p.relative_to(path.parent).as_posix()}'
+            f"</SourceFilename><SourceBand>{b}</SourceBand>"
             f'<SrcRect xOff="0" yOff="0" xSize="{BLOCK}" ySize="{BLOCK}"/>'
             f'<DstRect xOff="{i * BLOCK}" yOff="0" xSize="{BLOCK}" ySize="{BLOCK}"/></SimpleSource>'
             for i, p in enumerate(blocks)

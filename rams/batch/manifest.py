@@ -1,8 +1,10 @@
 """Which flights a batch processes: a folder of orthomosaics, or a manifest with each flight's metadata.
 
-A **folder** contributes every GeoTIFF below it (``*.tif``, ``*.tiff``, any depth, hidden folders and the
-batch's own output folder skipped), in path order. The flight ID is the path relative to the folder without
-its suffix, with separators and other unsafe characters replaced by ``_`` (``day1/ortho.tif`` -> ``day1_ortho``).
+A **folder** contributes every GeoTIFF and VRT below it (``*.tif``, ``*.tiff``, ``*.vrt``, any depth, hidden
+folders and the batch's own output folder skipped), in path order. A VRT is one flight with all its blocks: the
+GeoTIFFs it is built from are not flights of their own (a mosaic exported in blocks, with the VRT beside them).
+The flight ID is the path relative to the folder without its suffix, with separators and other unsafe
+characters replaced by ``_`` (``day1/ortho.tif`` -> ``day1_ortho``).
 
 A **manifest** (CSV with a header row, or YAML) lists one flight per row with the columns
 
@@ -36,7 +38,7 @@ from rams.errors import InputError, InputNotFoundError
 
 #: Columns a manifest may have (``orthomosaic`` is required).
 COLUMNS: tuple[str, ...] = ("orthomosaic", "flight_id", "date", "operator", "sensor")
-RASTER_SUFFIXES: tuple[str, ...] = (".tif", ".tiff")
+RASTER_SUFFIXES: tuple[str, ...] = (".tif", ".tiff", ".vrt")
 MANIFEST_SUFFIXES: tuple[str, ...] = (".csv", ".yaml", ".yml")
 FLIGHT_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
@@ -104,8 +106,9 @@ def flights_from_folder(folder: Path, exclude: Sequence[Path] = ()) -> list[Flig
     found.sort(key=lambda p: p.relative_to(folder).as_posix())
     if not found:
         raise InputError(
-            f"no orthomosaic (*.tif, *.tiff) in {folder}; give the folder holding the GeoTIFFs or a manifest"
+            f"no orthomosaic (*.tif, *.tiff, *.vrt) in {folder}; give the folder holding the GeoTIFFs or a manifest"
         )
+    found = _without_vrt_members(found)
     flights = []
     for p in found:
         rel = p.relative_to(folder).with_suffix("").as_posix()
@@ -113,6 +116,20 @@ def flights_from_folder(folder: Path, exclude: Sequence[Path] = ()) -> list[Flig
         flights.append(Flight(flight_id=fid[:100], ortho=p))
     _check_unique(flights, folder)
     return flights
+
+
+def _without_vrt_members(found: list[Path]) -> list[Path]:
+    """``found`` less the files that a VRT among them is built from (each block is part of that flight)."""
+    members: set[Path] = set()
+    for p in found:
+        if p.suffix.lower() == ".vrt":
+            from rams.raster import member_files
+
+            try:
+                members.update(m.resolve() for m in member_files(p))
+            except Exception:  # a VRT GDAL cannot open stays a flight: it fails with its own error, the rest run
+                continue
+    return [p for p in found if p.resolve() not in members]
 
 
 def read_manifest(path: Path) -> list[Flight]:
