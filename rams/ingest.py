@@ -19,7 +19,6 @@ from rams.raster import (
     describe,
     dim_values_note,
     image_bands_of,
-    nbits_of,
     open_raster,
     source_value_range,
     target_grid,
@@ -72,8 +71,9 @@ def inspect_ortho(
         grid = target_grid(src, target_gsd_m)
         bands = image_bands_of(src)
         note = None
-        if bands and nbits_of(src, bands[0]) is None:  # (returns at once for 8-bit and float mosaics)
-            note = dim_values_note(src, bands, source_value_range(src, bands[0]))
+        if bands:  # values outside the range they are scaled by, or filling under a quarter of it
+            vr = source_value_range(src, bands[0])
+            note = dim_values_note(src, bands, vr)
     n = count_tiles(grid, tiling.tile_size_px, tiling.overlap_px)
     smallest = smallest_length_m(classes)
     try:

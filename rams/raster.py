@@ -432,10 +432,11 @@ _white_cache: dict[tuple[Any, ...], bool] = {}
 def reading_notes(src: DatasetReader, bands: Sequence[int], value_range: tuple[float, float],
                   range_given: bool) -> list[str]:
     """The warnings every command that reads a mosaic for analysis gives (``rams detect``, ``rams quality``): dim
-    values (unless a value range was given or the file declares its bit depth), an alpha band read without its
+    values (unless a value range was given or the file declares its bit depth; values outside the range are refused:
+    :func:`value_range_check`), an alpha band read without its
     label, a white collar read as not imaged. Each is also logged."""
     notes = [
-        dim_values_note(src, bands, value_range) if not range_given and nbits_of(src, bands[0]) is None else None,
+        value_range_check(src, bands, value_range, range_given),
         undeclared_alpha_note(src),
         white_collar_note(src),
     ]
@@ -963,18 +964,11 @@ def source_value_range(src: DatasetReader, band: int, override: tuple[float, flo
     return value_range_for(src.dtypes[band - 1], override)
 
 
-def dim_values_note(src: DatasetReader, bands: Sequence[int], value_range: tuple[float, float], grid_n: int = 4,
-                    size: int = 256) -> str | None:
-    """A warning when sampled pixel values use under a quarter of the range they are scaled by (e.g. 12-bit values
-    in a uint16 file without ``NBITS``: scaled by 0-65535, the model would see a nearly black image); None else.
-
-    Reads ``grid_n`` x ``grid_n`` windows of ``size`` px spread over the file (cheap on any mosaic size).
-    """
-    dtype = np.dtype(src.dtypes[bands[0] - 1])
-    if not np.issubdtype(dtype, np.integer) or dtype.itemsize < 2:
-        return None
-    lo, hi = value_range
+def _sample_values(src: DatasetReader, bands: Sequence[int], grid_n: int = 4, size: int = 256) -> np.ndarray:
+    """Pixel values of ``bands`` at imaged pixels of ``grid_n`` x ``grid_n`` windows of ``size`` px spread over the
+    file (cheap on any mosaic size), all bands in one flat array."""
     vals = []
+    spec = _collar_spec(src)
     for i in range(grid_n):
         for j in range(grid_n):
             r = int((src.height - min(size, src.height)) * (i + 0.5) / grid_n)
@@ -982,19 +976,95 @@ def dim_values_note(src: DatasetReader, bands: Sequence[int], value_range: tuple
             win = Window(c, r, min(size, src.width), min(size, src.height))
             data = src.read(list(bands), window=win)
             ok = _read_valid(src, _unused_alpha(src), True, window=win) & _not_collar(data, (True, None, 0))
-            ok &= _not_collar(data, _collar_spec(src))
+            ok &= _not_collar(data, spec)
             vals.append(data[:, ok].ravel())
-    v = np.concatenate(vals) if vals else np.empty(0)
+    return np.concatenate(vals) if vals else np.empty(0)
+
+
+#: Share of the scaling range that sampled pixel values fill below which a run is refused (12-bit values in
+#: uint16 without ``NBITS``: 1/16; 0-255 in int16: 1/256), and below which it is warned about.
+DIM_REFUSE, DIM_WARN = 1 / 8, 1 / 4
+#: Share of sampled pixel values outside the scaling range above which a run is refused (the model would see
+#: that much of the image clipped to black or white).
+CLIPPED_REFUSE = 0.05
+
+
+def _range_advice(values: np.ndarray) -> tuple[float, float]:
+    """A value range that fits ``values``: the integer ranges cameras write (0-255, 0-4095, ..., 0-65535) when
+    the values are non-negative whole numbers within one, else their 0.1-99.9th percentiles."""
+    top = float(np.percentile(values, 99.9))
+    if float(values.min()) >= 0 and np.all(np.mod(values[:10000], 1) == 0):
+        for bits in (8, 10, 12, 14, 16):
+            if top <= 2**bits - 1:
+                return 0.0, float(2**bits - 1)
+    lo, hi = (float(v) for v in np.percentile(values, [0.1, 99.9]))
+    return lo, hi if hi > lo else lo + 1.0
+
+
+def value_range_check(src: DatasetReader, bands: Sequence[int], value_range: tuple[float, float],
+                      range_given: bool) -> str | None:
+    """Refuse (:class:`BandError`) a mosaic whose pixel values do not fit the range they are scaled by, or return
+    a warning when they fill under a quarter of it; None when they fit.
+
+    Values outside the range are clipped to black or white: an RGB mosaic stored as float32 with 0-255 values read
+    as a white image, and as int16 as a flat grey one, and ``rams detect`` found nothing on either while its
+    coverage layer said the ground was analysed (measured: 0 detections against 17 on the same scene in uint8).
+    Refused when more than :data:`CLIPPED_REFUSE` of a sample of imaged pixels lies outside, with the range that
+    fits. Integer values filling under :data:`DIM_REFUSE` of the range (12-bit values in uint16 without ``NBITS``,
+    0-255 in int16) are refused too, under :data:`DIM_WARN` warned about, unless a range was given or a bit depth
+    declared. The same sample of 16 small windows as ``rams info`` reads.
+    """
+    lo, hi = value_range
+    dtype = np.dtype(src.dtypes[bands[0] - 1])
+    if np.issubdtype(dtype, np.integer) and (lo, hi) == (float(np.iinfo(dtype).min), float(np.iinfo(dtype).max)) \
+            and (dtype.itemsize == 1 or (range_given or nbits_of(src, bands[0]) is not None)):
+        return None  # the type's own range: nothing can lie outside it, and no dim warning is due
+    v = _sample_values(src, bands)
     if v.size < 100:
         return None
-    top = float(np.percentile(v, 99.9))
-    if top >= lo + 0.25 * (hi - lo):
+    above, below = float(np.mean(v > hi)), float(np.mean(v < lo))
+    if above + below > CLIPPED_REFUSE:
+        a, b = _range_advice(v.astype(np.float64))
+        way = "white" if above >= below else "black"
+        raise BandError(
+            f"{src.name}: {100 * (above + below):.0f} % of sampled pixel values lie outside the {lo:g}-{hi:g} range "
+            f"{dtype} imagery is scaled by (they run from {float(v.min()):g} to {float(v.max()):g}), so the model "
+            f"would see them clipped to {way} and find nothing there; give the range the values use, --value-range "
+            f"{a:g},{b:g} (read.value_range: [{a:g}, {b:g}] in a preset), or convert the file to uint8 "
+            f"(gdal_translate -ot Byte -scale {a:g} {b:g} 0 255)"
+        )
+    if range_given or nbits_of(src, bands[0]) is not None:
         return None
-    bits = max(9, math.ceil(math.log2(top + 1)))
-    return (f"pixel values reach only {top:.0f} (99.9th percentile of a sample) of the {lo:g}-{hi:g} range "
-            f"{dtype} imagery is scaled by: the model sees a nearly black image and finds little; if the camera "
-            f"writes {bits}-bit values, set read.value_range: [0, {2**bits - 1}] in a --config preset (or write "
-            f"NBITS={bits} into the file)")
+    if not np.issubdtype(dtype, np.integer) or dtype.itemsize < 2:
+        return None
+    bottom, top = (float(x) for x in np.percentile(v, [0.1, 99.9]))
+    used = (max(top, 0.0) - min(bottom, 0.0)) / (hi - lo)
+    if used >= DIM_WARN:
+        return None
+    a, b = _range_advice(v.astype(np.float64))
+    if lo < 0:
+        f0, f1 = (bottom - lo) / (hi - lo), (top - lo) / (hi - lo)
+        look = f"a flat grey image (all within {f0:.2f}-{f1:.2f} of the scale)"
+    else:
+        look = "a nearly black image"
+    bits = round(math.log2(b + 1)) if a == 0 and b > 0 else None
+    fix = f"give the range the values use: --value-range {a:g},{b:g} (read.value_range: [{a:g}, {b:g}] in a preset)"
+    if bits and lo >= 0:
+        fix += f", or write NBITS={bits} into the file if the camera writes {bits}-bit values"
+    text = (f"pixel values reach only {top:.0f} (99.9th percentile of a sample) of the {lo:g}-{hi:g} range "
+            f"{dtype} imagery is scaled by: the model sees {look}")
+    if used < DIM_REFUSE:
+        raise BandError(f"{src.name}: {text} and would find next to nothing there; {fix}")
+    return f"{text} and finds little; {fix}"
+
+
+def dim_values_note(src: DatasetReader, bands: Sequence[int], value_range: tuple[float, float]) -> str | None:
+    """What :func:`value_range_check` says about the file as a note for ``rams info`` (which refuses nothing): the
+    refusal a run would give, the dim warning, or None."""
+    try:
+        return value_range_check(src, bands, value_range, range_given=False)
+    except BandError as err:
+        return f"a run would stop: {err}"
 
 
 @dataclass

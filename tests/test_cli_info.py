@@ -168,7 +168,8 @@ def test_info_names_the_value_range_fix_for_dim_uint16(tmp_path: Path) -> None:
         dst.write(data)
     r = runner.invoke(app, ["info", str(p)])
     assert r.exit_code == 0, r.output
-    assert "values      pixel values reach only" in r.output and "read.value_range: [0, 1023]" in r.output
+    assert "values      a run would stop:" in r.output and "pixel values reach only" in r.output
+    assert "--value-range 0,1023" in r.output
     d = json.loads(runner.invoke(app, ["info", str(p), "--json"]).output)
     assert "[0, 1023]" in d["value_note"]
 

@@ -461,19 +461,36 @@ def test_mosaic_in_feet_gives_areas_in_square_metres(make_geotiff, bundle_dir: P
     assert cov.to_crs(32618).area.iloc[0] == pytest.approx(9.0, rel=0.02)
 
 
-def test_dim_uint16_mosaic_is_detected_with_a_recorded_warning(bundle_dir: Path, tmp_path: Path) -> None:
+def test_dim_or_clipped_values_are_refused_with_the_range_and_run_with_it(bundle_dir: Path, tmp_path: Path) -> None:
+    """12-bit values in uint16 without NBITS (the model would see a nearly black image) and 0-255 values stored as
+    float32 (clipped white): refused before any tile, nothing written; the named --value-range runs; 14-bit values
+    run with a recorded warning."""
     import rasterio
     from rasterio.transform import from_origin
 
-    p = tmp_path / "u16.tif"
-    data = np.random.default_rng(4).integers(100, 4000, (3, 300, 300)).astype(np.uint16)  # 12-bit values
-    with rasterio.open(p, "w", driver="GTiff", width=300, height=300, count=3, dtype="uint16", crs="EPSG:32638",
-                       transform=from_origin(*ORIGIN, 0.01, 0.01)) as dst:
-        dst.write(data)
-    out = tmp_path / "u16.gpkg"
-    s = run_detect(p, out, _cfg(bundle_dir, read={"bands": [1, 2, 3]}))
-    assert any("read.value_range: [0, 4095]" in w for w in s.warnings)
-    assert "read.value_range: [0, 4095]" in read_metadata(out)["warnings"]
+    def write(name: str, data: np.ndarray) -> Path:
+        p = tmp_path / name
+        with rasterio.open(p, "w", driver="GTiff", width=300, height=300, count=3, dtype=data.dtype.name,
+                           crs="EPSG:32638", transform=from_origin(*ORIGIN, 0.01, 0.01)) as dst:
+            dst.write(data)
+        return p
+
+    rng = np.random.default_rng(4)
+    u12 = write("u12.tif", rng.integers(100, 4000, (3, 300, 300)).astype(np.uint16))
+    f255 = write("f255.tif", rng.integers(0, 256, (3, 300, 300)).astype(np.float32))
+    for p, fix in ((u12, "--value-range 0,4095"), (f255, "--value-range 0,255")):
+        out = tmp_path / f"{p.stem}.gpkg"
+        r = runner.invoke(app, ["detect", str(p), "--out", str(out), "--model", str(bundle_dir), "--bands", "1,2,3"])
+        assert r.exit_code == 7 and fix in r.output, r.output
+        assert not out.exists() and not any(tmp_path.glob(f".{p.stem}*"))
+        r = runner.invoke(app, ["detect", str(p), "--out", str(out), "--model", str(bundle_dir), "--bands", "1,2,3",
+                                "--value-range", fix.split()[1]])
+        assert r.exit_code == 0, r.output
+        assert "value" not in read_metadata(out)["warnings"]
+    u14 = write("u14.tif", rng.integers(100, 12000, (3, 300, 300)).astype(np.uint16))
+    s = run_detect(u14, tmp_path / "u14.gpkg", _cfg(bundle_dir, read={"bands": [1, 2, 3]}))
+    assert any("--value-range 0,16383" in w for w in s.warnings)
+    assert "read.value_range: [0, 16383]" in read_metadata(tmp_path / "u14.gpkg")["warnings"]
 
 
 def test_a_forced_run_carries_no_recall_to_the_gate(make_geotiff, bundle_dir: Path, tmp_path: Path) -> None:

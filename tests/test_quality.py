@@ -406,8 +406,8 @@ def test_cli_quality_errors(scene: Path, tmp_path: Path, make_geotiff: Callable[
 
 
 def test_dim_uint16_values_are_named_by_quality(tmp_path: Path) -> None:
-    """12-bit values in a uint16 file that does not say so read nearly black against 0-65535: quality then marks the
-    ground dark, and says why, with the fix (as `rams detect` and `rams info` do)."""
+    """12-bit values in a uint16 file that does not say so read nearly black against 0-65535: quality refuses them
+    with the fix (as `rams detect` does; `rams info` names it), and warns about 14-bit values."""
     import json
 
     import rasterio
@@ -424,12 +424,22 @@ def test_dim_uint16_values_are_named_by_quality(tmp_path: Path) -> None:
             dst.colorinterp = [ColorInterp.red, ColorInterp.green, ColorInterp.blue]
         return path
 
+    # values filling 1/16 of the range: refused with the fix, nothing written
     dim = write(tmp_path / "dim.tif", 4000)
     r = CliRunner().invoke(app, ["quality", str(dim), "--out", str(tmp_path / "q.gpkg")])
+    assert r.exit_code == 7, r.output
+    assert "nearly black" in r.output and "--value-range 0,4095" in r.output
+    assert not (tmp_path / "q.gpkg").exists()
+    r = CliRunner().invoke(app, ["quality", str(dim), "--out", str(tmp_path / "q.gpkg"), "--value-range", "0,4095"])
     assert r.exit_code == 0, r.output
-    assert "warning" in r.output and "read.value_range: [0, 4095]" in r.output
-    summary = json.loads(read_metadata(tmp_path / "q.gpkg")["quality.summary"])
-    assert any("read.value_range: [0, 4095]" in w for w in summary["warnings"])
+    assert "nearly black" not in r.output
+    # under a quarter of it: warned about, with the fix, and recorded
+    mid = write(tmp_path / "mid.tif", 12000)
+    r = CliRunner().invoke(app, ["quality", str(mid), "--out", str(tmp_path / "q2.gpkg")])
+    assert r.exit_code == 0, r.output
+    assert "warning" in r.output and "--value-range 0,16383" in r.output
+    summary = json.loads(read_metadata(tmp_path / "q2.gpkg")["quality.summary"])
+    assert any("read.value_range: [0, 16383]" in w for w in summary["warnings"])
     full = write(tmp_path / "full.tif", 65000)
     res = assess_ortho(full, QualityConfig())
     assert res.warnings == [] and res.summary()["warnings"] == []

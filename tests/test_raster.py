@@ -792,3 +792,34 @@ def test_overviews_never_feed_an_analysis_read(make_geotiff, tmp_path: Path, mas
         x1, y1 = inv @ (g @ (c + 1, r + 1))
         under = full[math.floor(y0 + 1e-9) : math.ceil(y1 - 1e-9), math.floor(x0 + 1e-9) : math.ceil(x1 - 1e-9)]
         assert under.size >= 9 and under.all()
+
+
+@pytest.mark.parametrize("dtype", ["float32", "int16"])
+def test_values_that_do_not_fit_their_scaling_are_refused_with_the_range(make_geotiff, dtype: str) -> None:
+    """0-255 RGB stored as float32 (scaled by 0-1: clipped white) or int16 (-32768-32767: a flat grey) showed the
+    model nothing while the run claimed the ground analysed; now refused with the range that fits."""
+    from rams.raster import value_range_check
+
+    rng = np.random.default_rng(2)
+    data = rng.integers(1, 256, (3, 300, 300)).astype(dtype)
+    p = make_geotiff(height=300, width=300, data=data, dtype=dtype)
+    with open_raster(p) as src:
+        vr = value_range_for(dtype)
+        with pytest.raises(BandError, match=r"--value-range 0,255.*gdal_translate" if dtype == "float32"
+                           else r"flat grey.*--value-range 0,255"):
+            value_range_check(src, (1, 2, 3), vr, range_given=False)
+        assert value_range_check(src, (1, 2, 3), (0.0, 255.0), range_given=True) is None
+        reader = make_reader(src, RGB, 0.01, ReadConfig(value_range=(0, 255)))
+        img = reader.read(Window(0, 0, 300, 300)).image
+    assert img.min() >= 0.0 and img.max() == 1.0 and 0.4 < img.mean() < 0.6
+
+
+def test_float_mosaic_in_0_1_passes_and_a_few_hot_pixels_are_tolerated(make_geotiff) -> None:
+    from rams.raster import value_range_check
+
+    rng = np.random.default_rng(4)
+    data = rng.random((3, 300, 300)).astype("float32")
+    data[:, ::50, ::50] = 1.7  # specular glints above 1: 0.04 % of the pixels
+    p = make_geotiff(height=300, width=300, data=data, dtype="float32")
+    with open_raster(p) as src:
+        assert value_range_check(src, (1, 2, 3), (0.0, 1.0), range_given=False) is None

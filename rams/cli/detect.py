@@ -7,6 +7,8 @@ from pathlib import Path
 
 import typer
 
+from rams.cli import VALUE_RANGE_HELP
+
 
 def detect(
     ortho: Path = typer.Argument(
@@ -39,6 +41,7 @@ def detect(
     ),
     device: str | None = typer.Option(None, "--device", help="cpu or cuda."),
     bands: str | None = typer.Option(None, "--bands", help="1-based band indices to use, e.g. 3,2,1 for BGR."),
+    value_range: str | None = typer.Option(None, "--value-range", help=VALUE_RANGE_HELP),
     config: Path | None = typer.Option(None, "--config", "-c", help="YAML preset (see configs/)."),
     resume: bool = typer.Option(False, "--resume", help="Continue an interrupted run from its checkpoint."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing --out file."),
@@ -60,6 +63,7 @@ def detect(
         TimeRemainingColumn,
     )
 
+    from rams.cli.main import value_range_option
     from rams.config import load_config
     from rams.detect import DetectConfig, run_detect
 
@@ -74,6 +78,7 @@ def detect(
         "device": device,
         "force": force or None,
         "read.bands": [int(b) for b in bands.split(",")] if bands else None,
+        "read.value_range": value_range_option(value_range),
         "read.skip_damaged": skip_damaged or None,
     }
     cfg = load_config(DetectConfig, config, overrides)

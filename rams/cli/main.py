@@ -125,6 +125,21 @@ stderr = Console(stderr=True)
 _state = {"debug": False}
 
 
+def value_range_option(text: str | None) -> list[float] | None:
+    """``--value-range LO,HI`` (pixel values mapped to black and white, e.g. ``0,4095``) as a config override."""
+    if text is None:
+        return None
+    from rams.errors import ConfigError
+
+    try:
+        lo, hi = (float(v) for v in text.replace(" ", "").split(","))
+    except ValueError:
+        raise ConfigError(f"--value-range {text!r}: give two numbers, LO,HI (e.g. 0,4095 for 12-bit values)") from None
+    if not hi > lo:
+        raise ConfigError(f"--value-range {text!r} is empty; give LO,HI with HI > LO")
+    return [lo, hi]
+
+
 def _version_callback(value: bool) -> None:
     if value:
         typer.echo(f"rams {__version__}")

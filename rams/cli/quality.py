@@ -7,6 +7,8 @@ from pathlib import Path
 
 import typer
 
+from rams.cli import VALUE_RANGE_HELP
+
 
 def quality(
     ortho: Path = typer.Argument(..., help="Orthomosaic GeoTIFF."),
@@ -21,6 +23,7 @@ def quality(
         None, "--classes", help="Comma-separated target classes the imagery must resolve (default: all)."
     ),
     cell_size: float | None = typer.Option(None, "--cell-size", help="Quality cell size in metres."),
+    value_range: str | None = typer.Option(None, "--value-range", help=VALUE_RANGE_HELP),
     config: Path | None = typer.Option(None, "--config", "-c", help="Decisions config YAML (quality section)."),
     skip_damaged: bool = typer.Option(
         False, "--skip-damaged", help="Leave parts GDAL cannot read (damaged blocks) not imaged instead of stopping."
@@ -31,7 +34,7 @@ def quality(
     """Judge, cell by cell, whether the ground was imaged well enough to see the smallest requested target."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-    from rams.cli.main import stderr
+    from rams.cli.main import stderr, value_range_option
     from rams.config import load_config
     from rams.quality import quality_file
     from rams.sha import DecisionsConfig
@@ -41,6 +44,7 @@ def quality(
         "quality.classes": [c.strip() for c in classes.split(",") if c.strip()] if classes else None,
         "quality.cell_size_m": cell_size,
         "quality.read.skip_damaged": skip_damaged or None,
+        "quality.read.value_range": value_range_option(value_range),
     }
     cfg = load_config(DecisionsConfig, config, overrides)
     with Progress(

@@ -631,7 +631,14 @@ class OrthoSource:
     """
 
     def __init__(self, cfg: OrthoSourceConfig, ctx: SourceContext) -> None:
-        from rams.raster import coarse_valid_mask, open_raster, target_grid
+        from rams.raster import (
+            coarse_valid_mask,
+            open_raster,
+            select_bands,
+            source_value_range,
+            target_grid,
+            value_range_check,
+        )
 
         self.cfg = cfg
         self.ctx = ctx
@@ -641,6 +648,12 @@ class OrthoSource:
         try:
             self.grid = target_grid(src, ctx.gsd_m)
             mask, mask_t = coarse_valid_mask(src, self.grid, max_px=1024)
+            # values the scaling would clip or leave nearly black would train (and validate) on blank chips
+            bands = select_bands(src, list(ctx.bands), cfg.read_bands)
+            note = value_range_check(src, bands, source_value_range(src, bands[0], cfg.value_range),
+                                     range_given=cfg.value_range is not None)
+            if note:
+                log.warning("%s: %s", cfg.raster, note)
         finally:
             src.close()
         self.boxes, self.labels, self.ignore = self._read_boxes(cfg.layer, positives=True)
