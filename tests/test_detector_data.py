@@ -28,7 +28,7 @@ from rams.detector.datasets import (
 )
 from rams.detector.loss import encode_targets
 from rams.detector.train import TrainDataset
-from rams.errors import ConfigError, InputError, InputNotFoundError
+from rams.errors import BandError, ConfigError, InputError, InputNotFoundError
 from rams.layers import write_gpkg
 from tests.detector_helpers import write_toy_yolo
 
@@ -343,3 +343,35 @@ def test_shipped_thermal_model_finds_mines_in_held_out_zones() -> None:
     assert items >= 30
     assert found / items >= 0.6, f"{found}/{items}"
     assert false <= 6, false
+
+
+def test_float_chips_and_mosaics_are_scaled_by_the_runs_value_range(make_geotiff: Callable[..., Path],
+                                                                     tmp_path: Path) -> None:
+    """Float pixels (radiometric thermal in degrees, 0-255 RGB saved as float) were clipped to [0, 1] in training
+    (a white image) while the card's value_range told `rams detect` to scale them: now training scales them by the
+    run's value_range too, and refuses them without one, naming it."""
+    from rams.detector.datasets import _read_image
+
+    rng = np.random.default_rng(3)
+    deg = (rng.random((40, 40)) * 30 + 5).astype(np.float32)  # 5-35 degrees C
+    chip = tmp_path / "t.tif"
+    iio.imwrite(chip, deg)
+    with pytest.raises(InputError, match=r"100 % of its pixel values lie outside the 0-1 range.*value_range"):
+        _read_image(chip)
+    img = _read_image(chip, (0.0, 40.0))
+    np.testing.assert_allclose(img[0], deg / 40.0, atol=1e-6)
+    # an orthomosaic source: 0-255 RGB stored as float32
+    data = rng.integers(20, 250, (3, 100, 120)).astype(np.float32)
+    tif = make_geotiff(height=100, width=120, data=data, dtype="float32")
+    x, y = 500000.0 + 0.5, 4400000.0 - 0.5
+    pts = gpd.GeoDataFrame({"class": ["pmn"]}, geometry=[Point(x, y)], crs="EPSG:32638")
+    gpkg = write_gpkg(tmp_path / "ann.gpkg", {"targets": pts})
+    cfg = OrthoSourceConfig(raster=str(tif), annotations=str(gpkg), layer="targets", point_size_m=0.12,
+                            positive_fraction=1.0)
+    with pytest.raises(BandError, match=r"training source .*outside the 0-1 range.*value_range"):
+        OrthoSource(cfg, CTX)
+    ctx = SourceContext(CTX.classes, CTX.bands, CTX.gsd_m, CTX.chip_size_px, float_range=(0.0, 255.0))
+    s = OrthoSource(cfg, ctx).sample(np.random.default_rng(0), 0)
+    assert 0.3 < float(s.image.mean()) < 0.7 and s.image.max() <= 1.0  # not the white of clipping
+    assert OrthoSource(cfg.model_copy(update={"value_range": (0.0, 255.0)}), CTX).sample(
+        np.random.default_rng(0), 0).image.tolist() == s.image.tolist()

@@ -39,7 +39,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 from rams.classes import CLASS_NAMES, MODEL_NAMES, class_of_model, get_class
-from rams.errors import ConfigError, InputError, InputNotFoundError
+from rams.errors import BandError, ConfigError, InputError, InputNotFoundError
 
 log = logging.getLogger(__name__)
 
@@ -172,6 +172,9 @@ class SourceContext:
     bands: tuple[str, ...]
     gsd_m: float
     chip_size_px: int
+    float_range: tuple[float, float] | None = None
+    """The run's ``value_range`` (recorded in the card): what float pixel values map to [0, 1], in training as
+    ``rams detect`` maps a float mosaic with that card (None: 0-1)."""
 
 
 def _label_lookup(classes: tuple[str, ...]) -> dict[str, int]:
@@ -362,17 +365,36 @@ def read_hard_examples(path: Path, key: dict[str, Any], pool_size: int | None) -
 # ------------------------------------------------------------------------------------------ chip datasets
 
 
-def _read_image(path: Path) -> np.ndarray:
-    """Image file -> float32 (C, H, W) in [0, 1] (8-bit /255, 16-bit /65535)."""
+def _read_image(path: Path, float_range: tuple[float, float] | None = None) -> np.ndarray:
+    """Image file -> float32 (C, H, W) in [0, 1] (8-bit /255, 16-bit /65535, float by ``float_range``, default 0-1:
+    as ``rams detect`` scales a mosaic of that type with the trained card)."""
     import imageio.v3 as iio
 
     try:
         arr = np.asarray(iio.imread(path))
     except Exception as err:
         raise InputError(f"cannot read image {path} ({err}); remove or replace the file") from err
-    scale = 65535.0 if arr.dtype == np.uint16 else 255.0 if arr.dtype == np.uint8 else 1.0
+    if arr.dtype == np.uint8 or arr.dtype == np.uint16:
+        lo, hi = 0.0, 255.0 if arr.dtype == np.uint8 else 65535.0
+    elif np.issubdtype(arr.dtype, np.floating):
+        lo, hi = float_range or (0.0, 1.0)
+    else:
+        raise InputError(f"image {path} holds {arr.dtype} pixels; training reads 8- and 16-bit and float images: "
+                         "convert it (e.g. gdal_translate -ot UInt16)")
     arr = arr[None] if arr.ndim == 2 else np.moveaxis(arr[..., :3] if arr.shape[-1] == 4 else arr, -1, 0)
-    return (arr.astype(np.float32) / np.float32(scale)).clip(0.0, 1.0)
+    out = (arr.astype(np.float32) - np.float32(lo)) / np.float32(hi - lo)
+    clipped = float(np.mean((out < 0) | (out > 1)))
+    if clipped > CHIP_CLIPPED_REFUSE:
+        raise InputError(
+            f"image {path}: {100 * clipped:.0f} % of its pixel values lie outside the {lo:g}-{hi:g} range its "
+            f"{arr.dtype} values are scaled by (they run from {float(arr.min()):g} to {float(arr.max()):g}); set the "
+            "training config's value_range to the range float images use (it goes into the card for rams detect)"
+        )
+    return out.clip(0.0, 1.0)
+
+
+#: Share of a chip's pixel values outside its scaling range above which it is refused (see rams.raster's check).
+CHIP_CLIPPED_REFUSE = 0.05
 
 
 def _resize_image(image: np.ndarray, factor: float) -> np.ndarray:
@@ -459,7 +481,8 @@ class ChipDatasetSource:
 
     def sample(self, rng: np.random.Generator, index: int) -> Sample:
         item = self.items[int(rng.integers(len(self.items)))]
-        image = _match_bands(_grey_is_rgb(_read_image(item.path)), len(self.ctx.bands), str(item.path))
+        image = _match_bands(_grey_is_rgb(_read_image(item.path, self.ctx.float_range)), len(self.ctx.bands),
+                             str(item.path))
         boxes = item.boxes.copy()
         if self.cfg.object_size_px is not None and len(boxes):
             long_side = np.maximum(boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1])
@@ -631,14 +654,7 @@ class OrthoSource:
     """
 
     def __init__(self, cfg: OrthoSourceConfig, ctx: SourceContext) -> None:
-        from rams.raster import (
-            coarse_valid_mask,
-            open_raster,
-            select_bands,
-            source_value_range,
-            target_grid,
-            value_range_check,
-        )
+        from rams.raster import coarse_valid_mask, open_raster, select_bands, target_grid, value_range_check
 
         self.cfg = cfg
         self.ctx = ctx
@@ -650,8 +666,12 @@ class OrthoSource:
             mask, mask_t = coarse_valid_mask(src, self.grid, max_px=1024)
             # values the scaling would clip or leave nearly black would train (and validate) on blank chips
             bands = select_bands(src, list(ctx.bands), cfg.read_bands)
-            note = value_range_check(src, bands, source_value_range(src, bands[0], cfg.value_range),
-                                     range_given=cfg.value_range is not None)
+            vr, given = self._value_range(src, bands[0])
+            try:
+                note = value_range_check(src, bands, vr, range_given=given)
+            except BandError as err:
+                raise BandError(f"training source {err}; in a training config the range goes under this source's "
+                                "value_range (or the run's value_range, for float mosaics)") from None
             if note:
                 log.warning("%s: %s", cfg.raster, note)
         finally:
@@ -738,13 +758,23 @@ class OrthoSource:
         state["_reader"], state["_pid"] = None, -1  # GDAL handles never cross processes
         return state
 
+    def _value_range(self, src: Any, band: int) -> tuple[tuple[float, float], bool]:
+        """(range, given): this source's ``value_range``, else for a float mosaic the run's (as ``rams detect`` reads
+        one with the trained card), else the type's or declared bit depth's (not given)."""
+        from rams.raster import source_value_range
+
+        given = self.cfg.value_range
+        if given is None and np.issubdtype(np.dtype(src.dtypes[band - 1]), np.floating):
+            given = self.ctx.float_range
+        return source_value_range(src, band, given), given is not None
+
     def _get_reader(self) -> Any:
         if self._reader is None or self._pid != os.getpid():
-            from rams.raster import OrthoReader, open_raster, select_bands, source_value_range
+            from rams.raster import OrthoReader, open_raster, select_bands
 
             src = open_raster(self.cfg.raster)
             bands = select_bands(src, list(self.ctx.bands), self.cfg.read_bands)
-            vr = source_value_range(src, bands[0], self.cfg.value_range)
+            vr, _ = self._value_range(src, bands[0])
             self._reader = OrthoReader(src, self.grid, bands, vr)
             self._pid = os.getpid()
         return self._reader

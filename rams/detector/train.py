@@ -331,7 +331,7 @@ def build_val_set(cfg: TrainConfig, ctx: SourceContext, num_workers: int) -> Val
         from rams.detector.valscenes import build_scene_val_set
 
         return build_scene_val_set(cfg, ctx.classes, ctx.bands, num_workers)
-    vctx = SourceContext(ctx.classes, ctx.bands, ctx.gsd_m, cfg.validation.chip_size_px)
+    vctx = SourceContext(ctx.classes, ctx.bands, ctx.gsd_m, cfg.validation.chip_size_px, ctx.float_range)
     sources = [build_source(s, vctx) for s in cfg.validation_sources()]
     ds = TrainDataset(
         sources, [s.weight for s in cfg.validation_sources()], cfg.validation.seed, vctx.chip_size_px,
@@ -725,7 +725,7 @@ def train(
         shutil.rmtree(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     classes = cfg.class_names
-    ctx = SourceContext(classes, tuple(cfg.bands), cfg.gsd_m, cfg.chip_size_px)
+    ctx = SourceContext(classes, tuple(cfg.bands), cfg.gsd_m, cfg.chip_size_px, cfg.value_range)
 
     torch.manual_seed(cfg.seed)
     fmt = torch.channels_last  # faster convolutions on CPU (oneDNN) and GPU (cuDNN)

@@ -259,7 +259,7 @@ def _flight_grounds(cfg: TrainConfig, classes: tuple[str, ...], bands: tuple[str
     vcfg = cfg.validation
     grounds = []
     for fcfg in vcfg.flights:
-        src = OrthoSource(fcfg, SourceContext(classes, bands, cfg.gsd_m, vcfg.chip_size_px))
+        src = OrthoSource(fcfg, SourceContext(classes, bands, cfg.gsd_m, vcfg.chip_size_px, cfg.value_range))
         b = src.boxes
 
         def read(r0: int, c0: int, h: int, w: int, src: Any = src) -> tuple[np.ndarray, np.ndarray]:
