@@ -140,6 +140,25 @@ def layer_hash(path: Path) -> str:
     return h.hexdigest()
 
 
+def require_same_mosaic(detected_hash: str | None, detected_path: str | None, judged_hash: str | None,
+                        judged_path: str | None, where: str) -> None:
+    """Refuse to pair a detection result with a coverage-quality judgement of another orthomosaic.
+
+    Cancellation needs ground that the imagery shows well (``coverage_quality``) *and* that the detector analysed
+    (``coverage``) in the same pixels: quality judged on one flight and detections from another (another date, a
+    blurred re-export) would let sharp imagery vouch for ground the detector saw blurred. Hashes missing from older
+    files are not checked."""
+    from rams.errors import InputError
+
+    if not detected_hash or not judged_hash or detected_hash == judged_hash:
+        return
+    raise InputError(
+        f"{where}: the detections come from {detected_path or 'one orthomosaic'} but the coverage quality was judged "
+        f"on {judged_path or 'another'} (a different file, or the same one changed since, e.g. by gdaladdo); run "
+        "rams quality on the orthomosaic the detector analysed"
+    )
+
+
 def text_hash(text: str) -> str:
     """SHA-256 of a text (resolved configs, for resume keys)."""
     return hashlib.sha256(text.encode()).hexdigest()

@@ -898,8 +898,15 @@ def quality_file(
     if add_to is not None and Path(add_to).resolve() == Path(out).resolve():
         raise OutputError(f"--out {out} is the --add-to input; write to a new file (inputs are never overwritten)")
     aoi_gdf = read_layer(aoi, aoi_layer, what="AOI layer") if aoi is not None else None
+    from rams.layers import read_metadata
+    from rams.provenance import dataset_hash, require_same_mosaic
+
+    ortho_hash = dataset_hash(Path(ortho)) if Path(ortho).is_file() else None  # (else: the reader's own error)
     if add_to is not None:
         read_layer(add_to, "detections", what="detections layer")  # fail before the long run, not after
+        meta = read_metadata(Path(add_to))
+        require_same_mosaic(meta.get("input_hash"), meta.get("input_path"), ortho_hash, str(ortho),
+                            f"--add-to {add_to}")
     # The layer goes to the temporary file chunk by chunk as the cells are judged (memory does not grow with the
     # mosaic); the file appears under ``out`` only when it is complete.
     with atomic_path(Path(out), overwrite=overwrite) as tmp:
@@ -909,15 +916,16 @@ def quality_file(
         res = assess_ortho(ortho, cfg, aoi=aoi_gdf, progress=progress, sink=writer.write, chunk_rows=chunk_rows)
         writer.finish(empty_layer(res.crs))
         st = Path(ortho).stat()
-        meta = {
+        extras = {
             "quality.time": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
             "quality.rams_version": __version__,
             "quality.ortho": str(ortho),
+            "quality.input_hash": ortho_hash or "",
             "quality.ortho_size_bytes": st.st_size,
             "quality.ortho_mtime": dt.datetime.fromtimestamp(st.st_mtime, dt.UTC).isoformat(timespec="seconds"),
             "quality.aoi": f"{aoi}:{aoi_layer or ''}" if aoi is not None else "",
             "quality.config": dump_config(cfg),
             "quality.summary": res.summary(),
         }
-        write_extras(tmp, meta, default_styles([LAYER]))
+        write_extras(tmp, extras, default_styles([LAYER]))
     return res

@@ -670,6 +670,14 @@ def reduce_files(
             "no coverage_quality layer in %s and no --quality given: no ground counts as adequately imaged, "
             "so no cancellation can be proposed (run rams quality on the orthomosaic)", result
         )
+    if quality is not None:
+        from rams.layers import read_metadata
+        from rams.provenance import require_same_mosaic
+
+        meta = read_metadata(result)
+        qmeta = read_metadata(quality_path) if quality_path is not None else meta
+        require_same_mosaic(meta.get("input_hash"), meta.get("input_path"), qmeta.get("quality.input_hash"),
+                            qmeta.get("quality.ortho"), f"{quality_source} with {result}")
     coverage = read_layer(result, COVERAGE_LAYER, what="coverage layer") if COVERAGE_LAYER in names else None
     sha = read_layer(sha_path, sha_layer, what="SHA layer")
     gate = result_detector_gate(result, quality_path, cfg)

@@ -380,6 +380,43 @@ def test_cli_quality_add_to_result(scene: Path, tmp_path: Path) -> None:
                                  "--classes", "tm62", "--cell-size", "2"])
     assert r.exit_code == 0, r.output
     assert len(read_layer(out, "detections")) == 1 and len(read_layer(out, "coverage_quality")) > 0
+    from rams.provenance import dataset_hash
+
+    assert read_metadata(out)["quality.input_hash"] == dataset_hash(scene)
+
+
+def test_quality_of_another_mosaic_is_never_added_to_a_result(scene: Path, tmp_path: Path) -> None:
+    """Detections of one flight with the quality of another would let sharp imagery vouch for ground the detector
+    saw blurred (or not at all): refused before the pass, and by rams reduce when the two come as separate files."""
+    from rams.provenance import dataset_hash
+
+    result = tmp_path / "result.gpkg"
+    dets = gpd.GeoDataFrame({"det_id": ["a"], "label": ["pmn"], "score": [0.9]},
+                            geometry=[box(X0 + 1, Y0 + 1, X0 + 1.1, Y0 + 1.1)], crs=UTM)
+    other = tmp_path / "other.tif"
+    other.write_bytes(scene.read_bytes()[:-1] + b"\x01")  # another export: one byte differs
+    write_gpkg(result, {"detections": dets}, metadata={"input_hash": dataset_hash(other), "input_path": str(other)})
+    out = tmp_path / "rq.gpkg"
+    r = CliRunner().invoke(app, ["quality", str(scene), "--out", str(out), "--add-to", str(result),
+                                 "--classes", "tm62", "--cell-size", "2"])
+    assert r.exit_code == 16, r.output
+    assert "detections come from" in r.output and "on the orthomosaic the detector analysed" in r.output
+    assert not out.exists()
+    # the same pairing made by hand for rams reduce: quality judged on scene, detections of other
+    q = tmp_path / "q.gpkg"
+    assert CliRunner().invoke(app, ["quality", str(scene), "--out", str(q), "--classes", "tm62",
+                                    "--cell-size", "2"]).exit_code == 0
+    sha = tmp_path / "sha.gpkg"
+    write_gpkg(sha, {"sha": gpd.GeoDataFrame({"sha_id": ["S1"]}, geometry=[box(X0, Y0, X0 + 4, Y0 + 4)], crs=UTM)})
+    r = CliRunner().invoke(app, ["reduce", str(result), "--sha", str(sha), "--quality", str(q),
+                                 "--out", str(tmp_path / "d.gpkg")])
+    assert r.exit_code == 16 and "detections come from" in r.output, r.output
+    # the detections of this very mosaic pair fine
+    same = tmp_path / "same.gpkg"
+    write_gpkg(same, {"detections": dets}, metadata={"input_hash": dataset_hash(scene), "input_path": str(scene)})
+    r = CliRunner().invoke(app, ["reduce", str(same), "--sha", str(sha), "--quality", str(q),
+                                 "--out", str(tmp_path / "d.gpkg")])
+    assert r.exit_code == 0, r.output
 
 
 def test_cli_quality_errors(scene: Path, tmp_path: Path, make_geotiff: Callable[..., Path]) -> None:
