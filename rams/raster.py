@@ -325,7 +325,49 @@ def gsd_of(src: DatasetReader) -> float:
 
 def pixel_sides_m(src: DatasetReader) -> tuple[float, float]:
     """The ground size in metres of a pixel's x and y sides (geographic CRSs by geodesic distance at the centre;
-    projected ones corrected for scale where map units are not ground units, e.g. Web Mercator)."""
+    projected ones corrected for scale where map units are not ground units, e.g. Web Mercator).
+
+    A VRT counts at its coarsest source where that is coarser than its grid (a VRT over flights of 0.8 and 1.2 cm
+    built at 1 cm: the 1.2 cm ground is only resampled onto the finer grid, it resolves no more)."""
+    sides = _grid_sides_m(src)
+    if src.driver == "VRT":
+        coarsest = _vrt_source_sides_m(src.name)
+        if coarsest is not None and max(coarsest) > max(sides) * 1.02:
+            if src.name not in _vrt_warned:
+                _vrt_warned.add(src.name)
+                log.warning("%s: some of its source files are coarser (%.2f x %.2f cm pixels) than its grid (%.2f x "
+                            "%.2f cm): the mosaic is judged at their resolution", src.name, coarsest[0] * 100,
+                            coarsest[1] * 100, sides[0] * 100, sides[1] * 100)  # fmt: skip
+            sides = (max(sides[0], coarsest[0]), max(sides[1], coarsest[1]))
+    return sides
+
+
+_vrt_sides_cache: dict[tuple[str, int], tuple[float, float] | None] = {}
+_vrt_warned: set[str] = set()
+
+
+def _vrt_source_sides_m(name: str) -> tuple[float, float] | None:
+    """The coarsest pixel sides among a VRT's source rasters (None if none opens)."""
+    key = (str(Path(name).resolve()), _mtime_ns(name))
+    if key not in _vrt_sides_cache:
+        worst: tuple[float, float] | None = None
+        for p in member_files(name):
+            if p.name.lower().endswith((".aux.xml", ".msk")) or not p.exists():
+                continue
+            try:
+                with rasterio.open(p) as m:
+                    if m.crs is None:
+                        continue
+                    sx, sy = _grid_sides_m(m)
+            except (RasterioIOError, ValueError):
+                continue
+            worst = (sx, sy) if worst is None else (max(worst[0], sx), max(worst[1], sy))
+        _vrt_sides_cache[key] = worst
+    return _vrt_sides_cache[key]
+
+
+def _grid_sides_m(src: DatasetReader) -> tuple[float, float]:
+    """:func:`pixel_sides_m` of the dataset's own grid."""
     t = src.transform
     if src.crs is not None and src.crs.is_geographic:
         left, bottom, right, top = src.bounds

@@ -119,3 +119,23 @@ def test_a_shapefile_layer_is_identified_by_all_its_parts(tmp_path: Path) -> Non
     gpkg = tmp_path / "sha.gpkg"
     gdf.to_file(gpkg)
     assert "sha256:" + layer_hash(gpkg) == fast_file_hash(gpkg)  # one-file formats: the whole file, as before
+
+
+def test_a_vrt_over_coarser_sources_is_judged_at_their_resolution(tmp_path: Path) -> None:
+    """A VRT at 1 cm over one 1 cm block and one 2 cm block (two flights): the 2 cm ground resolves no more for being
+    resampled onto the finer grid, so the mosaic's GSD is 2 cm (what the GSD checks and quality use)."""
+    from rams.raster import gsd_of
+
+    a = _block(tmp_path / "a.tif", 0, 120)
+    b = write_geotiff(tmp_path / "b.tif", height=BLOCK // 2, width=BLOCK // 2, gsd=0.02,
+                      origin=(500000.0 + BLOCK * 0.01, 4400000.0))
+    vrt = _vrt(tmp_path / "mixed.vrt", [a, b])
+    text = vrt.read_text().replace(f'xSize="{BLOCK}" ySize="{BLOCK}"/><DstRect xOff="{BLOCK}"',
+                                   f'xSize="{BLOCK // 2}" ySize="{BLOCK // 2}"/><DstRect xOff="{BLOCK}"')
+    vrt.write_text(text)
+    with open_raster(vrt) as src:
+        assert src.read(1).shape == (BLOCK, 2 * BLOCK)
+        assert gsd_of(src) == pytest.approx(0.02)
+    same = _vrt(tmp_path / "same.vrt", [a, _block(tmp_path / "c.tif", 1, 90)])
+    with open_raster(same) as src:
+        assert gsd_of(src) == pytest.approx(0.01)

@@ -96,5 +96,6 @@ def _overview_hint(o: object) -> str:
     if overviews or width * height <= FOOTPRINT_STRIP_PX:
         return ""
     name = Path(str(getattr(o, "path", "FILE"))).name
-    return (f" (the footprint below took a read of every block; `gdaladdo -r average {name} 2 4 8 16 32 64` makes "
-            "it, and panning in QGIS, fast)")
+    return (f" (the footprint below took a read of every block; `gdaladdo -ro -r average {name} 2 4 8 16 32 64` "
+            "makes it, and panning in QGIS, fast; -ro writes them beside the file, which stays the same input for "
+            "--resume and for pairing results)")
