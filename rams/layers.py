@@ -85,6 +85,11 @@ def read_layer(
         )
     if gdf.crs is None and len(gdf):
         raise VectorInputError(f"{what} {layer!r} in {path} has no CRS; assign one in QGIS and save again")
+    if gdf.crs is not None and not (gdf.crs.is_projected or gdf.crs.is_geographic):
+        raise VectorInputError(
+            f"{what} {layer!r} in {path} is in a local coordinate system ({gdf.crs.name!r}) that is not tied to the "
+            "earth, so it cannot be laid over the imagery; save it in the orthomosaic's CRS or WGS 84 (EPSG:4326)"
+        )
     return gdf
 
 

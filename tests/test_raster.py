@@ -823,3 +823,49 @@ def test_float_mosaic_in_0_1_passes_and_a_few_hot_pixels_are_tolerated(make_geot
     p = make_geotiff(height=300, width=300, data=data, dtype="float32")
     with open_raster(p) as src:
         assert value_range_check(src, (1, 2, 3), (0.0, 1.0), range_given=False) is None
+
+
+def test_local_engineering_crs_is_refused_with_the_fix(make_geotiff) -> None:
+    """An export in "local coordinates" (no GNSS, no ground control) ended in an internal PROJ error."""
+    from rasterio.crs import CRS
+
+    p = make_geotiff()
+    wkt = ('LOCAL_CS["Arbitrary site grid",LOCAL_DATUM["Arbitrary",0],UNIT["metre",1],AXIS["Easting",EAST],'
+           'AXIS["Northing",NORTH]]')
+    with rasterio.open(p, "r+") as dst:
+        dst.crs = CRS.from_wkt(wkt)
+    with pytest.raises(GeoreferenceError, match=r"local coordinate system \('Arbitrary site grid'\).*UTM zone"):
+        open_raster(p)
+    # a compound CRS (UTM + a vertical datum) is a projected CRS and reads as before
+    with rasterio.open(p, "r+") as dst:
+        dst.crs = CRS.from_string("EPSG:32638+5773")
+    with open_raster(p) as src:
+        assert describe(src).gsd_m == pytest.approx(0.01)
+
+
+def test_a_south_up_mosaic_reads_as_its_north_up_twin(make_geotiff) -> None:
+    """A grid stored bottom row first (positive y step): `rams info` read it, but the analysis grid came out one row
+    high ("no imaged pixels"), because rasterio's bounds put its top under its bottom."""
+    from affine import Affine
+
+    am = np.zeros((120, 100), np.uint8)
+    am[10:110, 5:90] = 255
+    north = make_geotiff("north.tif", height=120, width=100, alpha=True, alpha_mask=am)
+    with rasterio.open(north) as src:
+        data, t = src.read(), src.transform
+    south = make_geotiff("south.tif", height=120, width=100, data=data[:3, ::-1], alpha=True, alpha_mask=am[::-1],
+                         transform=Affine(t.a, 0, t.c, 0, -t.e, t.f + t.e * 120))
+    reads = []
+    for p in (north, south):
+        with open_raster(p) as src:
+            reader = make_reader(src, RGB, 0.01, ReadConfig())
+            assert (reader.grid.height, reader.grid.width) == (120, 100)
+            assert reader.grid.transform == Affine(0.01, 0, t.c, 0, -0.01, t.f)
+            reads.append(reader.read(Window(0, 0, 100, 120)))
+    north_valid, south_valid = reads[0].valid, reads[1].valid
+    assert north_valid.sum() == 100 * 85 and south_valid[north_valid].all()
+    # (the south-up file is read through GDAL's warper, which counts a pixel touching the footprint's edge as valid:
+    # at most one extra row here, inside the edge margin that keeps such ground from cancellation)
+    assert (south_valid & ~north_valid).sum() <= 85
+    both = north_valid & south_valid
+    assert np.allclose(reads[0].image[:, both], reads[1].image[:, both], atol=1e-6)

@@ -527,3 +527,13 @@ def test_overlapping_shas_are_named_with_their_overlap() -> None:
     assert res.table.cancel_m2.sum() == pytest.approx(10000 + 1000)  # 100 x 100 m, the 1000 m2 overlap twice
     apart = reduce_sha(shas.iloc[[0, 2]], hazard_layer(), q, cov)
     assert not [n for n in apart.notes if n.startswith("SHAs overlap")]
+
+
+def test_a_layer_in_a_local_crs_is_refused_with_the_fix(tmp_path: Path) -> None:
+    """SHA or AOI layers in a local (engineering) CRS ended in an internal PROJ error in reduce and detect."""
+    wkt = ('LOCAL_CS["Arbitrary site grid",LOCAL_DATUM["Arbitrary",0],UNIT["metre",1],AXIS["Easting",EAST],'
+           'AXIS["Northing",NORTH]]')
+    p = tmp_path / "sha.gpkg"
+    gpd.GeoDataFrame({"sha_id": ["L1"]}, geometry=[box(0, 0, 10, 10)], crs=wkt).to_file(p)
+    with pytest.raises(VectorInputError, match=r"local coordinate system \('Arbitrary site grid'\).*EPSG:4326"):
+        read_layer(p, what="SHA layer")
