@@ -817,6 +817,7 @@ def valid_footprint(src: DatasetReader, max_px: int = 1024,
     h, w = max(1, round(src.height / scale)), max(1, round(src.width / scale))
     collar = _mask_kind(src)[0] in COLLAR_KINDS
     spec, alpha = _collar_spec(src), _unused_alpha(src)
+    is_float = np.issubdtype(np.dtype(src.dtypes[0]), np.floating)
 
     def decimated(win: Window | None, rows: int) -> np.ndarray:
         m = None if collar else _read_valid(src, alpha, False, out_shape=(rows, w), window=win,
@@ -824,6 +825,11 @@ def valid_footprint(src: DatasetReader, max_px: int = 1024,
         if spec is not None:  # decimated by averaging: a cell is 0 only if all under it is 0
             data = src.read(out_shape=(src.count, rows, w), window=win, resampling=Resampling.average)
             m = _not_collar(data, spec) if m is None else m & _not_collar(data, spec)
+        if is_float:  # NaN (or inf) pixels are not imaged, as the reader has it, declared as nodata or not
+            data = src.read(image_bands_of(src) or None, out_shape=(len(image_bands_of(src)) or src.count, rows, w),
+                            window=win, resampling=Resampling.average)
+            finite = np.isfinite(data).all(axis=0)
+            m = finite if m is None else m & finite
         assert m is not None
         return m
 

@@ -869,3 +869,15 @@ def test_a_south_up_mosaic_reads_as_its_north_up_twin(make_geotiff) -> None:
     assert (south_valid & ~north_valid).sum() <= 85
     both = north_valid & south_valid
     assert np.allclose(reads[0].image[:, both], reads[1].image[:, both], atol=1e-6)
+
+
+def test_nan_pixels_of_a_float_mosaic_are_not_imaged_in_the_footprint_too(make_geotiff) -> None:
+    """Float imagery with NaN where nothing was imaged and no nodata declared: the reader always left NaN out, but
+    `rams info`'s footprint counted it as imaged (100 %)."""
+    data = np.random.default_rng(1).random((3, 200, 200)).astype("float32")
+    data[:, :, 120:] = np.nan  # 40 % not imaged
+    p = make_geotiff(height=200, width=200, data=data, dtype="float32")
+    with open_raster(p) as src:
+        assert describe(src).valid_fraction == pytest.approx(0.6, abs=0.02)
+        reader = make_reader(src, RGB, 0.01, ReadConfig())
+        assert reader.read(Window(0, 0, 200, 200)).valid.mean() == pytest.approx(0.6)
