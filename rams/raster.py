@@ -466,7 +466,11 @@ def white_edges(src: DatasetReader, size: int = 16) -> bool:
                 if fr == fc == 0.5:
                     continue
                 win = Window(int((src.width - w) * fc), int((src.height - h) * fr), w, h)
-                if bool((src.read(window=win) >= near).all()):
+                try:
+                    white_here = bool((src.read(window=win) >= near).all())
+                except RasterioIOError:
+                    continue  # a damaged block: reported (or skipped) where the run reads it
+                if white_here:
                     found = True
                     break
             if found:
@@ -488,6 +492,7 @@ def reading_notes(src: DatasetReader, bands: Sequence[int], value_range: tuple[f
         value_range_check(src, bands, value_range, range_given),
         undeclared_alpha_note(src),
         white_collar_note(src),
+        collar_beyond_mask_note(src),
     ]
     for note in notes:
         if note:
@@ -597,7 +602,10 @@ def alpha_opaque(src: DatasetReader, band: int) -> float:
                 r = int((src.height - min(size, src.height)) * (i + 0.5) / n)
                 c = int((src.width - min(size, src.width)) * (j + 0.5) / n)
                 win = Window(c, r, min(size, src.width), min(size, src.height))
-                top = max(top, int(src.read(band, window=win).max()))
+                try:
+                    top = max(top, int(src.read(band, window=win).max()))
+                except RasterioIOError:
+                    continue  # a damaged block: reported (or skipped) where the run reads it
         _opaque_cache[key] = 255.0 if 0 < top <= 255 else float(np.iinfo(dtype).max)
     return _opaque_cache[key]
 
@@ -723,7 +731,70 @@ def _collar_spec(src: DatasetReader) -> CollarSpec | None:
             return True, None, _jpeg_tolerance(src)
         if src.nodata == white_value(src):
             return False, white_value(src), _jpeg_tolerance(src)
+    if kind in ("alpha", "nodata", "internal mask"):
+        return collar_beyond_mask(src)
     return None
+
+
+def collar_beyond_mask(src: DatasetReader, size: int = 16) -> CollarSpec | None:
+    """A black (or white) collar that the file's declared mask calls imaged: a ``size`` px window at a corner or
+    the middle of a side that is 0 (or white) in every image band while the mask says every pixel there is valid.
+
+    Some conversions write an alpha band that is opaque everywhere (``gdalwarp -dstalpha`` of an RGB mosaic
+    without ``-srcnodata``; an image editor's export): an RGBA scene with a 31 % black collar and such an alpha read
+    as 100 % imaged, the collar analysed as ground where nothing could be found. Where this is seen, pixels 0 (or
+    white) in every band are not imaged as in an unmasked file (:data:`ZERO_COLLAR`), with a warning
+    (:func:`collar_beyond_mask_note`). Integer files of three or more image bands only; the answer is cached."""
+    key = (src.name, src.count, src.width, src.height, _mtime_ns(src.name))
+    if key in _beyond_cache:
+        return _beyond_cache[key]
+    found: CollarSpec | None = None
+    bands = list(image_bands_of(src))
+    if len(bands) >= 3 and np.issubdtype(np.dtype(src.dtypes[bands[0] - 1]), np.integer):
+        tol, white = _jpeg_tolerance(src), white_value(src)
+        alpha = _unused_alpha(src)
+        h, w = min(size, src.height), min(size, src.width)
+        for fr in (0.0, 0.5, 1.0):
+            for fc in (0.0, 0.5, 1.0):
+                if (fr == fc == 0.5) or found is not None:
+                    continue
+                win = Window(int((src.width - w) * fc), int((src.height - h) * fr), w, h)
+                try:
+                    if not _read_valid(src, alpha, True, window=win).all():
+                        continue  # the mask already marks (part of) this window not imaged
+                    data = src.read(bands, window=win)
+                except RasterioIOError:
+                    continue  # a damaged block: the run reports it where it reads it (or skips it, --skip-damaged)
+                if bool((data <= tol).all()):
+                    found = (True, None, tol)
+                elif bool((data >= white - tol).all()):
+                    found = (False, white, tol)
+    _beyond_cache[key] = found
+    return found
+
+
+_beyond_cache: dict[tuple[Any, ...], CollarSpec | None] = {}
+
+
+def _beyond_words(src: DatasetReader, kind: str) -> str:
+    spec = collar_beyond_mask(src) if kind in ("alpha", "nodata", "internal mask") else None
+    if spec is None:
+        return ""
+    return "; but its edges are black in every band: 0 in every band = not imaged too" if spec[0] else (
+        "; but its edges are white in every band: white in every band = not imaged too")
+
+
+def collar_beyond_mask_note(src: DatasetReader) -> str | None:
+    """A one-line warning when :func:`collar_beyond_mask` found a collar the declared mask misses, else None."""
+    kind = _mask_kind(src)[0]
+    spec = collar_beyond_mask(src) if kind in ("alpha", "nodata", "internal mask") else None
+    if spec is None:
+        return None
+    colour, value = ("black", "0") if spec[0] else ("white", str(spec[1]))
+    nd = " ".join([value] * len(image_bands_of(src)))
+    return (f"the file's {kind} says its edges are imaged, but they are {colour} in every band: pixels {colour} in "
+            f"every band are read as not imaged too (also any inside the field); fix the mask to be sure, e.g. "
+            f"gdalwarp -srcnodata \"{nd}\" -dstalpha with the image bands only")
 
 
 def _not_collar(data: np.ndarray, collar: CollarSpec | None) -> np.ndarray:
@@ -770,7 +841,8 @@ def describe(src: DatasetReader, footprint: bool = True, footprint_max_px: int =
         gsd_m=gsd_of(src),
         pixel_sides_m=pixel_sides_m(src),
         mask_kind=(f"alpha (band {alpha}, not declared: read as the mask, only 0 and opaque values)"
-                   if kind == "alpha" and alpha is not None and _declared_alpha(src) is None else kind),
+                   if kind == "alpha" and alpha is not None and _declared_alpha(src) is None else kind)
+        + _beyond_words(src, kind),
         nodata=src.nodata,
         alpha_band=alpha,
         is_tiled=is_tiled,
@@ -818,16 +890,16 @@ def valid_footprint(src: DatasetReader, max_px: int = 1024,
     collar = _mask_kind(src)[0] in COLLAR_KINDS
     spec, alpha = _collar_spec(src), _unused_alpha(src)
     is_float = np.issubdtype(np.dtype(src.dtypes[0]), np.floating)
+    img = list(image_bands_of(src)) or list(range(1, src.count + 1))  # (collar rules look at the image bands)
 
     def decimated(win: Window | None, rows: int) -> np.ndarray:
         m = None if collar else _read_valid(src, alpha, False, out_shape=(rows, w), window=win,
                                              resampling=Resampling.average)  # fmt: skip
         if spec is not None:  # decimated by averaging: a cell is 0 only if all under it is 0
-            data = src.read(out_shape=(src.count, rows, w), window=win, resampling=Resampling.average)
+            data = src.read(img, out_shape=(len(img), rows, w), window=win, resampling=Resampling.average)
             m = _not_collar(data, spec) if m is None else m & _not_collar(data, spec)
         if is_float:  # NaN (or inf) pixels are not imaged, as the reader has it, declared as nodata or not
-            data = src.read(image_bands_of(src) or None, out_shape=(len(image_bands_of(src)) or src.count, rows, w),
-                            window=win, resampling=Resampling.average)
+            data = src.read(img, out_shape=(len(img), rows, w), window=win, resampling=Resampling.average)
             finite = np.isfinite(data).all(axis=0)
             m = finite if m is None else m & finite
         assert m is not None
@@ -862,6 +934,7 @@ def coarse_valid_mask(src: DatasetReader, grid: Grid, max_px: int = 2048) -> tup
     t = grid.transform @ Affine.scale(grid.width / w, grid.height / h)
     zero = _mask_kind(src)[0] in COLLAR_KINDS
     spec = _collar_spec(src)
+    img = list(image_bands_of(src)) or list(range(1, src.count + 1))
     if needs_warp(src):
         with WarpedVRT(
             src, crs=grid.crs, transform=t, width=w, height=h, resampling=Resampling.nearest,
@@ -869,14 +942,14 @@ def coarse_valid_mask(src: DatasetReader, grid: Grid, max_px: int = 2048) -> tup
         ) as vrt:
             m = _read_valid(vrt, _unused_alpha(src), False)
             if spec is not None:
-                m &= _not_collar(vrt.read(list(range(1, src.count + 1))), spec)
+                m &= _not_collar(vrt.read(img), spec)
     else:
         t = src.transform @ Affine.scale(src.width / w, src.height / h)
         if zero:
-            return _not_collar(src.read(out_shape=(src.count, h, w), resampling=Resampling.average), spec), t
+            return _not_collar(src.read(img, out_shape=(len(img), h, w), resampling=Resampling.average), spec), t
         m = _read_valid(src, _unused_alpha(src), False, out_shape=(h, w), resampling=Resampling.average)
         if spec is not None:
-            m &= _not_collar(src.read(out_shape=(src.count, h, w), resampling=Resampling.average), spec)
+            m &= _not_collar(src.read(img, out_shape=(len(img), h, w), resampling=Resampling.average), spec)
     return m, t
 
 
@@ -1039,8 +1112,11 @@ def _sample_values(src: DatasetReader, bands: Sequence[int], grid_n: int = 4, si
             r = int((src.height - min(size, src.height)) * (i + 0.5) / grid_n)
             c = int((src.width - min(size, src.width)) * (j + 0.5) / grid_n)
             win = Window(c, r, min(size, src.width), min(size, src.height))
-            data = src.read(list(bands), window=win)
-            ok = _read_valid(src, _unused_alpha(src), True, window=win) & _not_collar(data, (True, None, 0))
+            try:
+                data = src.read(list(bands), window=win)
+                ok = _read_valid(src, _unused_alpha(src), True, window=win) & _not_collar(data, (True, None, 0))
+            except RasterioIOError:
+                continue  # a damaged block: reported (or skipped) where the run reads it
             ok &= _not_collar(data, spec)
             vals.append(data[:, ok].ravel())
     return np.concatenate(vals) if vals else np.empty(0)
@@ -1418,6 +1494,8 @@ class OrthoReader:
         data = raw[:nb]
         if self._alpha is not None:
             valid_src = raw[nb] > 0
+            if self._collar is not None:  # a collar the alpha band misses (collar_beyond_mask)
+                valid_src &= _not_collar(data, self._collar)
         elif self._mask_kind == "nodata" and self.src.nodata is not None:
             valid_src = ~(data == self.src.nodata).all(axis=0)
             if self._collar is not None:  # JPEG: ringing around the nodata value
@@ -1428,6 +1506,8 @@ class OrthoReader:
             valid_src = None
         else:
             valid_src = _read_valid(self.src, self._unused_alpha, True, window=src_win)
+            if self._collar is not None:
+                valid_src &= _not_collar(data, self._collar)
         if k == 1:
             valid = np.ones(data.shape[1:], bool) if valid_src is None else valid_src
             return data, valid, 1

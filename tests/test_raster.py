@@ -380,18 +380,25 @@ def test_unmasked_rgb_black_collar_is_not_imaged(make_geotiff, gsd: float) -> No
 
 
 def test_zeros_stay_data_where_the_file_says_how_to_mask(make_geotiff) -> None:
-    """The collar rule is only for files that declare no mask: alpha or nodata decide where they exist, and a
-    single-band mosaic (thermal: 0 can be a reading) keeps its zeros."""
-    data = _collar_rgb(100, 120, 80)
+    """Where a file declares a mask (alpha, nodata), black pixels inside the field stay data; only when the mask calls
+    a black edge window imaged are black pixels not imaged (collar_beyond_mask). A single-band mosaic (thermal: 0 can
+    be a reading) keeps its zeros, edges included."""
+    inside = _collar_rgb(100, 120, 120)
+    inside[:, 40:60, 40:70] = 0  # a black patch away from the edges
+    edges = _collar_rgb(100, 120, 80)
     am = np.full((100, 120), 255, np.uint8)
-    with_alpha = make_geotiff(data=data, alpha=True, alpha_mask=am)
-    with_nodata = make_geotiff(data=data, nodata=7)
-    grey = make_geotiff(bands=1, data=data[:1], colorinterp=[ColorInterp.gray])
-    for path, bands, kind in ((with_alpha, RGB, "alpha"), (with_nodata, RGB, "nodata"), (grey, ["gray"], "none")):
-        with open_raster(path) as src:
+    grey = make_geotiff(bands=1, data=edges[:1], colorinterp=[ColorInterp.gray])
+    with open_raster(grey) as src:
+        assert describe(src, footprint=False).mask_kind == "none"
+        assert make_reader(src, ["gray"], 0.01, ReadConfig()).read(Window(0, 0, 120, 100)).valid.all()
+    for kind, extra in (("alpha", {"alpha": True, "alpha_mask": am}), ("nodata", {"nodata": 7})):
+        with open_raster(make_geotiff(data=inside, **extra)) as src:
             assert describe(src, footprint=False).mask_kind == kind
-            reader = make_reader(src, bands, 0.01, ReadConfig())
-            assert reader.read(Window(0, 0, 120, 100)).valid.all(), kind
+            assert make_reader(src, RGB, 0.01, ReadConfig()).read(Window(0, 0, 120, 100)).valid.all(), kind
+        with open_raster(make_geotiff(data=edges, **extra)) as src:
+            assert describe(src, footprint=False).mask_kind.startswith(f"{kind}; but its edges are black")
+            valid = make_reader(src, RGB, 0.01, ReadConfig()).read(Window(0, 0, 120, 100)).valid
+            assert valid[:, :79].all() and not valid[:, 81:].any(), kind
 
 
 def test_epsg4326_black_collar_is_not_imaged(make_geotiff) -> None:
@@ -665,23 +672,30 @@ def test_white_collar_in_epsg4326_uint16_and_nbits(make_geotiff) -> None:
 
 
 def test_white_stays_data_without_white_edges_or_with_a_declared_mask(make_geotiff) -> None:
-    """Glare inside a field whose edges are imagery is image data (only the black-collar rule applies); a declared
-    alpha or nodata decides over white edges."""
-    from rams.raster import white_collar_note
+    """Glare inside a field whose edges are imagery is image data (only the black-collar rule applies), with or
+    without a declared mask; white edges that a declared alpha or nodata calls imaged are not (collar_beyond_mask:
+    saturated white in every band shows nothing either way)."""
+    from rams.raster import collar_beyond_mask_note, white_collar_note
 
     inside = _collar_rgb(100, 120, 120)
     inside[:, 40:60, 40:70] = 255  # a large saturated patch, away from the edges
-    p = make_geotiff(data=inside)
-    data = _white_collar(_collar_rgb(100, 120, 120), 80)
     am = np.full((100, 120), 255, np.uint8)
-    with_alpha = make_geotiff(data=data, alpha=True, alpha_mask=am)
-    with_nodata = make_geotiff(data=data, nodata=7)
-    for path, kind in ((p, ZERO_COLLAR_KIND), (with_alpha, "alpha"), (with_nodata, "nodata")):
+    for path, kind in ((make_geotiff(data=inside), ZERO_COLLAR_KIND),
+                       (make_geotiff(data=inside, alpha=True, alpha_mask=am), "alpha"),
+                       (make_geotiff(data=inside, nodata=7), "nodata")):
         with open_raster(path) as src:
             assert describe(src, footprint=False).mask_kind == kind
-            assert white_collar_note(src) is None
+            assert white_collar_note(src) is None and collar_beyond_mask_note(src) is None
             reader = make_reader(src, RGB, 0.01, ReadConfig())
             assert reader.read(Window(0, 0, 120, 100)).valid.all(), kind
+    data = _white_collar(_collar_rgb(100, 120, 120), 80)
+    for kind, extra in (("alpha", {"alpha": True, "alpha_mask": am}), ("nodata", {"nodata": 7})):
+        with open_raster(make_geotiff(data=data, **extra)) as src:
+            assert describe(src, footprint=False).mask_kind.startswith(f"{kind}; but its edges are white")
+            note = collar_beyond_mask_note(src)
+            assert note is not None and "white in every band" in note
+            valid = make_reader(src, RGB, 0.01, ReadConfig()).read(Window(0, 0, 120, 100)).valid
+            assert valid[:, :79].sum() >= 100 * 79 - 4 and not valid[:, 81:].any(), kind
 
 
 ZERO_COLLAR_KIND = "none declared: 0 in every band = not imaged"
@@ -881,3 +895,32 @@ def test_nan_pixels_of_a_float_mosaic_are_not_imaged_in_the_footprint_too(make_g
         assert describe(src).valid_fraction == pytest.approx(0.6, abs=0.02)
         reader = make_reader(src, RGB, 0.01, ReadConfig())
         assert reader.read(Window(0, 0, 200, 200)).valid.mean() == pytest.approx(0.6)
+
+
+@pytest.mark.parametrize("gsd", [0.01, 0.005, 0.007])  # read 1:1, by the 2x2 block mean, resampled
+def test_a_black_collar_the_alpha_calls_imaged_is_not_imaged(make_geotiff, gsd: float) -> None:
+    """An RGBA mosaic whose alpha is opaque everywhere (gdalwarp -dstalpha without -srcnodata) over a black collar:
+    read as 100 % imaged, the collar analysed as ground; now black in every band is not imaged, with a warning."""
+    from rams.raster import collar_beyond_mask_note, reading_notes
+
+    n = round(1.2 / gsd)
+    p = make_geotiff(height=n, width=n, gsd=gsd, data=_collar_rgb(n, n, 2 * n // 3), alpha=True)
+    with open_raster(p) as src:
+        info = describe(src)
+        assert info.mask_kind.startswith("alpha; but its edges are black")
+        assert info.valid_fraction == pytest.approx(2 / 3, abs=0.02)
+        note = collar_beyond_mask_note(src)
+        assert note is not None and 'gdalwarp -srcnodata "0 0 0" -dstalpha' in note
+        assert note in reading_notes(src, (1, 2, 3), (0.0, 255.0), range_given=False)
+        reader = make_reader(src, RGB, 0.01, ReadConfig())
+        td = reader.read(Window(0, 0, reader.grid.width, reader.grid.height))
+    rows = 119 if gsd == 0.007 else 120  # (see the black collar test: the file ends inside the last row at 0.7 cm)
+    assert td.valid[:rows, :79].all() and not td.valid[:, 81:].any()
+    # the same ground with a correct alpha: nothing changes, no warning
+    am = np.zeros((n, n), np.uint8)
+    am[:, : 2 * n // 3] = 255
+    q = make_geotiff(height=n, width=n, gsd=gsd, data=_collar_rgb(n, n, 2 * n // 3), alpha=True, alpha_mask=am)
+    with open_raster(q) as src:
+        assert describe(src).mask_kind == "alpha" and collar_beyond_mask_note(src) is None
+        reader = make_reader(src, RGB, 0.01, ReadConfig())
+        assert np.array_equal(reader.read(Window(0, 0, reader.grid.width, reader.grid.height)).valid, td.valid)
