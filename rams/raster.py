@@ -451,31 +451,39 @@ def white_value(src: DatasetReader) -> int:
     return int(2**n - 1) if n is not None else int(np.iinfo(np.dtype(src.dtypes[0])).max)
 
 
+def _spread_windows(src: DatasetReader, n: int = 4, size: int = 256) -> list[Window]:
+    """``n`` x ``n`` windows of at most ``size`` px spread over the file: bounded reading whatever its size or tiling
+    (the samples of :func:`alpha_opaque`, :func:`undeclared_alpha_band` and :func:`value_range_check`)."""
+    h, w = min(size, src.height), min(size, src.width)
+    return [Window(int((src.width - w) * (j + 0.5) / n), int((src.height - h) * (i + 0.5) / n), w, h)
+            for i in range(n) for j in range(n)]
+
+
+def _edge_windows(src: DatasetReader, size: int = 16) -> list[Window]:
+    """``size`` px windows at the four corners and the middles of the four sides, where a collar shows."""
+    h, w = min(size, src.height), min(size, src.width)
+    return [Window(int((src.width - w) * fc), int((src.height - h) * fr), w, h)
+            for fr in (0.0, 0.5, 1.0) for fc in (0.0, 0.5, 1.0) if not fr == fc == 0.5]
+
+
+def _read_sample(src: DatasetReader, indexes: Any, win: Window) -> np.ndarray | None:
+    """``src.read(indexes, window=win)`` for a planning-time sample; None where GDAL cannot read the window (a
+    damaged block: the run reports it, or skips it with ``--skip-damaged``, where it reads it)."""
+    try:
+        return np.asarray(src.read(indexes, window=win))
+    except RasterioIOError:
+        return None
+
+
 def white_edges(src: DatasetReader, size: int = 16) -> bool:
     """True if a window of ``size`` px at a corner or the middle of a side of the file is white (the maximum,
     :func:`white_value`) in every band, pixel for pixel: the mark of a white collar. Reads 8 small windows;
     the answer is cached per file."""
     key = (src.name, src.count, src.width, src.height, _mtime_ns(src.name))
     if key not in _white_cache:
-        white = white_value(src)
-        near = white - _jpeg_tolerance(src)
-        h, w = min(size, src.height), min(size, src.width)
-        found = False
-        for fr in (0.0, 0.5, 1.0):
-            for fc in (0.0, 0.5, 1.0):
-                if fr == fc == 0.5:
-                    continue
-                win = Window(int((src.width - w) * fc), int((src.height - h) * fr), w, h)
-                try:
-                    white_here = bool((src.read(window=win) >= near).all())
-                except RasterioIOError:
-                    continue  # a damaged block: reported (or skipped) where the run reads it
-                if white_here:
-                    found = True
-                    break
-            if found:
-                break
-        _white_cache[key] = found
+        near = white_value(src) - _jpeg_tolerance(src)
+        samples = (_read_sample(src, None, win) for win in _edge_windows(src, size))
+        _white_cache[key] = any(d is not None and bool((d >= near).all()) for d in samples)
     return _white_cache[key]
 
 
@@ -527,15 +535,11 @@ def undeclared_alpha_band(src: DatasetReader) -> int | None:
         return None
     key = (src.name, src.count, src.width, src.height, _mtime_ns(src.name))
     if key not in _undeclared_cache:
-        # 4 x 4 windows of at most 256 px spread over the file: bounded reading whatever its size or tiling
-        size, n = 256, 4
         values: set[int] = set()
-        for i in range(n):
-            for j in range(n):
-                r = int((src.height - min(size, src.height)) * (i + 0.5) / n)
-                c = int((src.width - min(size, src.width)) * (j + 0.5) / n)
-                win = Window(c, r, min(size, src.width), min(size, src.height))
-                values.update(np.unique(src.read(src.count, window=win)).tolist())
+        for win in _spread_windows(src):
+            d = _read_sample(src, src.count, win)
+            if d is not None:
+                values.update(np.unique(d).tolist())
         opaque = 255 if np.dtype(src.dtypes[-1]) == np.uint8 else int(np.iinfo(np.dtype(src.dtypes[-1])).max)
         _undeclared_cache[key] = bool(opaque in values and values <= {0, opaque})
     return src.count if _undeclared_cache[key] else None
@@ -596,16 +600,11 @@ def alpha_opaque(src: DatasetReader, band: int) -> float:
         return 1.0
     key = (src.name, band, src.width, src.height, _mtime_ns(src.name))
     if key not in _opaque_cache:
-        size, n, top = 256, 4, 0
-        for i in range(n):
-            for j in range(n):
-                r = int((src.height - min(size, src.height)) * (i + 0.5) / n)
-                c = int((src.width - min(size, src.width)) * (j + 0.5) / n)
-                win = Window(c, r, min(size, src.width), min(size, src.height))
-                try:
-                    top = max(top, int(src.read(band, window=win).max()))
-                except RasterioIOError:
-                    continue  # a damaged block: reported (or skipped) where the run reads it
+        top = 0
+        for win in _spread_windows(src):
+            d = _read_sample(src, band, win)
+            if d is not None:
+                top = max(top, int(d.max()))
         _opaque_cache[key] = 255.0 if 0 < top <= 255 else float(np.iinfo(dtype).max)
     return _opaque_cache[key]
 
@@ -753,22 +752,21 @@ def collar_beyond_mask(src: DatasetReader, size: int = 16) -> CollarSpec | None:
     if len(bands) >= 3 and np.issubdtype(np.dtype(src.dtypes[bands[0] - 1]), np.integer):
         tol, white = _jpeg_tolerance(src), white_value(src)
         alpha = _unused_alpha(src)
-        h, w = min(size, src.height), min(size, src.width)
-        for fr in (0.0, 0.5, 1.0):
-            for fc in (0.0, 0.5, 1.0):
-                if (fr == fc == 0.5) or found is not None:
-                    continue
-                win = Window(int((src.width - w) * fc), int((src.height - h) * fr), w, h)
-                try:
-                    if not _read_valid(src, alpha, True, window=win).all():
-                        continue  # the mask already marks (part of) this window not imaged
-                    data = src.read(bands, window=win)
-                except RasterioIOError:
-                    continue  # a damaged block: the run reports it where it reads it (or skips it, --skip-damaged)
-                if bool((data <= tol).all()):
-                    found = (True, None, tol)
-                elif bool((data >= white - tol).all()):
-                    found = (False, white, tol)
+        for win in _edge_windows(src, size):
+            data = _read_sample(src, bands, win)
+            if data is None:
+                continue
+            try:
+                if not _read_valid(src, alpha, True, window=win).all():
+                    continue  # the mask already marks (part of) this window not imaged
+            except RasterioIOError:
+                continue
+            if bool((data <= tol).all()):
+                found = (True, None, tol)
+            elif bool((data >= white - tol).all()):
+                found = (False, white, tol)
+            if found is not None:
+                break
     _beyond_cache[key] = found
     return found
 
@@ -1107,18 +1105,16 @@ def _sample_values(src: DatasetReader, bands: Sequence[int], grid_n: int = 4, si
     file (cheap on any mosaic size), all bands in one flat array."""
     vals = []
     spec = _collar_spec(src)
-    for i in range(grid_n):
-        for j in range(grid_n):
-            r = int((src.height - min(size, src.height)) * (i + 0.5) / grid_n)
-            c = int((src.width - min(size, src.width)) * (j + 0.5) / grid_n)
-            win = Window(c, r, min(size, src.width), min(size, src.height))
-            try:
-                data = src.read(list(bands), window=win)
-                ok = _read_valid(src, _unused_alpha(src), True, window=win) & _not_collar(data, (True, None, 0))
-            except RasterioIOError:
-                continue  # a damaged block: reported (or skipped) where the run reads it
-            ok &= _not_collar(data, spec)
-            vals.append(data[:, ok].ravel())
+    for win in _spread_windows(src, grid_n, size):
+        data = _read_sample(src, list(bands), win)
+        if data is None:
+            continue
+        try:
+            ok = _read_valid(src, _unused_alpha(src), True, window=win)
+        except RasterioIOError:
+            continue
+        ok &= _not_collar(data, (True, None, 0)) & _not_collar(data, spec)
+        vals.append(data[:, ok].ravel())
     return np.concatenate(vals) if vals else np.empty(0)
 
 
