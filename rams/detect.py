@@ -674,7 +674,7 @@ def write_detections(plan: DetectPlan, out: Path, results: list[TileResult], ove
                      extra_metadata: dict[str, Any] | None = None) -> dict[str, Any]:
     """Merge tile results and write the result GeoPackage (and the resolved config beside it) atomically."""
     from rams.gate import model_recall_record
-    from rams.provenance import now_utc, run_record
+    from rams.provenance import dataset_bytes, now_utc, run_record
 
     card, cfg = plan.card, plan.cfg
     if not any(r.valid_px for r in results):
@@ -701,7 +701,7 @@ def write_detections(plan: DetectPlan, out: Path, results: list[TileResult], ove
         "input_path": str(plan.ortho.resolve()),
         "input_hash": input_hash,
         "input_hash_method": _hash_method(input_hash),
-        "input_size_bytes": _dataset_bytes(plan.ortho),
+        "input_size_bytes": dataset_bytes(plan.ortho),
         "input_crs": plan.info.crs,
         "input_gsd_m": plan.info.gsd_m,
         "gsd_check": plan.gsd_check,
@@ -736,17 +736,6 @@ def write_detections(plan: DetectPlan, out: Path, results: list[TileResult], ove
     out.with_name(out.stem + ".config.yaml").write_text(plan.resolved_config)
     summary["warnings"] = warnings
     return summary
-
-
-def _dataset_bytes(path: Path) -> int:
-    """Bytes of the mosaic with the files it is read from (a VRT's blocks)."""
-    from rams.raster import member_files
-
-    try:
-        members = member_files(path)
-    except Exception:  # (it was read a moment ago; count the file alone if GDAL will not list it now)
-        members = []
-    return path.stat().st_size + sum(p.stat().st_size for p in members if p.exists())
 
 
 def _hash_method(input_hash: str) -> str:

@@ -88,7 +88,29 @@ def dataset_hash(path: Path, full: bool = False) -> str:
         parts.append(f"{os.path.relpath(m.resolve(), base)}\n{h}")
     if not parts:
         return main
-    return "sha256-dataset:" + text_hash("\n".join([main, *parts]))
+    return ("sha256-dataset-full:" if full else "sha256-dataset:") + text_hash("\n".join([main, *parts]))
+
+
+def dataset_bytes(path: Path) -> int:
+    """Bytes of a mosaic with the files it is read from (a VRT's blocks; as :func:`dataset_hash` counts them)."""
+    try:
+        from rams.raster import member_files
+
+        members = member_files(path)
+    except Exception:  # not a raster GDAL opens now: the file alone
+        members = []
+    return Path(path).stat().st_size + sum(p.stat().st_size for p in members if p.exists())
+
+
+def hash_method(h: str) -> str:
+    """The kind of an input hash: its prefix (``sha256``: a whole file, small or hashed in full; ``sha256-sampled``;
+    ``sha256-dataset``; ``sha256-dataset-full``). Hashes of one kind compare; of two kinds they do not."""
+    return h.split(":", 1)[0]
+
+
+def hashed_in_full(h: str) -> bool:
+    """Whether ``h`` was made with ``full=True`` (or is of a file small enough that both ways agree)."""
+    return hash_method(h) in ("sha256", "sha256-dataset-full")
 
 
 def pam_essentials(path: Path) -> str | None:
@@ -142,16 +164,21 @@ def layer_hash(path: Path) -> str:
 
 
 def require_same_mosaic(detected_hash: str | None, detected_path: str | None, judged_hash: str | None,
-                        judged_path: str | None, where: str) -> None:
+                        judged_path: str | None, where: str, detected_size: str | None = None,
+                        judged_size: str | None = None) -> None:
     """Refuse to pair a detection result with a coverage-quality judgement of another orthomosaic.
 
     Cancellation needs ground that the imagery shows well (``coverage_quality``) *and* that the detector analysed
     (``coverage``) in the same pixels: quality judged on one flight and detections from another (another date, a
     blurred re-export) would let sharp imagery vouch for ground the detector saw blurred. Hashes missing from older
-    files are not checked."""
+    files are not checked; hashes of two kinds (``rams detect`` with ``full_hash``, quality sampled) are not
+    compared, only the file sizes where both are recorded."""
     from rams.errors import InputError
 
     if not detected_hash or not judged_hash or detected_hash == judged_hash:
+        return
+    if hash_method(detected_hash) != hash_method(judged_hash) and (
+            not detected_size or not judged_size or detected_size == judged_size):
         return
     raise InputError(
         f"{where}: the detections come from {detected_path or 'one orthomosaic'} but the coverage quality was judged "

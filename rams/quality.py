@@ -899,12 +899,16 @@ def quality_file(
         raise OutputError(f"--out {out} is the --add-to input; write to a new file (inputs are never overwritten)")
     aoi_gdf = read_layer(aoi, aoi_layer, what="AOI layer") if aoi is not None else None
     from rams.layers import read_metadata
-    from rams.provenance import dataset_hash, require_same_mosaic
+    from rams.provenance import dataset_bytes, dataset_hash, hashed_in_full, require_same_mosaic
 
-    ortho_hash = dataset_hash(Path(ortho)) if Path(ortho).is_file() else None  # (else: the reader's own error)
+    meta = {}
     if add_to is not None:
         read_layer(add_to, "detections", what="detections layer")  # fail before the long run, not after
         meta = read_metadata(Path(add_to))
+    # hashed as the detections' input was (a detect config with full_hash hashed it whole), so that they compare
+    full = hashed_in_full(meta["input_hash"]) if meta.get("input_hash") else False
+    ortho_hash = dataset_hash(Path(ortho), full=full) if Path(ortho).is_file() else None  # (else: the reader's)
+    if add_to is not None:
         require_same_mosaic(meta.get("input_hash"), meta.get("input_path"), ortho_hash, str(ortho),
                             f"--add-to {add_to}")
     # The layer goes to the temporary file chunk by chunk as the cells are judged (memory does not grow with the
@@ -921,6 +925,7 @@ def quality_file(
             "quality.rams_version": __version__,
             "quality.ortho": str(ortho),
             "quality.input_hash": ortho_hash or "",
+            "quality.input_size_bytes": dataset_bytes(Path(ortho)),
             "quality.ortho_size_bytes": st.st_size,
             "quality.ortho_mtime": dt.datetime.fromtimestamp(st.st_mtime, dt.UTC).isoformat(timespec="seconds"),
             "quality.aoi": f"{aoi}:{aoi_layer or ''}" if aoi is not None else "",

@@ -677,7 +677,8 @@ def reduce_files(
         meta = read_metadata(result)
         qmeta = read_metadata(quality_path) if quality_path is not None else meta
         require_same_mosaic(meta.get("input_hash"), meta.get("input_path"), qmeta.get("quality.input_hash"),
-                            qmeta.get("quality.ortho"), f"{quality_source} with {result}")
+                            qmeta.get("quality.ortho"), f"{quality_source} with {result}",
+                            meta.get("input_size_bytes"), qmeta.get("quality.input_size_bytes"))
     coverage = read_layer(result, COVERAGE_LAYER, what="coverage layer") if COVERAGE_LAYER in names else None
     sha = read_layer(sha_path, sha_layer, what="SHA layer")
     gate = result_detector_gate(result, quality_path, cfg)

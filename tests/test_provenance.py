@@ -139,3 +139,19 @@ def test_a_vrt_over_coarser_sources_is_judged_at_their_resolution(tmp_path: Path
     same = _vrt(tmp_path / "same.vrt", [a, _block(tmp_path / "c.tif", 1, 90)])
     with open_raster(same) as src:
         assert gsd_of(src) == pytest.approx(0.01)
+
+
+def test_hashes_of_two_kinds_are_compared_by_size_only() -> None:
+    """`rams detect` with full_hash hashes a big mosaic whole ("sha256:"), `rams quality` on its own samples it
+    ("sha256-sampled:"): the two cannot be compared, so the file sizes decide; hashes of one kind must be equal."""
+    from rams.errors import InputError
+    from rams.provenance import hashed_in_full, require_same_mosaic
+
+    assert hashed_in_full("sha256:ab") and hashed_in_full("sha256-dataset-full:ab")
+    assert not hashed_in_full("sha256-sampled:ab") and not hashed_in_full("sha256-dataset:ab")
+    require_same_mosaic("sha256:aa", "a.tif", "sha256-sampled:bb", "a.tif", "x", "1000", "1000")
+    require_same_mosaic("sha256:aa", "a.tif", "sha256-sampled:bb", "a.tif", "x")  # sizes unknown: not refused
+    with pytest.raises(InputError, match="detections come from a.tif but the coverage quality was judged on b.tif"):
+        require_same_mosaic("sha256:aa", "a.tif", "sha256-sampled:bb", "b.tif", "x", "1000", "2000")
+    with pytest.raises(InputError, match="detections come from"):
+        require_same_mosaic("sha256-sampled:aa", "a.tif", "sha256-sampled:bb", "b.tif", "x", "1000", "1000")
