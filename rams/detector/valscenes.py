@@ -252,12 +252,14 @@ def _scene_grounds(cfg: TrainConfig, classes: tuple[str, ...], bands: tuple[str,
 def _flight_grounds(cfg: TrainConfig, classes: tuple[str, ...], bands: tuple[str, ...]) -> list[_Ground]:
     """``validation.flights``: annotated orthomosaics read tile by tile through :mod:`rams.raster` at the model GSD
     (as ``rams detect`` reads them), their annotations as items (box centre; size = the box's long side)."""
+    vcfg = cfg.validation
+    grounds: list[_Ground] = []
+    if not vcfg.flights:
+        return grounds  # synthetic scenes only: train without GDAL (a GPU box without rasterio, scripts/gpu_train.sh)
     from rasterio.windows import Window
 
     from rams.detector.datasets import OrthoSource, SourceContext
 
-    vcfg = cfg.validation
-    grounds = []
     for fcfg in vcfg.flights:
         src = OrthoSource(fcfg, SourceContext(classes, bands, cfg.gsd_m, vcfg.chip_size_px, cfg.value_range))
         b = src.boxes
