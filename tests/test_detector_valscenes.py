@@ -204,3 +204,40 @@ def test_an_annotated_flight_validates_like_the_scene_it_shows(tmp_path: Path) -
     # sources and flights together are refused
     with pytest.raises(ValueError, match="not both"):
         TrainConfig.model_validate({**data, "validation": {"flights": [flight], "sources": [flight]}})
+
+
+def test_synthetic_training_with_scene_validation_runs_without_gdal(tmp_path: Path) -> None:
+    """`scripts/gpu_train.sh` runs on a GPU box that has torch but no rasterio/geopandas: chips from
+    `rams.synth` and validation on whole synthetic scenes must not import GDAL (a flight-only import did)."""
+    import subprocess
+    import sys
+
+    import yaml
+
+    from tests.detector_helpers import TINY_MODEL
+
+    block = tmp_path / "nogdal"
+    block.mkdir()
+    (block / "sitecustomize.py").write_text(
+        "import sys\nfor m in ('rasterio', 'geopandas', 'pyogrio', 'fiona', 'shapely', 'pyproj'):\n"
+        "    sys.modules[m] = None\n"
+    )
+    cfg = {
+        "name": "nogdal", "classes": ["pmn", "tm62"], "chip_size_px": 64, "batch_size": 2, "steps_per_epoch": 2,
+        "max_epochs": 1, "model": TINY_MODEL, "optim": {"lr": 0.005, "warmup_steps": 1},
+        "sources": [{"kind": "synthetic", "seed": 5, "pool_size": 4, "cache_dir": str(tmp_path / "cache")}],
+        "validation": {"chip_size_px": 256, "scenes": [{"seed": 7702, "terrain": "sand", "size_m": [4, 4]}]},
+        "augment": {"p_degrade": 0.0}, "threads": 1,
+    }  # fmt: skip
+    (tmp_path / "cfg.yaml").write_text(yaml.safe_dump(cfg))
+    env = {**__import__("os").environ, "PYTHONPATH": f"{block}:{Path(__file__).parents[1]}"}
+    probe = subprocess.run([sys.executable, "-c", "import rasterio"], env=env, capture_output=True, text=True)
+    assert probe.returncode != 0  # the block works: the run below really has no GDAL
+    res = subprocess.run(
+        [sys.executable, "-m", "rams.detector.train", "--config", str(tmp_path / "cfg.yaml"), "--out",
+         str(tmp_path / "run"), "--workers", "0", "--threads", "1"],
+        env=env, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert res.returncode == 0, res.stderr[-3000:]
+    card = load_bundle(tmp_path / "run" / "bundle").card
+    assert card.metrics["held_out_scenes"]["n_scenes"] == 1
