@@ -41,7 +41,7 @@ import numpy as np
 from pydantic import Field
 
 from rams.config import ReadConfig, StrictModel, dump_config
-from rams.errors import AOIError, GSDError, InputError, OutputError
+from rams.errors import AOIError, GSDError, InputError, OutputError, RamsError
 from rams.merge import MERGE_DISTANCE_M
 from rams.outputs import check_output, output_lock
 from rams.raster import (
@@ -141,6 +141,8 @@ class DetectSummary:
     class_thresholds: dict[str, float] = field(default_factory=dict)
     models: list[str] = field(default_factory=list)
     """The models of a several-model run (``model`` joins them with '+'); empty for one model."""
+    hints: list[str] = field(default_factory=list)
+    """Advice that is not a caveat of the result (e.g. a shipped model that serves this flight too)."""
 
     @property
     def mpx_per_s(self) -> float:
@@ -505,9 +507,41 @@ def run_detect(
     cfg = cfg or DetectConfig()
     with output_lock(out):
         if cfg.extra_models:
-            return _run_models(ortho, out, cfg, aoi, aoi_layer, resume, overwrite, progress, t_start, on_model)
-        plan = plan_detect(ortho, cfg, aoi, aoi_layer)
-        return _run_plan(plan, out, resume, overwrite, progress, t_start)
+            plan, summary = _run_models(ortho, out, cfg, aoi, aoi_layer, resume, overwrite, progress, t_start,
+                                        on_model)
+        else:
+            plan = plan_detect(ortho, cfg, aoi, aoi_layer)
+            summary = _run_plan(plan, out, resume, overwrite, progress, t_start)
+    hint = other_models_hint(plan.info.gsd_m, plan.card.bands, summary.models or [summary.model])
+    summary.hints = [hint] if hint else []
+    return summary
+
+
+def other_models_hint(gsd_m: float, bands: list[str], used: list[str]) -> str | None:
+    """One line naming the shipped models (``models/``) that are not in this run but serve imagery of ``gsd_m``
+    with the same bands, and what they look for; None when there are none.
+
+    A flight flown at 0.5 cm and run through the 1 cm default alone misses nearly every PFM-1 and submunition that
+    ``models/scatterable-05cm`` finds (``docs/detector.md``): the survey unit should learn that from the run."""
+    from rams.detector.bundle import list_model_names, models_dir, read_card
+
+    found = []
+    for name in list_model_names():
+        if name in used:
+            continue
+        try:
+            card = read_card(models_dir() / name)
+        except RamsError:  # a broken bundle is reported where it is used (rams models list), not here
+            continue
+        if card.name in used or list(card.bands) != list(bands) or _too_coarse(gsd_m, card):
+            continue
+        found.append((name, f"{name} ({', '.join(card.classes)})"))
+    if not found:
+        return None
+    both = " ".join(f"--model {n}" for n in [*used, *(n for n, _ in found)])
+    return (f"shipped models not in this run also serve {gsd_m * 100:.2f} cm/px {'/'.join(bands)} imagery: "
+            f"{'; '.join(w for _, w in found)}; to run them beside it: rams detect ... {both} (each adds its "
+            "model time)")
 
 
 def models_dir_of(out: Path) -> Path:
@@ -526,7 +560,7 @@ def _run_models(
     progress: ProgressFn | None,
     t_start: float,
     on_model: Callable[[str, int, int], None] | None = None,
-) -> DetectSummary:
+) -> tuple[DetectPlan, DetectSummary]:
     """Each model of ``cfg`` over the mosaic into its own result, then one combined result (:mod:`rams.combine`).
 
     Every model is planned (bundle, bands, GSD, AOI) before any runs, so a bad one fails in seconds, not after
@@ -584,7 +618,7 @@ def _run_models(
     out.with_name(out.stem + ".config.yaml").write_text(dump_config(cfg))
     shutil.rmtree(folder, ignore_errors=True)
     thresholds = combined["class_thresholds"]
-    return DetectSummary(
+    return plans[0], DetectSummary(
         output=str(out),
         tiles_total=total,
         tiles_processed=processed,

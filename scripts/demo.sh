@@ -21,8 +21,9 @@ step "1/8 sample flight: 30 x 20 m at 0.5 cm/px, RGBA, known truth (rams synth)"
 step "2/8 what the orthomosaic is (rams info)"
 "$RAMS" info "$OUT/flight/ortho.tif" --gsd 0.01
 
-step "3/8 detections inside the SHAs with the default model (rams detect)"
-"$RAMS" detect "$OUT/flight/ortho.tif" --out "$OUT/detections.gpkg" --aoi "$SHA" --overwrite
+step "3/8 detections inside the SHAs: the default model and, as the flight is 0.5 cm, the scatterable specialist (rams detect)"
+"$RAMS" detect "$OUT/flight/ortho.tif" --out "$OUT/detections.gpkg" --aoi "$SHA" \
+    --model default --model scatterable-05cm --overwrite
 
 step "4/8 how good were they: matched against the scene's truth (rams evaluate)"
 "$RAMS" evaluate "$OUT/detections.gpkg" "$OUT/flight/truth.gpkg" --aoi "$SHA" --plot "$OUT/evaluation.png" --overwrite

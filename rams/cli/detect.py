@@ -127,6 +127,7 @@ def detect(
         f"output      {summary.output}",
     ]
     lines += [f"warning     {w}" for w in summary.warnings]
+    lines += [f"hint        {h}" for h in summary.hints]
     typer.echo("\n".join(lines))
 
 

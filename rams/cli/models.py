@@ -46,7 +46,7 @@ def list_models(as_json: bool = typer.Option(False, "--json", help="Print JSON i
         lo, hi = r["gsd_range_m"]
         typer.echo(
             f"{r['name']:<20} v{r['version']:<8} {'/'.join(r['bands']):<16} "
-            f"{r['gsd_m'] * 100:.2f} cm/px (serves {lo * 100:.1f}-{hi * 100:.1f} cm)  "
+            f"{r['gsd_m'] * 100:.2f} cm/px (serves {lo * 100:.3g}-{hi * 100:.3g} cm)  "
             f"{len(r['classes'])} classes: {', '.join(r['classes'])}  [sha256 ok]"
         )
 
