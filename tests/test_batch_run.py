@@ -404,3 +404,86 @@ def test_skip_damaged_finishes_the_flight_and_names_the_unread_ground(survey: Si
         res = runner.invoke(app, [*args, *extra, "--json"])
         assert res.exit_code == 0, res.output
         assert [f["state"] for f in json.loads(res.stdout)["flights"]] == ["skipped"]
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Several models per flight (--model A --model B), as rams detect runs them
+
+
+@pytest.fixture(scope="module")
+def second_model(survey: SimpleNamespace) -> Path:
+    """Another tiny bundle (other weights, the small classes) that serves the survey's 7.5 mm flights."""
+    from rams.detector.bundle import make_test_bundle
+
+    path = survey.root / "tiny-small"
+    make_test_bundle(path, classes=("pfm1", "pom2", "submunition"), seed=3)
+    return path
+
+
+def test_several_models_per_flight_give_what_rams_detect_gives(survey: SimpleNamespace, second_model: Path,
+                                                               tmp_path: Path) -> None:
+    from rams.detect import run_detect
+    from rams.layers import read_metadata
+
+    out = tmp_path / "two"
+    args = ["batch", str(survey.manifest), "--out", str(out), "--config", str(survey.config), "--model",
+            str(survey.bundle), "--model", str(second_model), "--workers", "1"]
+    res = runner.invoke(app, args)
+    assert res.exit_code == 0, res.output
+    detect_cfg = survey.cfg.detect.model_copy(update={"extra_models": [str(second_model)]})
+    for fid in FLIGHT_IDS:
+        single = tmp_path / f"{fid}.gpkg"
+        run_detect(survey.root / "flights" / f"{fid}.tif", single, detect_cfg)
+        for layer in ("detections", "coverage"):  # the same combined result as rams detect --model A --model B
+            assert_same_layer(single, flight_output(out, fid), layer)
+        meta = read_metadata(flight_output(out, fid))
+        assert meta["model_name"] == "tiny+tiny-small"
+        for layer in FLIGHT_LAYERS:
+            assert layer in pyogrio.list_layers(flight_output(out, fid))[:, 0]
+    dets = pyogrio.read_dataframe(out / SURVEY_NAME, layer="detections")
+    assert dets["model"].str.contains("tiny-small").any()  # the second model's detections reach the survey
+    st = BatchStatus.load(out / STATUS_FILE)
+    weights = st.flights["middle"].key["weights_sha256"].split(",")
+    assert len(weights) == 2 and weights[0] == BatchStatus.load(survey.ref / STATUS_FILE).flights["middle"].key[
+        "weights_sha256"]
+    assert not (out / ".work").exists()
+    # a rerun skips every flight; dropping the second model redoes them all (its detections must go)
+    res = runner.invoke(app, args)
+    assert res.exit_code == 0 and res.output.count("skipped") >= 3, res.output
+    res = runner.invoke(app, args[:-4] + ["--workers", "1"])
+    assert res.exit_code == 0, res.output
+    st = BatchStatus.load(out / STATUS_FILE)
+    assert all(st.flights[f].done_runs == 2 for f in FLIGHT_IDS)
+    assert_same_layer(flight_output(survey.ref, "middle"), flight_output(out, "middle"), "detections")
+
+
+def test_each_model_keeps_its_own_tile_checkpoint(survey: SimpleNamespace, second_model: Path,
+                                                  tmp_path: Path) -> None:
+    """A flight's checkpoint holds each model's tiles apart: starting one model's afresh (its plan changed)
+    keeps the other's, so a resumed batch redoes only what it must."""
+    from rams.batch.manifest import Flight
+    from rams.batch.run import WORK_DIR, _Job, _Runner
+    from rams.batch.status import FlightKey
+    from rams.detect import plan_detect
+
+    ortho = survey.root / "flights" / "middle.tif"
+    plans = {0: plan_detect(ortho, survey.cfg.detect),
+             1: plan_detect(ortho, survey.cfg.detect.model_copy(update={"model": str(second_model)}))}
+    job = _Job(Flight("middle", ortho), FlightKey("in", "w0,w1", "d", "q"), "new", 0, n_models=2, plans=plans)
+    runner_ = object.__new__(_Runner)
+    runner_.out_dir = tmp_path
+    line = {"batch": 0, "tiles": []}
+    for mi in (0, 1):
+        assert runner_._open_checkpoint(job, mi) == {}
+        job.ckpts[mi].write(json.dumps(line) + "\n")
+    job.close_checkpoints()
+    work = tmp_path / WORK_DIR / "middle"
+    assert sorted(p.name for p in work.iterdir()) == ["state-1.json", "state.json", "tiles-1.jsonl", "tiles.jsonl"]
+    # model 1's plan changes (another threshold): its tiles start over, model 0's stay
+    job.plans[1] = plan_detect(ortho, survey.cfg.detect.model_copy(update={"model": str(second_model),
+                                                                           "threshold": 0.9}))
+    assert runner_._open_checkpoint(job, 1) == {}
+    assert runner_._open_checkpoint(job, 0) == {0: []}
+    job.close_checkpoints()
+    assert (work / "tiles.jsonl").read_text() == json.dumps(line) + "\n"
+    assert (work / "tiles-1.jsonl").read_text() == ""

@@ -202,12 +202,21 @@ def test_several_model_errors(make_geotiff, bundles, tmp_path) -> None:
     assert r.exit_code == EXIT_CODES[GSDError], r.output
     assert "too coarse for model tiny-b" in r.output
     assert not (tmp_path / "c.gpkg").exists() and not models_dir_of(tmp_path / "c.gpkg").exists()
-    # rams batch runs one model per flight and says so
+    # rams batch refuses the same before any flight runs (no batch folder written)
+    import shutil
+
     from rams.batch.run import BatchConfig, run_batch
 
-    cfg = BatchConfig(detect=_cfg(list(bundles)))
-    with pytest.raises(InputError, match="one model per flight"):
-        run_batch(tmp_path, tmp_path / "batch-out", cfg=cfg)
+    flights = tmp_path / "flights"
+    flights.mkdir()
+    shutil.copy(ortho, flights / "f1.tif")
+    with pytest.raises(InputError, match="named twice"):
+        run_batch(flights, tmp_path / "batch-out", cfg=BatchConfig(detect=_cfg([bundles[0], bundles[0]])))
+    twin = tmp_path / "twin" / "tiny-a"  # another folder, the same card name
+    shutil.copytree(bundles[0], twin)
+    with pytest.raises(InputError, match="both called 'tiny-a'"):
+        run_batch(flights, tmp_path / "batch-out", cfg=BatchConfig(detect=_cfg([bundles[0], twin])))
+    assert not (tmp_path / "batch-out").exists()
 
 
 def test_cli_runs_several_models(make_geotiff, bundles, tmp_path) -> None:

@@ -195,16 +195,17 @@ def run_batch(
 
     t0 = time.perf_counter()
     cfg = cfg or BatchConfig()
-    if cfg.detect.extra_models:
-        raise InputError(
-            f"rams batch runs one model per flight; detect.extra_models {cfg.detect.extra_models} is only for "
-            "rams detect (run it per flight, or remove extra_models from the batch config)"
-        )
     out_dir = Path(out_dir).absolute()
     _check_out_dir(out_dir)
     flights = load_flights(Path(flights_source), exclude=[out_dir])
     cfg = _absolute_model(cfg)
-    card = load_bundle(cfg.detect.model).card
+    names = model_names(cfg.detect)
+    cards = [load_bundle(m).card for m in names]
+    if len({c.name for c in cards}) != len(cards):
+        dup = sorted(c.name for c in cards if [d.name for d in cards].count(c.name) > 1)[0]
+        raise InputError(f"two of the models are both called {dup!r} in their cards; their detections could not be "
+                         "told apart")
+    card = cards[0]
     sha_gdf, sha_hash = _load_sha(sha, sha_layer)
     qcfg = cfg.decisions.quality
     if qcfg.analysis_gsd_m is None:
@@ -219,7 +220,10 @@ def run_batch(
          "reduce": cfg.decisions.reduce.model_dump(mode="json")}, sort_keys=False,
     )
     detect_hash, decisions_hash = text_hash(detect_text), text_hash(decisions_text)
-    card_hash = text_hash(json.dumps(card.model_dump(mode="json"), sort_keys=True))
+    # one model: its weights and card, as batches before several models were possible (their keys stay valid)
+    card_hash = text_hash(json.dumps(card.model_dump(mode="json") if len(cards) == 1
+                                     else [c.model_dump(mode="json") for c in cards], sort_keys=True))
+    weights = ",".join(c.weights_sha256 for c in cards)  # as the combined result's metadata writes it
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / FLIGHTS_DIR).mkdir(exist_ok=True)
     with batch_lock(out_dir):
@@ -241,7 +245,7 @@ def run_batch(
                 outcomes[flight.flight_id] = FlightOutcome(flight.flight_id, str(flight.ortho), "failed", "unreadable",
                                                            error=msg)
                 continue
-            key = FlightKey(input_hash, card.weights_sha256, detect_hash, decisions_hash, sha_hash, card_hash)
+            key = FlightKey(input_hash, weights, detect_hash, decisions_hash, sha_hash, card_hash)
             out = flight_output(out_dir, flight.flight_id)
             action, reason = status.decide(flight.flight_id, key, out.exists())
             if action == "run" and rec.state == "running" and _output_has_key(out, key):
@@ -300,13 +304,30 @@ def _check_out_dir(out_dir: Path) -> None:
 
 
 def _absolute_model(cfg: BatchConfig) -> BatchConfig:
-    """Make a model *path* absolute, so that workers started elsewhere find the same bundle."""
-    ref = cfg.detect.model
-    p = Path(ref)
-    if ("/" in ref or os.sep in ref or p.is_dir()) and p.exists():
-        detect = cfg.detect.model_copy(update={"model": str(p.resolve())})
-        return cfg.model_copy(update={"detect": detect})
-    return cfg
+    """Make model *paths* absolute, so that workers started elsewhere find the same bundles."""
+
+    def absolute(ref: str) -> str:
+        p = Path(ref)
+        return str(p.resolve()) if ("/" in ref or os.sep in ref or p.is_dir()) and p.exists() else ref
+
+    detect = cfg.detect.model_copy(update={"model": absolute(cfg.detect.model),
+                                           "extra_models": [absolute(m) for m in cfg.detect.extra_models]})
+    return cfg.model_copy(update={"detect": detect})
+
+
+def model_names(detect: DetectConfig) -> list[str]:
+    """The models a flight runs: ``detect.model`` and ``detect.extra_models`` (``--model A --model B``), each
+    once; several give one combined result per flight, as ``rams detect`` does (:mod:`rams.combine`)."""
+    names = [detect.model, *detect.extra_models]
+    if len(set(names)) != len(names):
+        raise InputError(f"model {sorted(n for n in names if names.count(n) > 1)[0]!r} is named twice; "
+                         "give each model once")
+    return names
+
+
+def model_config(detect: DetectConfig, i: int) -> DetectConfig:
+    """The detect config of model ``i`` of a run alone (what ``rams detect`` plans each model with)."""
+    return detect.model_copy(update={"model": model_names(detect)[i], "extra_models": []})
 
 
 def _load_sha(sha: Path | None, sha_layer: str | None) -> tuple[gpd.GeoDataFrame | None, str | None]:
@@ -362,23 +383,33 @@ def _summary_from_output(out: Path) -> dict[str, Any]:
 
 @dataclass
 class _Job:
+    """One flight in progress; per model ``i`` (``detect.model`` is 0, then ``extra_models``): its plan, its
+    tile results by batch index, its plan's future (its detect tasks take it) and its checkpoint file."""
+
     flight: Flight
     key: FlightKey
     reason: str
     index: int
+    n_models: int = 1
     t0: float = 0.0
-    plan: DetectPlan | None = None
+    plans: dict[int, DetectPlan] = field(default_factory=dict)
     quality: QualityResult | None = None
-    results: dict[int, list[TileResult]] = field(default_factory=dict)
+    results: dict[int, dict[int, list[TileResult]]] = field(default_factory=dict)
+    plan_futures: dict[int, Any] = field(default_factory=dict)
     pending: set[str] = field(default_factory=set)
     futures: list[Any] = field(default_factory=list)
-    ckpt: Any = None
+    ckpts: dict[int, Any] = field(default_factory=dict)
     tiles_resumed: int = 0
     mpx: float = 0.0
 
     @property
     def complete(self) -> bool:
-        return self.plan is not None and self.quality is not None and not self.pending
+        return len(self.plans) == self.n_models and self.quality is not None and not self.pending
+
+    def close_checkpoints(self) -> None:
+        for f in self.ckpts.values():
+            f.close()
+        self.ckpts.clear()
 
 
 class _Runner:
@@ -409,7 +440,7 @@ class _Runner:
         self.sha_hash = sha_hash
         self.progress = progress
         self.active: dict[str, _Job] = {}
-        self.owner: dict[str, tuple[str, str]] = {}
+        self.owner: dict[str, tuple[str, str, int]] = {}
         self.tiles_total = 0
         self.tiles_done = 0
         self.mpx = 0.0
@@ -430,10 +461,10 @@ class _Runner:
             message=message,
         ))
 
-    def _submit(self, job: _Job, kind: str, fn: Callable[..., Any], *args: Any) -> Any:
+    def _submit(self, job: _Job, kind: str, fn: Callable[..., Any], *args: Any, model: int = 0) -> Any:
         key = f"rams-{kind}-{job.flight.flight_id}-{uuid.uuid4().hex[:8]}"
         fut = self.client.submit(fn, *args, key=key, pure=False, priority=self.n_flights - job.index)
-        self.owner[key] = (job.flight.flight_id, kind)
+        self.owner[key] = (job.flight.flight_id, kind, model)
         job.pending.add(key)
         job.futures.append(fut)
         self.ac.add(fut)
@@ -456,8 +487,11 @@ class _Runner:
                 self.status.start(fid, str(job.flight.ortho), job.key, job.reason)
                 log.info("flight %s: %s", fid, job.reason)
                 job.t0 = time.perf_counter()
+                job.n_models = len(model_names(self.cfg.detect))
                 self.active[fid] = job
-                self._submit(job, "plan", plan_task, str(job.flight.ortho), self.cfg.detect)
+                for mi in range(job.n_models):
+                    job.plan_futures[mi] = self._submit(job, "plan", plan_task, str(job.flight.ortho),
+                                                        model_config(self.cfg.detect, mi), model=mi)
                 self._submit(job, "quality", quality_task, str(job.flight.ortho), self.qcfg,
                              self.cluster.torch_threads)
 
@@ -465,7 +499,7 @@ class _Runner:
         self._report("started")
         try:
             for fut in self.ac:
-                fid, kind = self.owner.pop(str(fut.key), ("", ""))
+                fid, kind, mi = self.owner.pop(str(fut.key), ("", "", 0))
                 job = self.active.get(fid)
                 if job is None:  # the flight already failed; its stragglers are dropped
                     continue
@@ -480,7 +514,7 @@ class _Runner:
                     job.futures = [f for f in job.futures if f.key != fut.key]
                 del fut
                 try:
-                    self._handle(job, kind, value)
+                    self._handle(job, kind, value, mi)
                     if job.complete:
                         self._finish(job)
                 except Exception as err:
@@ -489,64 +523,69 @@ class _Runner:
                     launch()
         finally:
             for job in self.active.values():
-                if job.ckpt is not None:
-                    job.ckpt.close()
+                job.close_checkpoints()
 
-    def _handle(self, job: _Job, kind: str, value: Any) -> None:
+    def _handle(self, job: _Job, kind: str, value: Any, mi: int = 0) -> None:
         from rams.batch.distributed import chunk_indexes, detect_task
 
         fid = job.flight.flight_id
         if kind == "plan":
             plan: DetectPlan = value
-            if plan.card.weights_sha256 != job.key.weights_sha256:
+            if plan.card.weights_sha256 != job.key.weights_sha256.split(",")[mi]:
                 raise ModelError(
                     f"the worker loaded model {plan.card.name} with weights {plan.card.weights_sha256[:12]}..., not "
-                    f"the client's {job.key.weights_sha256[:12]}...: give every machine the same model bundle"
+                    f"the client's {job.key.weights_sha256.split(',')[mi][:12]}...: give every machine the same model "
+                    "bundle"
                 )
             if plan.input_hash != job.key.input_hash:
                 raise InputError(
                     f"a worker sees another file at {job.flight.ortho} than this machine (or it changed during the "
                     "batch); workers must see the same files under the same paths"
                 )
-            job.plan = plan
-            job.results = self._open_checkpoint(job)
-            job.tiles_resumed = sum(len(v) for v in job.results.values())
+            job.plans[mi] = plan
+            job.results[mi] = self._open_checkpoint(job, mi)
+            resumed = sum(len(v) for v in job.results[mi].values())
+            job.tiles_resumed += resumed
             self.tiles_total += len(plan.tiles)
-            self.tiles_done += job.tiles_resumed
-            remaining = [bi for bi in range(len(plan.batches)) if bi not in job.results]
+            self.tiles_done += resumed
+            remaining = [bi for bi in range(len(plan.batches)) if bi not in job.results[mi]]
             per_task = max(1, self.cfg.tiles_per_task // plan.batch_size)
-            plan_fut = next(f for f in job.futures if str(f.key).startswith("rams-plan-"))
             for chunk in chunk_indexes(remaining, per_task):
-                self._submit(job, "detect", detect_task, plan_fut, chunk, self.cluster.torch_threads)
-            log.info("flight %s: %d tiles in %d task(s)%s", fid, len(plan.tiles),
+                self._submit(job, "detect", detect_task, job.plan_futures[mi], chunk, self.cluster.torch_threads,
+                             model=mi)
+            log.info("flight %s%s: %d tiles in %d task(s)%s", fid,
+                     f", model {plan.card.name}" if job.n_models > 1 else "", len(plan.tiles),
                      len(chunk_indexes(remaining, per_task)),
-                     f", {job.tiles_resumed} tiles from its checkpoint" if job.tiles_resumed else "")
+                     f", {resumed} tiles from its checkpoint" if resumed else "")
         elif kind == "detect":
-            assert job.plan is not None
-            tile_mpx = job.plan.tile_px * job.plan.tile_px / 1e6
+            plan = job.plans[mi]
+            ckpt = job.ckpts[mi]
+            tile_mpx = plan.tile_px * plan.tile_px / 1e6
             for bi, results in sorted(value.items()):
-                job.ckpt.write(json.dumps({"batch": bi, "tiles": [r.__dict__ for r in results]}) + "\n")
-                job.results[bi] = results
+                ckpt.write(json.dumps({"batch": bi, "tiles": [r.__dict__ for r in results]}) + "\n")
+                job.results[mi][bi] = results
                 n = len(results)
                 self.tiles_done += n
                 m = tile_mpx * sum(1 for r in results if r.valid_px)
                 job.mpx += m
                 self.mpx += m
-            job.ckpt.flush()
-            os.fsync(job.ckpt.fileno())
+            ckpt.flush()
+            os.fsync(ckpt.fileno())
             self._report(f"{fid}: tiles")
         elif kind == "quality":
             job.quality = value
 
-    def _open_checkpoint(self, job: _Job) -> dict[int, list[TileResult]]:
-        """The flight's tile checkpoint: batches already done by an interrupted run with the same key."""
+    def _open_checkpoint(self, job: _Job, mi: int = 0) -> dict[int, list[TileResult]]:
+        """Model ``mi``'s tile checkpoint of the flight: batches already done by an interrupted run with the same
+        key (``state.json`` + ``tiles.jsonl`` for the first model, ``-N`` added for model N)."""
         from rams.detect import TileResult
 
-        assert job.plan is not None
+        plan = job.plans[mi]
         work = self.out_dir / WORK_DIR / job.flight.flight_id
-        key = {"flight": job.key.to_dict(), "plan": job.plan.checkpoint_key()}
-        state = work / "state.json"
-        tiles = work / "tiles.jsonl"
+        key = {"flight": job.key.to_dict(), "plan": plan.checkpoint_key()}
+        suffix = f"-{mi}" if mi else ""
+        state = work / f"state{suffix}.json"
+        tiles = work / f"tiles{suffix}.jsonl"
         done: dict[int, list[TileResult]] = {}
         if state.exists() and tiles.exists():
             try:
@@ -563,12 +602,13 @@ class _Runner:
                     done[int(rec["batch"])] = [TileResult(**t) for t in rec["tiles"]]
                     good.append(line)
                 tiles.write_text("".join(g + "\n" for g in good))
-                job.ckpt = tiles.open("a")
+                job.ckpts[mi] = tiles.open("a")
                 return done
-        shutil.rmtree(work, ignore_errors=True)
-        work.mkdir(parents=True)
+        # another key (or none): start this model's checkpoint afresh (the other models' files are theirs)
+        work.mkdir(parents=True, exist_ok=True)
+        tiles.unlink(missing_ok=True)
         state.write_text(json.dumps({"key": key}, indent=1))
-        job.ckpt = tiles.open("a")
+        job.ckpts[mi] = tiles.open("a")
         return done
 
     def _fail(self, job: _Job, err: BaseException) -> None:
@@ -580,10 +620,10 @@ class _Runner:
             self.client.cancel(live)
         for f in live:
             self.owner.pop(str(f.key), None)
-        if job.ckpt is not None:
-            job.ckpt.close()
+        job.close_checkpoints()
         self.active.pop(fid, None)
         job.futures.clear()  # releases the flight's data on the cluster
+        job.plan_futures.clear()
         seconds = time.perf_counter() - job.t0
         self.status.fail(fid, msg, seconds)
         self.outcomes[fid] = FlightOutcome(fid, str(job.flight.ortho), "failed", job.reason, seconds=seconds,
@@ -592,14 +632,14 @@ class _Runner:
 
     def _finish(self, job: _Job) -> None:
         fid = job.flight.flight_id
-        assert job.plan is not None and job.quality is not None
-        job.ckpt.close()
-        job.ckpt = None
+        assert job.quality is not None
+        job.close_checkpoints()
         out = flight_output(self.out_dir, fid)
-        results = [r for bi in sorted(job.results) for r in job.results[bi]]
+        plans = [job.plans[mi] for mi in range(job.n_models)]
+        results = [[r for bi in sorted(job.results[mi]) for r in job.results[mi][bi]] for mi in range(job.n_models)]
         t_detect = time.perf_counter() - job.t0
         summary = write_flight(
-            job.plan, results, job.quality, job.flight, job.key, out, self.out_dir / WORK_DIR / fid, self.cfg,
+            plans, results, job.quality, job.flight, job.key, out, self.out_dir / WORK_DIR / fid, self.cfg,
             self.qcfg, self.sha_gdf, self.sha_hash, {"tiles_resumed": job.tiles_resumed, "mpx": job.mpx,
                                                       "seconds_to_results": t_detect},
         )
@@ -609,6 +649,7 @@ class _Runner:
         self.status.finish(fid, str(out), summary, seconds)
         self.active.pop(fid, None)
         job.futures.clear()
+        job.plan_futures.clear()
         job.results.clear()
         self.outcomes[fid] = FlightOutcome(
             fid, str(job.flight.ortho), "done", job.reason, str(out), summary["detections"], summary["analysed_ha"],
@@ -637,8 +678,8 @@ def _error_text(err: BaseException) -> str:
 
 
 def write_flight(
-    plan: DetectPlan,
-    results: list[TileResult],
+    plans: list[DetectPlan],
+    results: list[list[TileResult]],
     quality: QualityResult,
     flight: Flight,
     key: FlightKey,
@@ -650,8 +691,9 @@ def write_flight(
     sha_hash: str | None,
     stats: dict[str, Any],
 ) -> dict[str, Any]:
-    """Write one flight's GeoPackage atomically: detections and coverage (as ``rams detect``), coverage quality,
-    hazard polygons, and SHA proposals for the SHAs the flight touches. Returns the flight's summary."""
+    """Write one flight's GeoPackage atomically: detections and coverage (as ``rams detect``; with several models,
+    each model's result joined as ``rams detect --model A --model B`` joins them), coverage quality, hazard
+    polygons, and SHA proposals for the SHAs the flight touches. Returns the flight's summary."""
     import geopandas as gpd
     from shapely.geometry import box
 
@@ -664,7 +706,16 @@ def write_flight(
 
     work.mkdir(parents=True, exist_ok=True)
     det_path = work / "detections.gpkg"
-    det = write_detections(plan, det_path, results, overwrite=True, extra_metadata=flight.metadata())
+    if len(plans) == 1:
+        det = write_detections(plans[0], det_path, results[0], overwrite=True, extra_metadata=flight.metadata())
+    else:
+        from rams.combine import combine_results
+
+        parts = []
+        for i, (plan, tile_results) in enumerate(zip(plans, results, strict=True)):
+            parts.append(work / f"model-{i}.gpkg")
+            write_detections(plan, parts[-1], tile_results, overwrite=True)
+        det = combine_results(parts, det_path, True, cfg.detect.merge_distance_m, extra_metadata=flight.metadata())
     dets = read_layer(det_path, "detections", what="detections layer")
     cov = read_layer(det_path, "coverage", what="coverage layer")
     hazard = build_hazard_polygons(dets, cfg.decisions.polygons)
@@ -674,7 +725,7 @@ def write_flight(
         "detections": int(det["detections"]),
         "detections_by_class": det["by_class"],
         "analysed_ha": float(det["analysed_ha"]),
-        "tiles": len(plan.tiles),
+        "tiles": sum(len(p.tiles) for p in plans),
         "tiles_resumed": int(stats.get("tiles_resumed", 0)),
         "mpx": round(float(stats.get("mpx", 0.0)), 4),
         "hazard_polygons": len(hazard),

@@ -17,7 +17,11 @@ def batch(
     sha_layer: str | None = typer.Option(None, "--sha-layer", help="Layer of --sha holding the SHAs."),
     config: Path | None = typer.Option(None, "--config", "-c", help="Batch config YAML (keys detect, decisions, "
                                        "fuse, tiles_per_task; see docs/batch.md)."),
-    model: str | None = typer.Option(None, "--model", "-m", help="Model name under models/ or bundle path."),
+    model: list[str] | None = typer.Option(
+        None, "--model", "-m",
+        help="Model name under models/ or bundle path; repeat it to run several models into one result per flight "
+        "(e.g. --model default --model scatterable-05cm for 0.5 cm flights).",
+    ),
     threshold: float | None = typer.Option(None, "--threshold", help="Score threshold (overrides the "
                                            "operating point)."),
     scheduler: str | None = typer.Option(None, "--scheduler", help="Dask scheduler address, e.g. "
@@ -45,7 +49,9 @@ def batch(
     from rams.config import load_config
 
     cfg = load_config(BatchConfig, config, {
-        "detect.model": model, "detect.threshold": threshold,
+        "detect.model": model[0] if model else None,
+        "detect.extra_models": model[1:] if model else None,  # --model given: exactly the models named
+        "detect.threshold": threshold,
         "detect.read.skip_damaged": skip_damaged or None, "decisions.quality.read.skip_damaged": skip_damaged or None,
     })
     err = Console(stderr=True)
