@@ -143,3 +143,16 @@ def test_shipped_scatterable_specialist_finds_what_the_default_cannot(tmp_path: 
     assert other_models_hint(0.01, rgb, ["default"]) is None
     assert other_models_hint(0.005, ["gray"], ["thermal-example"]) is None
     assert "default (" in str(other_models_hint(0.005, rgb, ["scatterable-05cm"]))
+
+
+def test_batch_of_a_half_centimetre_flight_names_the_specialist(tmp_path: Path) -> None:
+    """`rams batch` with the default alone on a 0.5 cm flight ends with the same hint `rams detect` gives."""
+    r = runner.invoke(app, ["synth", str(tmp_path / "flights" / "f1"), "--seed", "9303", "--size", "6x5", "--gsd",
+                            "0.005", "--terrain", "sand", "--targets", "scatterable", "--density", "1500"])
+    assert r.exit_code == 0, r.output
+    r = runner.invoke(app, ["batch", str(tmp_path / "flights"), "--out", str(tmp_path / "b"), "--workers", "1"])
+    assert r.exit_code == 0, r.output
+    text = " ".join(r.output.split())  # the console wraps long notes
+    assert "scatterable-05cm (pfm1, pom2, submunition)" in text
+    assert "rams batch ... --model default --model scatterable-05cm" in text
+    assert "flights processed now: f1_ortho" in text  # the flight ID (folder and file stem)

@@ -265,6 +265,7 @@ def run_batch(
         n_skipped = sum(1 for o in outcomes.values() if o.state == "skipped")
         log.info("%d flight(s): %d to process, %d already done", len(flights), len(todo), n_skipped)
         cluster_name, n_workers = "none (nothing to process)", 0
+        hints: dict[str, list[str]] = {}
         if todo:
             from rams.batch.distributed import open_cluster
 
@@ -273,12 +274,16 @@ def run_batch(
                 n_workers = cluster.workers
                 runner = _Runner(cluster, cfg, qcfg, status, out_dir, flights, outcomes, sha_gdf, sha_hash, progress)
                 runner.run(todo)
+                hints = runner.hints
             with contextlib.suppress(OSError):
                 (out_dir / WORK_DIR).rmdir()  # only when empty: checkpoints of failed flights stay
         survey_path, survey_summary, rebuilt, notes = _write_survey(
             out_dir, flights, status, cfg, sha_gdf, sha, sha_hash
         )
     ordered = [outcomes[f.flight_id] for f in flights]
+    for hint, fids in hints.items():  # e.g. 0.5 cm flights run through the 1 cm default alone
+        shown = ", ".join(fids[:10]) + (f" and {len(fids) - 10} more" if len(fids) > 10 else "")
+        notes.append(f"{hint.replace('rams detect ...', 'rams batch ...')} (flights processed now: {shown})")
     return BatchSummary(
         out_dir=str(out_dir), flights=ordered, survey=str(survey_path) if survey_path else None,
         survey_summary=survey_summary, survey_rebuilt=rebuilt, seconds=time.perf_counter() - t0,
@@ -445,6 +450,8 @@ class _Runner:
         self.tiles_done = 0
         self.mpx = 0.0
         self.max_active = cfg.max_active_flights or 2 * cluster.workers + 1
+        self.hints: dict[str, list[str]] = {}
+        """:func:`rams.detect.other_models_hint` of each flight processed (hint -> flight IDs)."""
 
     # -- bookkeeping
 
@@ -644,6 +651,11 @@ class _Runner:
                                                       "seconds_to_results": t_detect},
         )
         shutil.rmtree(self.out_dir / WORK_DIR / fid, ignore_errors=True)
+        from rams.detect import other_models_hint
+
+        hint = other_models_hint(plans[0].info.gsd_m, plans[0].card.bands, [p.card.name for p in plans])
+        if hint:
+            self.hints.setdefault(hint, []).append(fid)
         seconds = time.perf_counter() - job.t0
         summary["seconds"] = round(seconds, 3)
         self.status.finish(fid, str(out), summary, seconds)
