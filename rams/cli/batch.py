@@ -130,6 +130,6 @@ def _print_summary(summary: object) -> None:
                       f"{r['remain_m2'] / 1e4:.3f} ha remaining (recommendations for the authority)",
                       markup=False, highlight=False)
     for note in summary.notes:
-        out.print(f"note    {note}", markup=False, highlight=False)
+        out.print(f"note    {note}", markup=False, highlight=False, soft_wrap=True)  # one line: copyable commands
     out.print(f"cluster {summary.cluster}" + (f" ({summary.workers} workers)" if summary.workers else ""),
               markup=False, highlight=False)
