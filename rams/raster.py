@@ -1508,22 +1508,27 @@ class OrthoReader:
             src, self._unused_alpha or self._alpha_band, True, window=Window(cc0, rr0, cc1 - cc0, rr1 - rr0))
         if not bad.any():  # all imaged under the tile (the inside of a mosaic): nothing to judge pixel by pixel
             return np.ones((h, w), bool)
-        # centres of the output pixels in lattice index units, then bilinear from the lattice
+        table = np.zeros((bad.shape[0] + 1, bad.shape[1] + 1), np.int32)  # (counts fit: < 2**31 source pixels)
+        table[1:, 1:] = bad.cumsum(0, dtype=np.int32).cumsum(1, dtype=np.int32)
+        del bad
+        # centres of the output pixels in lattice index units, then bilinear from the lattice; in bands of rows, so
+        # that the per-pixel arrays stay small (a 1536 px tile whole would take ~150 MB per reader thread)
         ci = np.interp(np.arange(w) + 0.5, lc, np.arange(len(lc)))
         ri = np.interp(np.arange(h) + 0.5, lr, np.arange(len(lr)))
-        gr, gc = np.meshgrid(ri, ci, indexing="ij")
-        cx = map_coordinates(sc, [gr, gc], order=1)
-        cy = map_coordinates(sr, [gr, gc], order=1)
         eps = 1e-6
-        table = np.zeros((bad.shape[0] + 1, bad.shape[1] + 1), np.int64)
-        table[1:, 1:] = bad.cumsum(0).cumsum(1)
-        # source pixels k with [k, k + 1) meeting the open box (centre - half, centre + half), window-relative
-        x0 = np.clip(np.floor(cx - hx + eps).astype(np.int64) - c0, 0, bad.shape[1])
-        x1 = np.clip(np.ceil(cx + hx - eps).astype(np.int64) - c0, 0, bad.shape[1])
-        y0 = np.clip(np.floor(cy - hy + eps).astype(np.int64) - r0, 0, bad.shape[0])
-        y1 = np.clip(np.ceil(cy + hy - eps).astype(np.int64) - r0, 0, bad.shape[0])
-        n_bad = table[y1, x1] - table[y0, x1] - table[y1, x0] + table[y0, x0]
-        return np.asarray(n_bad == 0)
+        hh, ww = table.shape[0] - 1, table.shape[1] - 1
+        out = np.empty((h, w), bool)
+        for a in range(0, h, 128):
+            gr, gc = np.meshgrid(ri[a : a + 128], ci, indexing="ij")
+            cx = map_coordinates(sc, [gr, gc], order=1)
+            cy = map_coordinates(sr, [gr, gc], order=1)
+            # source pixels k with [k, k + 1) meeting the open box (centre - half, centre + half), window-relative
+            x0 = np.clip(np.floor(cx - hx + eps).astype(np.int64) - c0, 0, ww)
+            x1 = np.clip(np.ceil(cx + hx - eps).astype(np.int64) - c0, 0, ww)
+            y0 = np.clip(np.floor(cy - hy + eps).astype(np.int64) - r0, 0, hh)
+            y1 = np.clip(np.ceil(cy + hy - eps).astype(np.int64) - r0, 0, hh)
+            out[a : a + 128] = (table[y1, x1] - table[y0, x1] - table[y1, x0] + table[y0, x0]) == 0
+        return out
 
     def _size_cache(self, window_rows: int) -> None:
         """Size GDAL's block cache to the source blocks one row of tiles touches (capped).
