@@ -18,6 +18,11 @@ must give the survey one detection layer, one coverage layer and one honest stat
   with that model's thresholds. The union of several models' detections finds at least what each finds, so
   the best model's recall is a lower bound of the run's; nothing is added up. False alarms, by contrast, add up
   over the models.
+* **thresholds set together** (:func:`find_joint`): where one card holds a :class:`~rams.detector.bundle.Companion`
+  record for the other model (same weights), both models run at the thresholds set *for the pair*
+  (``scripts/calibrate_pair.py``: the union's false alarms within the operating point's rate), and the run's
+  recall is the union's, measured at those thresholds (``model_thresholds`` in the record: the detector gate
+  checks every model's threshold of every class against it).
 
 Pure functions of the per-model GeoPackages written by ``rams detect``; the per-model metadata stays in the
 result as ``models`` (a JSON list).
@@ -33,12 +38,57 @@ from typing import Any
 
 from rams.errors import InputError
 
+#: Metadata key of a per-model result that ran at thresholds set together with other models (:func:`find_joint`).
+JOINT_KEY = "joint_thresholds"
+
+
+def find_joint(cards: Sequence[Any], operating_point: str | None) -> tuple[dict[str, Any] | None, str | None]:
+    """The thresholds set together for these models (two cards, one holding a ``companions`` record for the other
+    with the other's exact weights), at ``operating_point`` (None: the holder's default point).
+
+    Returns (joint, note): ``joint`` is None where no record applies; then ``note`` says why when a record exists
+    but does not fit (other weights, no such point), else None. ``joint`` holds ``models`` (card names), ``point``,
+    ``thresholds`` (model name -> class -> threshold), ``record`` (the union's measured recall for the detector
+    gate, with ``model_thresholds``; None if not measured) and ``holder`` (the card that holds the record)."""
+    from rams.gate import model_recall_record
+
+    if len(cards) != 2:
+        return None, None
+    note = None
+    for a, b in ((cards[0], cards[1]), (cards[1], cards[0])):
+        comp = a.companions.get(b.name)
+        if comp is None:
+            continue
+        if comp.weights_sha256 != b.weights_sha256:
+            note = (f"{a.name}'s thresholds for running beside {b.name} were set for other weights of {b.name} "
+                    f"({comp.weights_sha256[:12]}..., not {b.weights_sha256[:12]}...); each model runs at its own")
+            continue
+        point = operating_point or a.default_operating_point
+        if point not in comp.thresholds:
+            note = (f"{a.name} has no thresholds set with {b.name} for operating point {point!r} (only "
+                    f"{', '.join(sorted(comp.thresholds))}); each model runs at its own")
+            continue
+        thresholds = {m: {str(c): float(t) for c, t in per.items()} for m, per in comp.thresholds[point].items()}
+        record = model_recall_record(comp.metrics)
+        if record is not None:
+            measured = (comp.metrics.get(record["source"].removeprefix("metrics.")) or {}).get("model_thresholds")
+            if not isinstance(measured, Mapping):
+                record = None  # a union's recall means nothing without the thresholds it was measured at
+            else:
+                record["model_thresholds"] = {m: {str(c): float(t) for c, t in per.items()}
+                                              for m, per in measured.items()}
+                record["source"] = f"companions.{b.name}.{record['source']} of {a.name}"
+        calib = ((comp.metrics.get("operating_point_calibration") or {}).get("points") or {}).get(point) or {}
+        return {"models": [a.name, b.name], "holder": a.name, "point": point, "thresholds": thresholds,
+                "record": record, "fp_per_ha_limit": calib.get("fp_per_ha_limit")}, None
+    return None, note
+
 #: Metadata keys that describe one model's run; the combined result replaces them (see :func:`combine_results`).
 PER_MODEL_KEYS = (
     "model_name", "model_version", "weights_sha256", "model_classes", "model_recall", "score_threshold",
     "class_thresholds", "analysis_gsd_m", "gsd_check", "tile_size_px", "overlap_px", "tiles", "resolved_config",
     "detections", "detections_by_class", "analysed_area_m2", "started_utc", "finished_utc", "warnings",
-    "model_recall_withheld", "tiles_empty", "checkpoint_key", "damaged_m2",
+    "model_recall_withheld", "tiles_empty", "checkpoint_key", "damaged_m2", JOINT_KEY,
 )
 
 
@@ -196,14 +246,27 @@ def combine_results(
         record = json.loads(m["model_recall"]) if m.get("model_recall") not in (None, "", "null") else None
         runs.append((name, record, {str(c): float(t) for c, t in json.loads(m["class_thresholds"]).items()}))
     record, thresholds, chosen = combine_recall(runs)
+    joints = [_loads(m.get(JOINT_KEY)) for m in metas]
+    joint = joints[0] if joints[0] and all(j == joints[0] for j in joints) else None
+    model_thresholds = {name: run[2] for name, run in zip(names, runs, strict=True)}
+    if joint is not None:
+        # the pair's thresholds and the union's recall measured at them replace the best-of-models record
+        record = joint.get("record")
+        thresholds = {}
+        for per in model_thresholds.values():
+            for c, t in per.items():
+                thresholds[c] = min(t, thresholds.get(c, t))
     by_class = dict(sorted(Counter(merged["label"].astype(str)).items()))
     per_model = [{k: _loads(m.get(k)) for k in PER_MODEL_KEYS if k in m} for m in metas]
+    if joint is not None and any(m.get("model_recall_withheld") for m in per_model):
+        record = None  # the union's recall was measured with every model inside its GSD range
     metadata: dict[str, Any] = {k: v for k, v in metas[0].items() if k not in PER_MODEL_KEYS}
     warnings = [f"{n}: {w}" for n, m in zip(names, per_model, strict=True) for w in (m.get("warnings") or [])]
     points = ", ".join(f"{n} at {_loads(m.get('operating_point')) or 'its --threshold'}"
                        for n, m in zip(names, metas, strict=True))  # fmt: skip
-    warnings.append(f"false alarms add up over the {len(names)} models ({points}): expect up to the sum of their "
-                    "false-alarm rates, not one model's")  # fmt: skip
+    if joint is None:
+        warnings.append(f"false alarms add up over the {len(names)} models ({points}): expect up to the sum of "
+                        "their false-alarm rates, not one model's")  # fmt: skip
     metadata.update({
         "model_name": "+".join(names),
         "model_version": "+".join(str(m.get("model_version", "")) for m in metas),
@@ -213,6 +276,8 @@ def combine_results(
         "class_thresholds": thresholds,
         "score_threshold": min(thresholds.values()),
         "class_models": chosen,
+        "model_class_thresholds": model_thresholds,
+        JOINT_KEY: joint,
         "analysis_gsd_m": max(gsds),
         "gsd_check": " | ".join(f"{n}: {m.get('gsd_check', '')}" for n, m in zip(names, metas, strict=True)),
         "tile_size_px": json.dumps({n: _loads(m.get("tile_size_px")) for n, m in zip(names, metas, strict=True)}),
@@ -227,14 +292,21 @@ def combine_results(
         "analysed_area_m2": area_m2,
         # a model forced outside its GSD range records no recall and is never chosen for a class; when that is
         # every model, the run says why it can vouch for nothing
-        "model_recall_withheld": "; ".join(str(m["model_recall_withheld"]) for m in per_model)
-        if all(m.get("model_recall_withheld") for m in per_model) else None,
+        "model_recall_withheld": _withheld(per_model, joint is not None),
         **(extra_metadata or {}),
     })
     write_gpkg(out, {"detections": merged, "coverage": cov}, metadata=metadata, overwrite=overwrite,
                styles=default_styles(["detections", "coverage"]))
     return {"detections": len(merged), "by_class": by_class, "analysed_ha": area_m2 / 1e4,
-            "class_thresholds": thresholds, "class_models": chosen, "warnings": metadata["warnings"]}
+            "class_thresholds": thresholds, "class_models": chosen, "warnings": metadata["warnings"],
+            "joint": joint}
+
+
+def _withheld(per_model: Sequence[Mapping[str, Any]], joint: bool) -> str | None:
+    """Why the combined run can vouch for nothing: every model ran outside the GSD range its recall was measured
+    at; with thresholds set together, any one (the union's recall was measured with both in range)."""
+    reasons = [str(m["model_recall_withheld"]) for m in per_model if m.get("model_recall_withheld")]
+    return "; ".join(reasons) if reasons and (joint or len(reasons) == len(per_model)) else None
 
 
 def _loads(text: str | None) -> Any:

@@ -40,6 +40,7 @@ from typing import Any
 import numpy as np
 from pydantic import Field
 
+from rams.combine import JOINT_KEY
 from rams.config import ReadConfig, StrictModel, dump_config
 from rams.errors import AOIError, GSDError, InputError, OutputError, RamsError
 from rams.merge import MERGE_DISTANCE_M
@@ -90,6 +91,11 @@ class DetectConfig(StrictModel):
     joined by :mod:`rams.combine` (detections of all, coverage where all looked, per class the best recall)."""
     operating_point: str | None = None
     """Named score threshold from the model card (default: the card's default operating point)."""
+    companions: list[str] = Field(default_factory=list, exclude=True)
+    """The other models of a several-model run (set by ``rams detect`` and ``rams batch`` for each model's own
+    run, never read from a preset): where a card holds thresholds set together with them
+    (:func:`rams.combine.find_joint`), this model runs at those. Not part of the resolved config (the thresholds
+    are: checkpoint key and metadata)."""
     threshold: float | None = Field(default=None, ge=0.0, le=1.0)
     """Explicit score threshold; overrides the operating point."""
     batch_size: int | None = Field(default=None, ge=1)
@@ -141,6 +147,8 @@ class DetectSummary:
     class_thresholds: dict[str, float] = field(default_factory=dict)
     models: list[str] = field(default_factory=list)
     """The models of a several-model run (``model`` joins them with '+'); empty for one model."""
+    joint: str | None = None
+    """For several models run at thresholds set together (:func:`rams.combine.find_joint`): which, in words."""
     hints: list[str] = field(default_factory=list)
     """Advice that is not a caveat of the result (e.g. a shipped model that serves this flight too)."""
 
@@ -203,6 +211,8 @@ class DetectPlan:
     gsd_check: str
     warnings: list[str]
     started_utc: str
+    joint: dict[str, Any] | None = None
+    """Thresholds set together with the run's other models (:func:`rams.combine.find_joint`), when they apply."""
     recall_withheld: str | None = None
     """Why the card's measured recall does not apply to this run (the mosaic is coarser than the GSD range the
     model serves and was measured at, ``--force``); None when it applies. The result then records no recall, so
@@ -288,6 +298,7 @@ def _plan_open(ortho: Path, src: Any, cfg: DetectConfig, card: Any, aoi: Path | 
     # No validity-mask pass before the run: it decoded the whole mosaic once more (10 % of a 1 Gpx run) to
     # skip unimaged tiles, which cost less to read (their blocks decode fast) than that pass, and are then
     # skipped before the model (process_batches). Unimaged ground never enters the coverage either way.
+    thresholds, joint = _thresholds(card, cfg, warnings)
     tiles = make_tiles(grid, tile_px, overlap_px, aoi=aoi_geom)
     stripe_cols = stripe_cols_for(src, card.gsd_m, grid, tile_px, overlap_px, STRIPE_CACHE_MB)
     tiles = stripe_order(tiles, stripe_cols)
@@ -297,7 +308,7 @@ def _plan_open(ortho: Path, src: Any, cfg: DetectConfig, card: Any, aoi: Path | 
         ortho=Path(ortho), cfg=cfg, model_ref=cfg.model, card=card, info=info, grid=grid, bands=bands,
         value_range=value_range, aoi_path=Path(aoi) if aoi is not None else None, aoi_geom=aoi_geom,
         tile_px=tile_px, overlap_px=overlap_px, batch_size=batch_size, tiles=tiles, stripe_cols=stripe_cols,
-        class_thresholds=_thresholds(card, cfg),
+        class_thresholds=thresholds, joint=joint,
         input_hash=dataset_hash(Path(ortho), full=cfg.full_hash), resolved_config=dump_config(cfg),
         gsd_check=gsd_ok_text, warnings=warnings, started_utc=started, recall_withheld=withheld,
     )
@@ -574,7 +585,8 @@ def _run_models(
     if len(set(names)) != len(names):
         raise InputError(f"model {sorted(n for n in names if names.count(n) > 1)[0]!r} is named twice; "
                          "give each model once")
-    plans = [plan_detect(ortho, cfg.model_copy(update={"model": m, "extra_models": []}), aoi, aoi_layer)
+    plans = [plan_detect(ortho, cfg.model_copy(update={"model": m, "extra_models": [],
+                                                      "companions": [n for n in names if n != m]}), aoi, aoi_layer)
              for m in names]
     cards = [p.card.name for p in plans]
     if len(set(cards)) != len(cards):
@@ -634,7 +646,17 @@ def _run_models(
         seconds=time.perf_counter() - t_start,
         mpx=mpx,
         warnings=list(combined["warnings"]),
+        joint=_joint_words(combined.get("joint")),
     )
+
+
+def _joint_words(joint: dict[str, Any] | None) -> str | None:
+    """'balanced, set for default and scatterable-05cm together (<= 10 false alarms per hectare in all)'."""
+    if not joint:
+        return None
+    rate = joint.get("fp_per_ha_limit")
+    limit = f" (<= {rate:g} false alarms per hectare in all, on the scenes they were set on)" if rate else ""
+    return f"{joint['point']}, set for {' and '.join(joint['models'])} run together{limit}"
 
 
 def _run_plan(
@@ -749,8 +771,9 @@ def write_detections(plan: DetectPlan, out: Path, results: list[TileResult], ove
         "model_recall_withheld": plan.recall_withheld,
         "score_threshold": plan.threshold,
         "class_thresholds": dict(plan.class_thresholds),
-        "operating_point": cfg.operating_point
+        "operating_point": plan.joint["point"] if plan.joint else cfg.operating_point
         or (None if cfg.threshold is not None else card.default_operating_point),
+        **({JOINT_KEY: plan.joint} if plan.joint else {}),
         "aoi_path": str(plan.aoi_path.resolve()) if plan.aoi_path is not None else None,
         "tile_size_px": plan.tile_px,
         "overlap_px": plan.overlap_px,
@@ -869,17 +892,34 @@ def _card_value_range(card: Any, dtype: str) -> tuple[float, float] | None:
     return None
 
 
-def _thresholds(card: Any, cfg: DetectConfig) -> dict[str, float]:
-    """Score threshold per class: ``--threshold`` for all, else the operating point's (per class if measured)."""
+def _thresholds(card: Any, cfg: DetectConfig, warnings: list[str] | None = None
+                ) -> tuple[dict[str, float], dict[str, Any] | None]:  # fmt: skip
+    """(score threshold per class, the joint record when thresholds set together with ``cfg.companions`` apply):
+    ``--threshold`` for all classes; else the thresholds set for this model beside the run's other model at the
+    operating point (:func:`rams.combine.find_joint`); else the card's operating point (per class if measured).
+    Why a pair's record does not apply goes to ``warnings``."""
     if cfg.threshold is not None:
-        return {c: float(cfg.threshold) for c in card.classes}
+        return {c: float(cfg.threshold) for c in card.classes}, None
+    if cfg.companions:
+        from rams.combine import find_joint
+        from rams.detector.bundle import read_card, resolve_bundle_path
+
+        others = [read_card(resolve_bundle_path(m)) for m in cfg.companions]
+        joint, note = find_joint([card, *others], cfg.operating_point)
+        if note and warnings is not None:
+            warnings.append(note)
+            log.warning(note)
+        if joint is not None:
+            own, point = joint["thresholds"][card.name], joint["point"]
+            base = card.thresholds(point if point in card.operating_points else None)
+            return {c: float(own.get(c, base[c])) for c in card.classes}, joint
     name = cfg.operating_point or card.default_operating_point
     if name not in card.operating_points:
         raise InputError(
             f"model {card.name} has no operating point {name!r}; choose one of "
             f"{sorted(card.operating_points)} or give --threshold"
         )
-    return dict(card.thresholds(name))
+    return dict(card.thresholds(name)), None
 
 
 def _load_aoi(path: Path, layer: str | None, grid: Grid, warnings: list[str] | None = None) -> Any:

@@ -64,6 +64,7 @@ def detector_gate(
     run_threshold: float | Mapping[str, float] | None,
     threat_classes: Sequence[str] | None,
     min_recall: float,
+    run_model_thresholds: Mapping[str, Mapping[str, float]] | None = None,
 ) -> str | None:
     """Why the detector's silence cannot support cancellation, or None when its measured recall suffices.
 
@@ -72,6 +73,9 @@ def detector_gate(
         run_threshold: score threshold the detections were kept at: one for all classes or one per class.
         threat_classes: classes suspected in the SHAs (None: every class the record lists).
         min_recall: required recall per class (0: no check).
+        run_model_thresholds: for a run of several models, each model's per-class thresholds; checked against
+            the record's ``model_thresholds`` (the recall of models run together, measured at each model's
+            thresholds: :func:`rams.combine.find_joint`).
     """
     if min_recall <= 0:
         return None
@@ -86,6 +90,19 @@ def detector_gate(
         at_c = _threshold_of(c, measured or record.get("score_threshold"), record.get("score_threshold"))
         if run_c is not None and at_c is not None and run_c > at_c + _EPS:
             stricter.append((c, run_c, at_c))
+    measured_models = record.get("model_thresholds")
+    if isinstance(measured_models, Mapping):
+        if not run_model_thresholds:
+            return "the measured recall is that of several models run together, but the run records no thresholds " \
+                "per model, so its silence is no evidence"
+        for model, at in measured_models.items():
+            run_m = run_model_thresholds.get(model)
+            if run_m is None:
+                return f"the measured recall includes model {model}, which this run did not use"
+            for c in classes:
+                run_c, at_c = _threshold_of(c, run_m), _threshold_of(c, at)
+                if run_c is not None and at_c is not None and run_c > at_c + _EPS:
+                    stricter.append((f"{c} ({model})", run_c, at_c))
     if stricter:
         if len({(r, a) for _, r, a in stricter}) == 1:
             _, r, a = stricter[0]
@@ -157,4 +174,11 @@ def run_detector_gate(meta: Mapping[str, str], threat_classes: Sequence[str] | N
             thr = float(thr_text) if thr_text not in (None, "", "null") else None
         except ValueError:
             thr = None
-    return detector_gate(record, thr, threat_classes, min_recall)
+    per_model: dict[str, dict[str, float]] | None = None
+    if meta.get("model_class_thresholds") not in (None, "", "null"):
+        try:
+            loaded = json.loads(str(meta["model_class_thresholds"]))
+            per_model = {str(m): {str(c): float(t) for c, t in v.items()} for m, v in loaded.items()}
+        except (ValueError, TypeError, AttributeError):
+            per_model = None
+    return detector_gate(record, thr, threat_classes, min_recall, per_model)

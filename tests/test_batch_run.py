@@ -457,6 +457,42 @@ def test_several_models_per_flight_give_what_rams_detect_gives(survey: SimpleNam
     assert_same_layer(flight_output(survey.ref, "middle"), flight_output(out, "middle"), "detections")
 
 
+def test_thresholds_set_for_a_pair_apply_to_every_flight(survey: SimpleNamespace, second_model: Path,
+                                                          tmp_path: Path) -> None:
+    """A pair record in the second model's card (thresholds set for both models together): every flight runs each
+    model at them, as rams detect does; setting them anew redoes the flights (the card is part of the key)."""
+    import shutil
+
+    from rams.detector.bundle import read_card, update_card_companion
+    from rams.layers import read_metadata
+
+    small = tmp_path / "tiny-small"
+    shutil.copytree(second_model, small)
+    main = read_card(survey.bundle)
+    together = {"balanced": {main.name: {"pmn": 0.41, "pfm1": 0.43}, "tiny-small": {"pfm1": 0.42}}}
+    update_card_companion(small, main.name, main.weights_sha256, thresholds=together)
+    config = tmp_path / "pair.yaml"  # the operating point, not one --threshold for everything
+    config.write_text(CONFIG.replace("  threshold: 0.95\n", ""))
+    out = tmp_path / "pair"
+    args = ["batch", str(survey.manifest), "--out", str(out), "--config", str(config), "--model",
+            str(survey.bundle), "--model", str(small), "--workers", "1"]
+    res = runner.invoke(app, args)
+    assert res.exit_code == 0, res.output
+    for fid in FLIGHT_IDS:
+        meta = read_metadata(flight_output(out, fid))
+        per_model = json.loads(meta["model_class_thresholds"])
+        assert per_model[main.name]["pmn"] == 0.41 and per_model["tiny-small"]["pfm1"] == 0.42
+        assert json.loads(meta["joint_thresholds"])["thresholds"] == together["balanced"]
+        assert not any("false alarms add up" in w for w in json.loads(meta["warnings"]))
+    together["balanced"]["tiny-small"]["pfm1"] = 0.44
+    update_card_companion(small, main.name, main.weights_sha256, thresholds=together)
+    res = runner.invoke(app, [*args, "--json"])
+    assert res.exit_code == 0, res.output
+    assert {f["state"] for f in json.loads(res.stdout)["flights"]} == {"done"}
+    meta = read_metadata(flight_output(out, FLIGHT_IDS[0]))
+    assert json.loads(meta["model_class_thresholds"])["tiny-small"]["pfm1"] == 0.44
+
+
 def test_each_model_keeps_its_own_tile_checkpoint(survey: SimpleNamespace, second_model: Path,
                                                   tmp_path: Path) -> None:
     """A flight's checkpoint holds each model's tiles apart: starting one model's afresh (its plan changed)

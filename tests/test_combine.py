@@ -284,3 +284,136 @@ def test_each_model_is_announced_as_it_starts(make_geotiff, bundles, tmp_path) -
                progress=lambda done, total, mpx: totals.add(total), on_model=lambda *a: seen.append(a))
     assert seen == [("tiny-a", 1, 2), ("tiny-b", 2, 2)]
     assert len(totals) == 1  # one tile count over both models
+
+
+def _pair_record(holder: Path, other: Path, point_thresholds: dict[str, dict[str, dict[str, float]]],
+                 measured: dict[str, tuple[float, float]] | None = None) -> None:
+    """Give ``holder`` thresholds set together with ``other`` (and the pair's measured recall at 'balanced')."""
+    from rams.detector.bundle import read_card, update_card_companion
+
+    o = read_card(other)
+    metrics = None
+    if measured is not None:
+        mt = point_thresholds["balanced"]
+        metrics = {"synthetic_scenes": {
+            "what": "test pair", "model_thresholds": mt,
+            "per_class": {c: {"recall": r, "recall_ci95": [lo, 1.0]} for c, (r, lo) in measured.items()},
+        }}
+    update_card_companion(holder, o.name, o.weights_sha256, thresholds=point_thresholds)
+    if metrics:
+        update_card_companion(holder, o.name, o.weights_sha256, metrics=metrics)
+
+
+def test_thresholds_set_for_the_pair_replace_each_models_own(make_geotiff, bundles, tmp_path) -> None:
+    """A card holding thresholds set together with the other model (same weights): both models run at them, the
+    result records each model's thresholds and the pair's measured recall, and the detector gate checks every
+    model's threshold of every class against the ones that recall was measured at."""
+    a0, b0 = bundles
+    a, b = tmp_path / "tiny-a", tmp_path / "tiny-b"
+    shutil.copytree(a0, a)
+    shutil.copytree(b0, b)
+    _recall(a, {"pfm1": (0.10, 0.05), "pmn": (0.96, 0.95)})
+    _recall(b, {"pfm1": (0.50, 0.45)})
+    from rams.detector.bundle import update_card_metrics
+
+    update_card_metrics(b, "note", {}, operating_points={"precise": 0.5})
+    together = {"tiny-a": {"pfm1": 0.45, "pmn": 0.35}, "tiny-b": {"pfm1": 0.4, "submunition": 0.42}}
+    _pair_record(b, a, {"balanced": together, "precise": {"tiny-a": {"pmn": 0.6}, "tiny-b": {"pfm1": 0.6}}},
+                 measured={"pfm1": (0.93, 0.9), "pmn": (0.97, 0.95), "pom2": (0.5, 0.4)})
+    ortho = _ortho(make_geotiff)
+    out = tmp_path / "ab.gpkg"
+    s = run_detect(ortho, out, _cfg([a, b]))
+    meta = read_metadata(out)
+    per_model = json.loads(meta["model_class_thresholds"])
+    assert per_model["tiny-a"]["pfm1"] == 0.45 and per_model["tiny-a"]["pmn"] == 0.35
+    assert per_model["tiny-a"]["mon"] == 0.3  # not set for the pair: the model's own operating point
+    assert per_model["tiny-b"] == {"pfm1": 0.4, "pom2": 0.3, "submunition": 0.42}
+    assert s.class_thresholds["pfm1"] == 0.4  # the lowest score any model keeps a PFM-1 at
+    models = {m["model_name"]: m for m in json.loads(meta["models"])}
+    assert models["tiny-a"]["class_thresholds"]["pmn"] == 0.35
+    record = json.loads(meta["model_recall"])
+    assert record["per_class"] == {"pfm1": 0.93, "pmn": 0.97, "pom2": 0.5}
+    assert record["model_thresholds"] == together
+    assert "companions.tiny-a.metrics.synthetic_scenes of tiny-b" in record["source"]
+    assert json.loads(meta["joint_thresholds"])["point"] == "balanced"
+    assert not any("false alarms add up" in w for w in json.loads(meta["warnings"]))
+    # the gate: the pair's recall, at the pair's thresholds
+    assert run_detector_gate(meta, ["pfm1", "pmn"], 0.85) is None
+    assert "pom2" in (run_detector_gate(meta, ["pfm1", "pom2"], 0.85) or "")
+    stricter = dict(meta, model_class_thresholds=json.dumps({**per_model, "tiny-b": {"pfm1": 0.5}}))
+    why = run_detector_gate(stricter, ["pfm1"], 0.85) or ""
+    assert "score >= 0.5, stricter than the 0.4" in why and "(pfm1 (tiny-b))" in why
+    dropped = dict(meta, model_class_thresholds=json.dumps({"tiny-a": per_model["tiny-a"]}))
+    assert "tiny-b, which this run did not use" in (run_detector_gate(dropped, ["pfm1"], 0.85) or "")
+    # another operating point of the pair: its thresholds; no recall measured there for a stricter setting
+    p = tmp_path / "precise.gpkg"
+    run_detect(ortho, p, _cfg([a, b], operating_point="precise"))
+    pm = read_metadata(p)
+    assert json.loads(pm["model_class_thresholds"])["tiny-b"]["pfm1"] == 0.6
+    assert "stricter" in (run_detector_gate(pm, ["pfm1"], 0.85) or "")
+    # --threshold: one threshold for every class of every model, each model's own record, the false alarms add up
+    t = tmp_path / "t.gpkg"
+    run_detect(ortho, t, _cfg([a, b], threshold=0.3))
+    tm = read_metadata(t)
+    assert "joint_thresholds" not in tm or tm["joint_thresholds"] in (None, "", "null")
+    assert any("false alarms add up" in w for w in json.loads(tm["warnings"]))
+    assert "model_thresholds" not in json.loads(tm["model_recall"])
+
+
+def test_pair_thresholds_need_the_other_models_exact_weights(make_geotiff, bundles, tmp_path) -> None:
+    """Thresholds set beside one version of a model do not carry over to another: each runs at its own, with a
+    warning naming why; an operating point the pair has no thresholds for does the same."""
+    from rams.combine import find_joint
+    from rams.detector.bundle import read_card, update_card_companion
+
+    a0, b0 = bundles
+    a, b = tmp_path / "tiny-a", tmp_path / "tiny-b"
+    shutil.copytree(a0, a)
+    shutil.copytree(b0, b)
+    update_card_companion(b, "tiny-a", "0" * 64, thresholds={"balanced": {"tiny-a": {"pmn": 0.4},
+                                                                         "tiny-b": {"pfm1": 0.4}}})
+    ca, cb = read_card(a), read_card(b)
+    joint, note = find_joint([ca, cb], None)
+    assert joint is None and note is not None and "other weights of tiny-a" in note
+    out = tmp_path / "ab.gpkg"
+    run_detect(_ortho(make_geotiff), out, _cfg([a, b]))
+    meta = read_metadata(out)
+    assert json.loads(meta["model_class_thresholds"])["tiny-a"]["pmn"] == 0.3
+    warnings = json.loads(meta["warnings"])
+    assert any("other weights of tiny-a" in w for w in warnings)
+    assert any("false alarms add up" in w for w in warnings)
+    update_card_companion(b, "tiny-a", ca.weights_sha256, thresholds={"balanced": {"tiny-a": {"pmn": 0.4},
+                                                                                  "tiny-b": {"pfm1": 0.4}}})
+    cb = read_card(b)
+    joint, note = find_joint([cb, ca], None)
+    assert joint is not None and note is None and joint["holder"] == "tiny-b"
+    assert joint["thresholds"]["tiny-a"] == {"pmn": 0.4} and joint["record"] is None  # no recall measured yet
+    joint, note = find_joint([ca, cb], "high_recall")
+    assert joint is None and "no thresholds set with tiny-a for operating point 'high_recall'" in (note or "")
+    assert find_joint([ca], None) == (None, None)
+
+
+def test_card_companions_are_validated_and_absent_ones_leave_the_card_as_it_was(bundles, tmp_path) -> None:
+    from rams.detector.bundle import ModelCard, read_card
+    from rams.errors import ModelError
+
+    b = tmp_path / "tiny-b"
+    shutil.copytree(bundles[1], b)
+    text = (b / "model.json").read_text()
+    card = read_card(b)
+    assert "companions" not in card.model_dump(mode="json")
+    assert json.dumps(card.model_dump(mode="json"), indent=2) + "\n" == text
+    base = card.model_dump(mode="json")
+    good = {"weights_sha256": "a" * 64, "thresholds": {"balanced": {"tiny-b": {"pfm1": 0.4}, "x": {"pmn": 0.5}}}}
+    assert ModelCard.model_validate({**base, "companions": {"x": good}}).companions["x"].thresholds
+    bad = [
+        ({**good, "thresholds": {"balanced": {"tiny-b": {"pfm1": 0.4}}}}, "must give thresholds for"),
+        ({**good, "thresholds": {"nope": good["thresholds"]["balanced"]}}, "is not an operating point"),
+        ({**good, "thresholds": {"balanced": {"tiny-b": {"pmn": 0.4}, "x": {}}}}, "are not classes of this model"),
+        ({**good, "thresholds": {"balanced": {"tiny-b": {"pfm1": 1.4}, "x": {}}}}, "must be in (0, 1)"),
+        ({**good, "weights_sha256": "xyz"}, "64 lowercase hex"),
+    ]
+    for comp, words in bad:
+        (b / "model.json").write_text(json.dumps({**base, "companions": {"x": comp}}))
+        with pytest.raises(ModelError, match=words.replace("(", r"\(").replace(")", r"\)")):
+            read_card(b)

@@ -332,7 +332,9 @@ def model_names(detect: DetectConfig) -> list[str]:
 
 def model_config(detect: DetectConfig, i: int) -> DetectConfig:
     """The detect config of model ``i`` of a run alone (what ``rams detect`` plans each model with)."""
-    return detect.model_copy(update={"model": model_names(detect)[i], "extra_models": []})
+    names = model_names(detect)
+    return detect.model_copy(update={"model": names[i], "extra_models": [],
+                                     "companions": [n for j, n in enumerate(names) if j != i]})
 
 
 def _load_sha(sha: Path | None, sha_layer: str | None) -> tuple[gpd.GeoDataFrame | None, str | None]:

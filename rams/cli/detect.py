@@ -123,6 +123,7 @@ def detect(
         else f"analysed    {summary.analysed_ha:.3f} ha by every model (layer 'coverage'; outside it: not analysed)",
         f"detections  {summary.detections} at {_threshold_words(summary.class_thresholds, summary.threshold)} "
         f"({by_class}): candidates for review",
+        *([f"thresholds  {summary.joint}"] if summary.joint else []),
         f"speed       {summary.mpx:.0f} Mpx in {summary.seconds:.1f} s ({summary.mpx_per_s:.1f} Mpx/s)",
         f"output      {summary.output}",
     ]

@@ -27,7 +27,16 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SerializerFunctionWrapHandler,
+    ValidationError,
+    field_validator,
+    model_serializer,
+    model_validator,
+)
 
 from rams import __version__
 from rams.classes import CLASS_NAMES, get_class
@@ -102,6 +111,32 @@ class TrainingInfo(_Strict):
     """The bundle training started from (path, name, version, weights_sha256); None: random initialisation."""
 
 
+class Companion(_Strict):
+    """Thresholds set for this model and one other run **together** (``rams detect --model A --model B``).
+
+    Two models over one mosaic report the union of their detections, so their false alarms add up: each at its
+    own ``balanced`` point, a 0.5 cm specialist beside the default gave ~32 false alarms per hectare, not 10. A
+    companion record holds per operating point one threshold per class *for each of the two models*, chosen
+    together so that the union stays within the point's false-alarm rate (``scripts/calibrate_pair.py``), and
+    the recall of the union measured at them (``metrics``, read by the detector gate). It applies only to the
+    other model with exactly these weights (``weights_sha256``)."""
+
+    weights_sha256: str
+    """The other model's weights; another version of it does not get these thresholds."""
+    thresholds: dict[str, dict[str, dict[str, float]]]
+    """Operating point -> model name (this card's name and the other's) -> class -> score threshold."""
+    metrics: dict[str, Any] = Field(default_factory=dict)
+    """How the thresholds were set (``operating_point_calibration``) and the union's measured recall
+    (``synthetic_scenes`` or ``held_out_flights``, as in :attr:`ModelCard.metrics`)."""
+
+    @field_validator("weights_sha256")
+    @classmethod
+    def _hex(cls, v: str) -> str:
+        if len(v) != 64 or any(ch not in "0123456789abcdef" for ch in v):
+            raise ValueError("weights_sha256 must be 64 lowercase hex digits")
+        return v
+
+
 class ModelCard(_Strict):
     """Everything about a model that is not its weights (``model.json``)."""
 
@@ -136,9 +171,19 @@ class ModelCard(_Strict):
     training: TrainingInfo
     metrics: dict[str, Any] = Field(default_factory=dict)
     """Held-out metrics (how they were measured is part of the entry)."""
+    companions: dict[str, Companion] = Field(default_factory=dict)
+    """Other model's card name -> thresholds for running both together (:class:`Companion`)."""
     weights_sha256: str
     created: str
     rams_version: str
+
+    @model_serializer(mode="wrap")
+    def _drop_empty_companions(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        # a card without companions dumps as before they existed: same model.json, same card hashes in batch keys
+        data = handler(self)
+        if isinstance(data, dict) and not data.get("companions"):
+            data.pop("companions", None)
+        return data  # type: ignore[no-any-return]
 
     @field_validator("classes")
     @classmethod
@@ -196,6 +241,25 @@ class ModelCard(_Strict):
             for c, thr in per_class.items():
                 if not 0.0 < thr < 1.0:
                     raise ValueError(f"class_thresholds[{name!r}][{c!r}]: threshold {thr} must be in (0, 1)")
+        for other, comp in self.companions.items():
+            if other == self.name:
+                raise ValueError(f"companions: {other!r} is this model itself")
+            for point, by_model in comp.thresholds.items():
+                if point not in self.operating_points:
+                    raise ValueError(f"companions[{other!r}].thresholds: {point!r} is not an operating point "
+                                     f"({sorted(self.operating_points)})")
+                if set(by_model) != {self.name, other}:
+                    raise ValueError(f"companions[{other!r}].thresholds[{point!r}] must give thresholds for "
+                                     f"{self.name!r} and {other!r}, not {sorted(by_model)}")
+                unknown = [c for c in by_model[self.name] if c not in self.classes]
+                if unknown:
+                    raise ValueError(f"companions[{other!r}].thresholds[{point!r}]: {unknown} are not classes of "
+                                     "this model")
+                for model, per_class in by_model.items():
+                    for c, thr in per_class.items():
+                        if not 0.0 < thr < 1.0:
+                            raise ValueError(f"companions[{other!r}].thresholds[{point!r}][{model!r}][{c!r}]: "
+                                             f"threshold {thr} must be in (0, 1)")
         return self
 
     @property
@@ -434,6 +498,36 @@ def update_card_metrics(
         changes["class_thresholds"] = {**card.class_thresholds, **class_thresholds}
     try:
         new = ModelCard.model_validate({**card.model_dump(mode="json"), **changes})
+    except ValidationError as err:
+        raise ModelError(f"cannot update {folder / CARD_FILE}: {_one_line(err)}") from err
+    tmp = folder / f".{CARD_FILE}.tmp"
+    tmp.write_text(json.dumps(new.model_dump(mode="json"), indent=2) + "\n")
+    os.replace(tmp, folder / CARD_FILE)
+    return new
+
+
+def update_card_companion(
+    folder: Path,
+    other: str,
+    weights_sha256: str,
+    thresholds: dict[str, dict[str, dict[str, float]]] | None = None,
+    metrics: dict[str, Any] | None = None,
+) -> ModelCard:
+    """Set the thresholds for running this bundle beside model ``other`` (whose weights hash is
+    ``weights_sha256``), and/or merge ``metrics`` into that record (atomically; weights untouched). New
+    thresholds, or other weights of ``other``, start the record afresh (old metrics belonged to old thresholds)."""
+    folder = Path(folder)
+    card = read_card(folder)
+    companions: dict[str, Any] = {k: v.model_dump(mode="json") for k, v in card.companions.items()}
+    old = card.companions.get(other)
+    keep = old is not None and old.weights_sha256 == weights_sha256 and thresholds is None
+    companions[other] = {
+        "weights_sha256": weights_sha256,
+        "thresholds": old.thresholds if keep and old is not None else (thresholds or {}),
+        "metrics": {**(old.metrics if keep and old is not None else {}), **(metrics or {})},
+    }
+    try:
+        new = ModelCard.model_validate({**card.model_dump(mode="json"), "companions": companions})
     except ValidationError as err:
         raise ModelError(f"cannot update {folder / CARD_FILE}: {_one_line(err)}") from err
     tmp = folder / f".{CARD_FILE}.tmp"
