@@ -388,6 +388,9 @@ def test_pair_thresholds_need_the_other_models_exact_weights(make_geotiff, bundl
     joint, note = find_joint([cb, ca], None)
     assert joint is not None and note is None and joint["holder"] == "tiny-b"
     assert joint["thresholds"]["tiny-a"] == {"pmn": 0.4} and joint["record"] is None  # no recall measured yet
+    res = runner.invoke(app, ["models", "show", str(b)])
+    assert res.exit_code == 0, res.output
+    assert "beside        tiny-a (weights" in res.output and "balanced, tiny-a: pmn 0.40" in res.output
     joint, note = find_joint([ca, cb], "high_recall")
     assert joint is None and "no thresholds set with tiny-a for operating point 'high_recall'" in (note or "")
     assert find_joint([ca], None) == (None, None)

@@ -95,6 +95,14 @@ def show(
         lines.append(f"note          {note}")
     for key, value in card.metrics.items():
         lines.extend(_metric_lines(key, value))
+    for other, comp in card.companions.items():
+        lines.append(f"beside        {other} (weights {comp.weights_sha256[:12]}...): thresholds set for both together "
+                     "(rams detect --model " + f"{other} --model {card.name})")  # fmt: skip
+        for point, by_model in comp.thresholds.items():
+            for model, per in by_model.items():
+                lines.append(f"              {point}, {model}: " + ", ".join(f"{c} {t:.2f}" for c, t in per.items()))
+        for key, value in comp.metrics.items():
+            lines.extend(f"  {line}" for line in _metric_lines(key, value))
     typer.echo("\n".join(lines))
 
 
