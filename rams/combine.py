@@ -44,7 +44,7 @@ JOINT_KEY = "joint_thresholds"
 
 def find_joint(cards: Sequence[Any], operating_point: str | None) -> tuple[dict[str, Any] | None, str | None]:
     """The thresholds set together for these models (two cards, one holding a ``companions`` record for the other
-    with the other's exact weights), at ``operating_point`` (None: the holder's default point).
+    with the other's exact weights), at ``operating_point`` (None: the record's default point, else the holder's).
 
     Returns (joint, note): ``joint`` is None where no record applies; then ``note`` says why when a record exists
     but does not fit (other weights, no such point), else None. ``joint`` holds ``models`` (card names), ``point``,
@@ -63,7 +63,7 @@ def find_joint(cards: Sequence[Any], operating_point: str | None) -> tuple[dict[
             note = (f"{a.name}'s thresholds for running beside {b.name} were set for other weights of {b.name} "
                     f"({comp.weights_sha256[:12]}..., not {b.weights_sha256[:12]}...); each model runs at its own")
             continue
-        point = operating_point or a.default_operating_point
+        point = operating_point or comp.default_operating_point or a.default_operating_point
         if point not in comp.thresholds:
             note = (f"{a.name} has no thresholds set with {b.name} for operating point {point!r} (only "
                     f"{', '.join(sorted(comp.thresholds))}); each model runs at its own")
@@ -79,7 +79,8 @@ def find_joint(cards: Sequence[Any], operating_point: str | None) -> tuple[dict[
                                               for m, per in measured.items()}
                 record["source"] = f"companions.{b.name}.{record['source']} of {a.name}"
         calib = ((comp.metrics.get("operating_point_calibration") or {}).get("points") or {}).get(point) or {}
-        return {"models": [a.name, b.name], "holder": a.name, "point": point, "thresholds": thresholds,
+        # (the same dict for each model's own run: other model first, then the holder)
+        return {"models": [b.name, a.name], "holder": a.name, "point": point, "thresholds": thresholds,
                 "record": record, "fp_per_ha_limit": calib.get("fp_per_ha_limit")}, None
     return None, note
 

@@ -157,6 +157,22 @@ def load_pooled(root: Path, seeds: list[int], cards: list[Any], models: list[str
     )
 
 
+def scene_recipe(root: Path, seeds: list[int]) -> str:
+    """'rams synth scenes (30 x 30 m at 0.5 cm, mixed targets, 600 per ha; terrains ...)' from the scenes'
+    ``scene.json`` (annotated flights: their folder)."""
+    configs = []
+    for seed in seeds:
+        folder = sorted(root.glob(f"s{seed}-*"))[0]
+        meta = folder / "scene.json"
+        if not meta.exists():
+            return f"flights in {root}"
+        configs.append(json.loads(meta.read_text())["config"])
+    c = configs[0]
+    terrains = ",".join(dict.fromkeys(str(x["terrain"]) for x in configs))
+    return (f"rams synth scenes ({c['width_m']:g} x {c['height_m']:g} m at {c['gsd_m'] * 100:g} cm, {c['targets']} "
+            f"targets, {c['target_density_per_ha']:g} per ha; terrains {terrains}) in {root}")
+
+
 def _grid(step: float) -> list[float]:
     n = int(round(0.90 / step))
     return [round(0.05 + step * i, 2) for i in range(n + 1)]
@@ -249,7 +265,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--calibrate", default=None, metavar="NAME=FP_PER_HA,...",
                     help="set these operating points (names of --model's card) on these scenes")
     ap.add_argument("--operating-point", default=None, help="without --calibrate: the point to evaluate "
-                    "(default: --model's default point)")  # fmt: skip
+                    "(default: the pair's default point); recorded as synthetic_scenes (what the detector gate "
+                    "reads) for the pair's default point, synthetic_scenes_at_POINT for another")  # fmt: skip
+    ap.add_argument("--pair-default", default=None, metavar="POINT",
+                    help="with --calibrate: the point the pair runs at when none is asked for (default: --model's "
+                         "default point)")
     ap.add_argument("--json", default=None)
     ap.add_argument("--update-card", action="store_true")
     args = ap.parse_args(argv)
@@ -265,8 +285,8 @@ def main(argv: list[str] | None = None) -> int:
     pool = load_pooled(Path(args.scenes_dir), seeds, cards, [args.beside, args.model], args.min_px)
     classes = [c for c in holder.classes] + [c for c in other.classes if c not in holder.classes]
     has = {c: (c in other.classes, c in holder.classes) for c in classes}
-    where = (f"{len(seeds)} scenes in {args.scenes_dir} (seeds {args.seeds}), {pool.area_ha:.3f} ha where both models "
-             f"looked; items >= {args.min_px:g} px at {min(c.gsd_m for c in cards)} m")  # fmt: skip
+    where = (f"{len(seeds)} {scene_recipe(Path(args.scenes_dir), seeds)} (seeds {args.seeds}), {pool.area_ha:.3f} ha "
+             f"where both models looked; items >= {args.min_px:g} px at {min(c.gsd_m for c in cards)} m")  # fmt: skip
 
     def as_models(t: dict[str, tuple[float, float]]) -> dict[str, dict[str, float]]:
         return {other.name: {c: v[0] for c, v in t.items() if has[c][0]},
@@ -311,9 +331,12 @@ def main(argv: list[str] | None = None) -> int:
         if args.json:
             Path(args.json).write_text(json.dumps(record, indent=2))
         if args.update_card:
+            if args.pair_default is not None and args.pair_default not in points:
+                sys.exit(f"error: --pair-default {args.pair_default!r} is not one of the calibrated points")
             update_card_companion(folder, other.name, other.weights_sha256,
                                   thresholds={n: p["thresholds"] for n, p in points.items()},
-                                  metrics={"operating_point_calibration": record})  # fmt: skip
+                                  metrics={"operating_point_calibration": record},
+                                  default_operating_point=args.pair_default)  # fmt: skip
             print(f"thresholds beside {other.name} written to {folder / 'model.json'}")
         return 0
 
@@ -321,7 +344,8 @@ def main(argv: list[str] | None = None) -> int:
     if comp is None or comp.weights_sha256 != other.weights_sha256:
         sys.exit(f"error: {holder.name}'s card has no thresholds set beside these weights of {other.name}; run with "
                  "--calibrate on calibration scenes first")
-    point = args.operating_point or holder.default_operating_point
+    pair_default = comp.default_operating_point or holder.default_operating_point
+    point = args.operating_point or pair_default
     if point not in comp.thresholds:
         sys.exit(f"error: no thresholds beside {other.name} for {point!r} (only {sorted(comp.thresholds)})")
     set_t = comp.thresholds[point]
@@ -356,8 +380,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.json:
         Path(args.json).write_text(json.dumps(result, indent=2))
     if args.update_card:
-        update_card_companion(folder, other.name, other.weights_sha256, metrics={"synthetic_scenes": result})
-        print(f"recorded in {folder / 'model.json'} (companions.{other.name}.metrics.synthetic_scenes)")
+        key = "synthetic_scenes" if point == pair_default else f"synthetic_scenes_at_{point}"
+        update_card_companion(folder, other.name, other.weights_sha256, metrics={key: result})
+        print(f"recorded in {folder / 'model.json'} (companions.{other.name}.metrics.{key})")
     return 0
 
 

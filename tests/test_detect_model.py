@@ -12,6 +12,7 @@ scripts/eval_model.py and reported in its card.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import geopandas as gpd
@@ -23,6 +24,7 @@ from typer.testing import CliRunner
 from rams.cli.main import app
 from rams.detect import DetectConfig, other_models_hint, run_detect
 from rams.evaluate import evaluate
+from rams.layers import read_metadata
 
 runner = CliRunner()
 
@@ -112,7 +114,8 @@ def test_shipped_scatterable_specialist_finds_what_the_default_cannot(tmp_path: 
     """`models/scatterable-05cm` beside the default on a 0.5 cm flight of scatterable mines (sand, seed 9302: 5 PFM-1,
     3 POM-2, 4 submunitions among stones and litter). Measured (v0.1.0 with default v1.1.1): the default alone found
     2 of 12 (POM-2 only; PFM-1 and submunitions are a few pixels at its 1 cm), both together 9 of 12 (PFM-1 3 of 5)
-    with no false alarm. Floors: >= 6 of 12 and >= 2 PFM-1 together, <= 60 FP/ha; they fail if the specialist is
+    with no false alarm (each at its own `balanced`, and again at the thresholds set for the pair, `high_recall`,
+    since 2026-11-28). Floors: >= 6 of 12 and >= 2 PFM-1 together, <= 60 FP/ha; they fail if the specialist is
     not run, reads the flight at the wrong GSD or bands, or its detections are lost in the combination. Its
     acceptance figures are the card's (`scripts/eval_model.py` on 18 scenes), not these."""
     scene = tmp_path / "scatter"
@@ -132,6 +135,9 @@ def test_shipped_scatterable_specialist_finds_what_the_default_cannot(tmp_path: 
     assert rep.per_class["pfm1"].tp >= 2
     assert p["model"].str.contains("scatterable-05cm").any()
     assert "hint" not in r.output  # every shipped RGB model that serves 0.5 cm ran
+    # at the thresholds set for the two together (the specialist's card: companions.default), and it says so
+    assert "thresholds  high_recall, set for default and scatterable-05cm run together (<= 30 false" in r.output
+    assert json.loads(read_metadata(out)["joint_thresholds"])["holder"] == "scatterable-05cm"
     # the default alone on this flight says which shipped model it leaves out, and how to add it
     r = runner.invoke(app, ["detect", str(scene / "ortho.tif"), "--out", str(tmp_path / "alone.gpkg")])
     assert r.exit_code == 0, r.output

@@ -96,8 +96,9 @@ def show(
     for key, value in card.metrics.items():
         lines.extend(_metric_lines(key, value))
     for other, comp in card.companions.items():
+        point = comp.default_operating_point or card.default_operating_point
         lines.append(f"beside        {other} (weights {comp.weights_sha256[:12]}...): thresholds set for both together "
-                     "(rams detect --model " + f"{other} --model {card.name})")  # fmt: skip
+                     f"(rams detect --model {other} --model {card.name}; default point {point})")  # fmt: skip
         for point, by_model in comp.thresholds.items():
             for model, per in by_model.items():
                 lines.append(f"              {point}, {model}: " + ", ".join(f"{c} {t:.2f}" for c, t in per.items()))

@@ -111,6 +111,12 @@ class TrainingInfo(_Strict):
     """The bundle training started from (path, name, version, weights_sha256); None: random initialisation."""
 
 
+def _sha256_hex(v: str) -> str:
+    if len(v) != 64 or any(ch not in "0123456789abcdef" for ch in v):
+        raise ValueError("weights_sha256 must be 64 lowercase hex digits")
+    return v
+
+
 class Companion(_Strict):
     """Thresholds set for this model and one other run **together** (``rams detect --model A --model B``).
 
@@ -125,6 +131,9 @@ class Companion(_Strict):
     """The other model's weights; another version of it does not get these thresholds."""
     thresholds: dict[str, dict[str, dict[str, float]]]
     """Operating point -> model name (this card's name and the other's) -> class -> score threshold."""
+    default_operating_point: str | None = None
+    """The point the pair runs at when none is asked for (None: this card's default). It may differ from each
+    model's own: a pair run to find what one model misses can be meant for a looser false-alarm rate."""
     metrics: dict[str, Any] = Field(default_factory=dict)
     """How the thresholds were set (``operating_point_calibration``) and the union's measured recall
     (``synthetic_scenes`` or ``held_out_flights``, as in :attr:`ModelCard.metrics`)."""
@@ -132,9 +141,7 @@ class Companion(_Strict):
     @field_validator("weights_sha256")
     @classmethod
     def _hex(cls, v: str) -> str:
-        if len(v) != 64 or any(ch not in "0123456789abcdef" for ch in v):
-            raise ValueError("weights_sha256 must be 64 lowercase hex digits")
-        return v
+        return _sha256_hex(v)
 
 
 class ModelCard(_Strict):
@@ -198,9 +205,7 @@ class ModelCard(_Strict):
     @field_validator("weights_sha256")
     @classmethod
     def _hex(cls, v: str) -> str:
-        if len(v) != 64 or any(ch not in "0123456789abcdef" for ch in v):
-            raise ValueError("weights_sha256 must be 64 lowercase hex digits")
-        return v
+        return _sha256_hex(v)
 
     @model_validator(mode="after")
     def _consistent(self) -> ModelCard:
@@ -244,6 +249,9 @@ class ModelCard(_Strict):
         for other, comp in self.companions.items():
             if other == self.name:
                 raise ValueError(f"companions: {other!r} is this model itself")
+            if comp.default_operating_point is not None and comp.default_operating_point not in comp.thresholds:
+                raise ValueError(f"companions[{other!r}].default_operating_point {comp.default_operating_point!r} has "
+                                 f"no thresholds ({sorted(comp.thresholds)})")
             for point, by_model in comp.thresholds.items():
                 if point not in self.operating_points:
                     raise ValueError(f"companions[{other!r}].thresholds: {point!r} is not an operating point "
@@ -496,14 +504,7 @@ def update_card_metrics(
         changes["operating_points"] = {**card.operating_points, **operating_points}
     if class_thresholds is not None:
         changes["class_thresholds"] = {**card.class_thresholds, **class_thresholds}
-    try:
-        new = ModelCard.model_validate({**card.model_dump(mode="json"), **changes})
-    except ValidationError as err:
-        raise ModelError(f"cannot update {folder / CARD_FILE}: {_one_line(err)}") from err
-    tmp = folder / f".{CARD_FILE}.tmp"
-    tmp.write_text(json.dumps(new.model_dump(mode="json"), indent=2) + "\n")
-    os.replace(tmp, folder / CARD_FILE)
-    return new
+    return _rewrite_card(folder, {**card.model_dump(mode="json"), **changes})
 
 
 def update_card_companion(
@@ -512,10 +513,12 @@ def update_card_companion(
     weights_sha256: str,
     thresholds: dict[str, dict[str, dict[str, float]]] | None = None,
     metrics: dict[str, Any] | None = None,
+    default_operating_point: str | None = None,
 ) -> ModelCard:
     """Set the thresholds for running this bundle beside model ``other`` (whose weights hash is
-    ``weights_sha256``), and/or merge ``metrics`` into that record (atomically; weights untouched). New
-    thresholds, or other weights of ``other``, start the record afresh (old metrics belonged to old thresholds)."""
+    ``weights_sha256``), and/or merge ``metrics`` into that record, and/or set the pair's default point
+    (atomically; weights untouched). New thresholds, or other weights of ``other``, start the record afresh (old
+    metrics belonged to old thresholds)."""
     folder = Path(folder)
     card = read_card(folder)
     companions: dict[str, Any] = {k: v.model_dump(mode="json") for k, v in card.companions.items()}
@@ -525,9 +528,15 @@ def update_card_companion(
         "weights_sha256": weights_sha256,
         "thresholds": old.thresholds if keep and old is not None else (thresholds or {}),
         "metrics": {**(old.metrics if keep and old is not None else {}), **(metrics or {})},
+        "default_operating_point": default_operating_point or (old.default_operating_point if keep and old else None),
     }
+    return _rewrite_card(folder, {**card.model_dump(mode="json"), "companions": companions})
+
+
+def _rewrite_card(folder: Path, data: dict[str, Any]) -> ModelCard:
+    """Validate ``data`` as a card and write it as the bundle's ``model.json`` (atomically)."""
     try:
-        new = ModelCard.model_validate({**card.model_dump(mode="json"), "companions": companions})
+        new = ModelCard.model_validate(data)
     except ValidationError as err:
         raise ModelError(f"cannot update {folder / CARD_FILE}: {_one_line(err)}") from err
     tmp = folder / f".{CARD_FILE}.tmp"
