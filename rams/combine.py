@@ -50,7 +50,7 @@ def find_joint(cards: Sequence[Any], operating_point: str | None) -> tuple[dict[
     but does not fit (other weights, no such point), else None. ``joint`` holds ``models`` (card names), ``point``,
     ``thresholds`` (model name -> class -> threshold), ``record`` (the union's measured recall for the detector
     gate, with ``model_thresholds``; None if not measured) and ``holder`` (the card that holds the record)."""
-    from rams.gate import model_recall_record
+    from rams.gate import RECALL_KEYS, model_recall_record
 
     if len(cards) != 2:
         return None, None
@@ -69,9 +69,16 @@ def find_joint(cards: Sequence[Any], operating_point: str | None) -> tuple[dict[
                     f"{', '.join(sorted(comp.thresholds))}); each model runs at its own")
             continue
         thresholds = {m: {str(c): float(t) for c, t in per.items()} for m, per in comp.thresholds[point].items()}
-        record = model_recall_record(comp.metrics)
+        # the pair's recall measured at this point (``synthetic_scenes_at_POINT``), else at its default point (the
+        # gate then sees whether this point's thresholds are stricter than those)
+        at_point = {k: comp.metrics[f"{k}_at_{point}"] for k in RECALL_KEYS if f"{k}_at_{point}" in comp.metrics}
+        metrics = at_point or comp.metrics
+        record = model_recall_record(metrics)
         if record is not None:
-            measured = (comp.metrics.get(record["source"].removeprefix("metrics.")) or {}).get("model_thresholds")
+            key = record["source"].removeprefix("metrics.")
+            measured = (metrics.get(key) or {}).get("model_thresholds")
+            if at_point:
+                record["source"] = f"metrics.{key}_at_{point}"
             if not isinstance(measured, Mapping):
                 record = None  # a union's recall means nothing without the thresholds it was measured at
             else:

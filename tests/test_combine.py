@@ -351,6 +351,19 @@ def test_thresholds_set_for_the_pair_replace_each_models_own(make_geotiff, bundl
     pm = read_metadata(p)
     assert json.loads(pm["model_class_thresholds"])["tiny-b"]["pfm1"] == 0.6
     assert "stricter" in (run_detector_gate(pm, ["pfm1"], 0.85) or "")
+    # ... until the pair is measured there too: then that record is the run's
+    from rams.detector.bundle import read_card, update_card_companion
+
+    precise = {"tiny-a": {"pmn": 0.6}, "tiny-b": {"pfm1": 0.6}}
+    update_card_companion(b, "tiny-a", read_card(a).weights_sha256, metrics={"synthetic_scenes_at_precise": {
+        "what": "test pair, precise", "model_thresholds": precise,
+        "per_class": {"pfm1": {"recall": 0.91, "recall_ci95": [0.88, 1.0]}}}})
+    run_detect(ortho, p, _cfg([a, b], operating_point="precise"), overwrite=True)
+    pm = read_metadata(p)
+    rec = json.loads(pm["model_recall"])
+    assert rec["per_class"] == {"pfm1": 0.91} and rec["source"].endswith("synthetic_scenes_at_precise of tiny-b")
+    assert run_detector_gate(pm, ["pfm1"], 0.85) is None
+    assert "pmn not measured" in (run_detector_gate(pm, ["pfm1", "pmn"], 0.85) or "")
     # --threshold: one threshold for every class of every model, each model's own record, the false alarms add up
     t = tmp_path / "t.gpkg"
     run_detect(ortho, t, _cfg([a, b], threshold=0.3))
