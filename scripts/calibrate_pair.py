@@ -205,11 +205,12 @@ def class_options(pool: Pooled, cls: str, has: tuple[bool, bool], cap: tuple[flo
 
 
 def joint_thresholds(pool: Pooled, classes: list[str], has: dict[str, tuple[bool, bool]], fp_budget: float,
-                     fixed: dict[str, tuple[float, float]], cap: dict[str, tuple[float, float]] | None
-                     ) -> dict[str, tuple[float, float]]:  # fmt: skip
+                     fixed: dict[str, tuple[float, float]], cap: dict[str, tuple[float, float]] | None,
+                     floors: dict[str, int] | None = None) -> dict[str, tuple[float, float]]:  # fmt: skip
     """Per class (threshold A, threshold B) maximising the mean per-class recall of the union with at most
     ``fp_budget`` class-aware false positives in all. Classes without counted items keep ``fixed`` (their false
-    positives are charged first)."""
+    positives are charged first). ``floors``: per class, the fewest items the union must find (e.g. what each model
+    finds at its own operating point), so that no class pays for another; exits where they cannot all be met."""
     budget = int(np.floor(fp_budget + 1e-9))
     out: dict[str, tuple[float, float]] = {}
     options: dict[str, list[tuple[float, int, tuple[float, float]]]] = {}
@@ -220,6 +221,10 @@ def joint_thresholds(pool: Pooled, classes: list[str], has: dict[str, tuple[bool
             out[c] = t
             budget -= pool.counts(c, t)[2]
             continue
+        if floors and c in floors:
+            front = [o for o in front if o[0] >= floors[c]]
+            if not front:
+                sys.exit(f"error: class {c} cannot find its floor of {floors[c]} items within the thresholds allowed")
         options[c] = [(found / n, fp, t) for found, fp, t in front]
     best: dict[int, tuple[float, dict[str, tuple[float, float]]]] = {0: (0.0, {})}
     for c, opts in options.items():
@@ -233,7 +238,8 @@ def joint_thresholds(pool: Pooled, classes: list[str], has: dict[str, tuple[bool
                 if u not in nxt or v > nxt[u][0] + 1e-12:
                     nxt[u] = (v, {**chosen, c: t})
         if not nxt:
-            sys.exit(f"error: no thresholds of class {c} fit the false-alarm budget; use more scenes")
+            sys.exit(f"error: no thresholds of class {c} fit the false-alarm budget"
+                     + (" with every class at its floor" if floors else "") + "; use more scenes or a looser rate")
         best = nxt
     _, (_, chosen) = max(best.items(), key=lambda kv: (round(kv[1][0], 9), -kv[0]))
     out.update(chosen)
@@ -267,6 +273,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--operating-point", default=None, help="without --calibrate: the point to evaluate "
                     "(default: the pair's default point); recorded as synthetic_scenes (what the detector gate "
                     "reads) for the pair's default point, synthetic_scenes_at_POINT for another")  # fmt: skip
+    ap.add_argument("--floor", action="append", default=[], metavar="POINT=OWN_POINT",
+                    help="with --calibrate: at the pair's POINT, every class must find at least what the two models "
+                         "find each at its own OWN_POINT on these scenes (e.g. high_recall=balanced: no class pays "
+                         "for another)")
     ap.add_argument("--pair-default", default=None, metavar="POINT",
                     help="with --calibrate: the point the pair runs at when none is asked for (default: --model's "
                          "default point)")
@@ -306,11 +316,20 @@ def main(argv: list[str] | None = None) -> int:
         points: dict[str, Any] = {}
         cap: dict[str, tuple[float, float]] | None = None
         pool.max_fp = int(np.floor(max(rates.values()) * pool.area_ha))
+        floor_of = dict(f.split("=", 1) for f in args.floor)
+        unknown = sorted(set(floor_of) - set(rates))
+        if unknown:
+            sys.exit(f"error: --floor for {unknown}, which are not calibrated here ({sorted(rates)})")
         for name, rate in sorted(rates.items(), key=lambda kv: kv[1]):
-            t = joint_thresholds(pool, classes, has, rate * pool.area_ha, own_point(name), cap)
+            floors = None
+            if name in floor_of:
+                own = union_counts(pool, classes, own_point(floor_of[name]))["per_class"]
+                floors = {c: int(r["found"]) for c, r in own.items() if r["items"]}
+            t = joint_thresholds(pool, classes, has, rate * pool.area_ha, own_point(name), cap, floors)
             cap = t
             pool.max_fp = None  # exact counts for the record
             points[name] = {"fp_per_ha_limit": rate, "thresholds": as_models(t), **union_counts(pool, classes, t),
+                            **({"floors": {"each_at_its_own": floor_of[name], "found": floors}} if floors else {}),
                             "each_at_its_own_point": union_counts(pool, classes, own_point(name))["class_aware"]}
             u, own = points[name]["class_aware"], points[name]["each_at_its_own_point"]
             pool.max_fp = int(np.floor(max(rates.values()) * pool.area_ha))
@@ -321,7 +340,9 @@ def main(argv: list[str] | None = None) -> int:
         record = {
             "what": f"thresholds of {other.name} and {holder.name} set together on {where}: per operating point one "
                     "threshold per class and model, maximising the mean per-class recall of the union with the "
-                    "class-aware false positives of all classes within the rate (scripts/calibrate_pair.py)",
+                    "class-aware false positives of all classes within the rate (scripts/calibrate_pair.py)"
+                    + "".join(f"; at {p} every class finds at least what the two models find each at its own {o}"
+                              for p, o in floor_of.items()),
             "points": points,
             "notes": [f"{n} ({r:g} FP/ha) rests on {r * pool.area_ha:.1f} false alarms: noisy thresholds"
                       for n, r in rates.items() if r * pool.area_ha < MIN_FALSE_ALARMS],

@@ -67,3 +67,15 @@ def test_pair_thresholds_fit_the_budget_and_find_the_most(pair: Any) -> None:
     rows = pair.union_counts(pool, ["pfm1", "pmn"], got)
     assert rows["per_class"]["pfm1"]["found"] == 10 and rows["class_aware"]["fp"] == 2
     assert rows["class_aware"]["items"] == 15 and rows["class_aware"]["fp_per_ha"] == 2.0
+
+
+def test_recall_floors_keep_every_class_or_say_they_cannot(pair: Any) -> None:
+    pool = _pool(pair)
+    has = {"pfm1": (True, True), "pmn": (True, False)}
+    fixed = {"pfm1": (0.5, 0.5), "pmn": (0.5, 2.0)}
+    got = pair.joint_thresholds(pool, ["pfm1", "pmn"], has, 2.0, fixed, None, {"pfm1": 10, "pmn": 5})
+    assert pool.counts("pfm1", got["pfm1"])[1] == 10 and pool.counts("pmn", got["pmn"])[1] == 5
+    with pytest.raises(SystemExit, match="with every class at its floor"):
+        pair.joint_thresholds(pool, ["pfm1", "pmn"], has, 0.0, fixed, None, {"pfm1": 10})
+    with pytest.raises(SystemExit, match="cannot find its floor of 11 items"):
+        pair.joint_thresholds(pool, ["pfm1", "pmn"], has, 5.0, fixed, None, {"pfm1": 11})
