@@ -84,7 +84,7 @@ def find_joint(cards: Sequence[Any], operating_point: str | None) -> tuple[dict[
             else:
                 record["model_thresholds"] = {m: {str(c): float(t) for c, t in per.items()}
                                               for m, per in measured.items()}
-                record["source"] = f"companions.{b.name}.{record['source']} of {a.name}"
+                record["source"] = f"companions.{b.name}.{record['source']} in the card of {a.name}: the pair's recall"
         calib = ((comp.metrics.get("operating_point_calibration") or {}).get("points") or {}).get(point) or {}
         # (the same dict for each model's own run: other model first, then the holder)
         return {"models": [b.name, a.name], "holder": a.name, "point": point, "thresholds": thresholds,

@@ -127,7 +127,8 @@ def detector_gate(
             weak.append(f"{c} {float(rec):.2f}")
     if weak:
         where = record.get("source") or "held-out scenes"
-        return f"model recall below {min_recall:g} for {', '.join(weak)} ({where} of the model card)"
+        where = where if record.get("model_thresholds") else f"{where} of the model card"
+        return f"model recall below {min_recall:g} for {', '.join(weak)} ({where})"
     return None
 
 

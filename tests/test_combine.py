@@ -334,12 +334,14 @@ def test_thresholds_set_for_the_pair_replace_each_models_own(make_geotiff, bundl
     record = json.loads(meta["model_recall"])
     assert record["per_class"] == {"pfm1": 0.93, "pmn": 0.97, "pom2": 0.5}
     assert record["model_thresholds"] == together
-    assert "companions.tiny-a.metrics.synthetic_scenes of tiny-b" in record["source"]
+    assert "companions.tiny-a.metrics.synthetic_scenes in the card of tiny-b: the pair's recall" in record["source"]
     assert json.loads(meta["joint_thresholds"])["point"] == "balanced"
     assert not any("false alarms add up" in w for w in json.loads(meta["warnings"]))
     # the gate: the pair's recall, at the pair's thresholds
     assert run_detector_gate(meta, ["pfm1", "pmn"], 0.85) is None
-    assert "pom2" in (run_detector_gate(meta, ["pfm1", "pom2"], 0.85) or "")
+    why = run_detector_gate(meta, ["pfm1", "pom2"], 0.85) or ""
+    assert "pom2 0.50 (95 % lower bound 0.40) (companions.tiny-a.metrics.synthetic_scenes in the card of tiny-b: " \
+        "the pair's recall)" in why
     stricter = dict(meta, model_class_thresholds=json.dumps({**per_model, "tiny-b": {"pfm1": 0.5}}))
     why = run_detector_gate(stricter, ["pfm1"], 0.85) or ""
     assert "score >= 0.5, stricter than the 0.4" in why and "(pfm1 (tiny-b))" in why
@@ -361,7 +363,7 @@ def test_thresholds_set_for_the_pair_replace_each_models_own(make_geotiff, bundl
     run_detect(ortho, p, _cfg([a, b], operating_point="precise"), overwrite=True)
     pm = read_metadata(p)
     rec = json.loads(pm["model_recall"])
-    assert rec["per_class"] == {"pfm1": 0.91} and rec["source"].endswith("synthetic_scenes_at_precise of tiny-b")
+    assert rec["per_class"] == {"pfm1": 0.91} and "synthetic_scenes_at_precise in the card of tiny-b" in rec["source"]
     assert run_detector_gate(pm, ["pfm1"], 0.85) is None
     assert "pmn not measured" in (run_detector_gate(pm, ["pfm1", "pmn"], 0.85) or "")
     # --threshold: one threshold for every class of every model, each model's own record, the false alarms add up
