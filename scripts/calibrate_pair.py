@@ -291,6 +291,15 @@ def main(argv: list[str] | None = None) -> int:
     holder, other = cards[1], cards[0]
     if holder.name == other.name:
         sys.exit("error: --model and --beside are the same model")
+    comp = holder.companions.get(other.name)
+    if not args.calibrate:  # measuring needs thresholds set beside exactly these weights: say so before any work
+        if comp is None or comp.weights_sha256 != other.weights_sha256:
+            sys.exit(f"error: {holder.name}'s card has no thresholds set beside these weights of {other.name}; run "
+                     "with --calibrate on calibration scenes first")
+        pair_default = comp.default_operating_point or holder.default_operating_point
+        point = args.operating_point or pair_default
+        if point not in comp.thresholds:
+            sys.exit(f"error: no thresholds beside {other.name} for {point!r} (only {sorted(comp.thresholds)})")
     seeds = parse_seeds(args.seeds)
     pool = load_pooled(Path(args.scenes_dir), seeds, cards, [args.beside, args.model], args.min_px)
     classes = [c for c in holder.classes] + [c for c in other.classes if c not in holder.classes]
@@ -361,14 +370,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"thresholds beside {other.name} written to {folder / 'model.json'}")
         return 0
 
-    comp = holder.companions.get(other.name)
-    if comp is None or comp.weights_sha256 != other.weights_sha256:
-        sys.exit(f"error: {holder.name}'s card has no thresholds set beside these weights of {other.name}; run with "
-                 "--calibrate on calibration scenes first")
-    pair_default = comp.default_operating_point or holder.default_operating_point
-    point = args.operating_point or pair_default
-    if point not in comp.thresholds:
-        sys.exit(f"error: no thresholds beside {other.name} for {point!r} (only {sorted(comp.thresholds)})")
+    assert comp is not None
     set_t = comp.thresholds[point]
     t = {c: (set_t[other.name].get(c, 2.0), set_t[holder.name].get(c, 2.0)) for c in classes}
     together = union_counts(pool, classes, t)

@@ -79,3 +79,74 @@ def test_recall_floors_keep_every_class_or_say_they_cannot(pair: Any) -> None:
         pair.joint_thresholds(pool, ["pfm1", "pmn"], has, 0.0, fixed, None, {"pfm1": 10})
     with pytest.raises(SystemExit, match="cannot find its floor of 11 items"):
         pair.joint_thresholds(pool, ["pfm1", "pmn"], has, 5.0, fixed, None, {"pfm1": 11})
+
+
+def measured_items(root) -> int:
+    """Truth items of the rendered scenes that count: >= 8 px at the finer model's 0.5 cm, of a class either detects."""
+    import geopandas as gpd
+
+    n = 0
+    for scene in sorted(root.iterdir()):
+        t = gpd.read_file(scene / "truth.gpkg", layer="truth")
+        n += int((t["length_m"] / 0.005 >= 8).sum())
+    return n
+
+
+def test_calibrate_then_measure_a_pair_on_rendered_scenes(pair: Any, tmp_path) -> None:
+    """The script end to end on real files: two rendered scenes, each model's cached detections (as
+    scripts/eval_model.py leaves them), thresholds into the card, the pair's recall measured at them, and
+    rams.combine finding both."""
+    import json
+
+    from typer.testing import CliRunner
+
+    from rams.cli.main import app
+    from rams.combine import find_joint
+    from rams.detect import DetectConfig, run_detect
+    from rams.detector.bundle import make_test_bundle, read_card
+    from tests.script_helpers import SCRIPTS
+
+    runner = CliRunner()
+    a, b = tmp_path / "tiny-a", tmp_path / "tiny-b"
+    make_test_bundle(a, tile_size_px=256, threshold=0.3)
+    make_test_bundle(b, classes=("pfm1", "pom2", "submunition"), seed=1, gsd_m=0.005, tile_size_px=256,
+                     threshold=0.3)
+    sys_path = str(SCRIPTS)
+    import sys
+
+    if sys_path not in sys.path:
+        sys.path.insert(0, sys_path)
+    from scene_cache import detections_name
+
+    root = tmp_path / "scenes"
+    for seed, terrain in ((8901, "sand"), (8902, "gravel")):
+        scene = root / f"s{seed}-{terrain}-0.005"
+        r = runner.invoke(app, ["synth", str(scene), "--seed", str(seed), "--size", "5x4", "--gsd", "0.005",
+                                "--terrain", terrain, "--density", "3000"])
+        assert r.exit_code == 0, r.output
+        for m in (a, b):
+            run_detect(scene / "ortho.tif", scene / detections_name(read_card(m)),
+                       DetectConfig(model=str(m), threshold=0.05, force=True, threads=1))
+    base = ["--model", str(b), "--beside", str(a), "--scenes-dir", str(root), "--seeds", "8901-8902"]
+    assert pair.main([*base, "--calibrate", "balanced=1000000", "--pair-default", "balanced", "--update-card",
+                      "--json", str(tmp_path / "cal.json")]) == 0
+    card = read_card(b)
+    comp = card.companions["tiny-a"]
+    assert comp.weights_sha256 == read_card(a).weights_sha256 and comp.default_operating_point == "balanced"
+    assert set(comp.thresholds["balanced"]) == {"tiny-a", "tiny-b"}
+    assert set(comp.thresholds["balanced"]["tiny-b"]) == {"pfm1", "pom2", "submunition"}
+    cal = json.loads((tmp_path / "cal.json").read_text())
+    assert "rams synth scenes (5 x 4 m at 0.5 cm, mixed targets" in cal["what"]
+    assert cal["points"]["balanced"]["class_aware"]["items"] == measured_items(root)
+    assert pair.main([*base, "--update-card"]) == 0
+    measured = read_card(b).companions["tiny-a"].metrics["synthetic_scenes"]
+    assert measured["model_thresholds"] == comp.thresholds["balanced"]
+    assert measured["class_aware"]["items"] > 0
+    joint, note = find_joint([read_card(a), read_card(b)], None)
+    assert note is None and joint is not None and joint["point"] == "balanced"
+    assert joint["record"]["model_thresholds"] == comp.thresholds["balanced"]
+    # without thresholds beside these weights, measuring is refused with what to run first
+    c = tmp_path / "tiny-c"
+    make_test_bundle(c, classes=("pfm1",), seed=2, gsd_m=0.005, tile_size_px=256, threshold=0.3)
+    with pytest.raises(SystemExit, match="run with --calibrate on calibration scenes first"):
+        pair.main(["--model", str(c), "--beside", str(a), "--scenes-dir", str(root), "--seeds", "8901"])
