@@ -606,7 +606,7 @@ def _run_models(
         key = json.dumps(plan.checkpoint_key(), sort_keys=True)
         if on_model:
             on_model(plan.card.name, i + 1, len(plans))
-        if resume and part.exists() and read_metadata(part).get("checkpoint_key") == key:
+        if resume and part.exists() and _part_current(read_metadata(part), key, plan):
             log.info("model %s: complete result from the interrupted run kept", plan.card.name)
             resumed += len(plan.tiles)
             empty += int(read_metadata(part).get("tiles_empty", 0))
@@ -648,6 +648,20 @@ def _run_models(
         warnings=list(combined["warnings"]),
         joint=_joint_words(combined.get("joint")),
     )
+
+
+def _part_current(meta: dict[str, str], key: str, plan: DetectPlan) -> bool:
+    """Whether a model's complete result from an interrupted several-model run can be kept: same checkpoint key
+    (input, weights, config, thresholds), and the same measured recall (its card's, or the pair's) as a run now
+    would record: the card's metrics may have been re-measured since, and the detector gate reads them."""
+    from rams.gate import model_recall_record
+
+    def loads(text: str | None) -> Any:
+        return json.loads(text) if text not in (None, "", "null") else None
+
+    recall = None if plan.recall_withheld else model_recall_record(plan.card.metrics)
+    return (meta.get("checkpoint_key") == key and loads(meta.get("model_recall")) == recall
+            and loads(meta.get(JOINT_KEY)) == plan.joint)
 
 
 def _joint_words(joint: dict[str, Any] | None) -> str | None:

@@ -191,6 +191,30 @@ def test_interrupted_two_model_run_resumes_to_the_same_result(make_geotiff, bund
     assert not parts.exists()
 
 
+def test_a_finished_models_result_is_not_kept_when_its_recall_was_remeasured(make_geotiff, bundles,
+                                                                            tmp_path) -> None:
+    """Resuming keeps a finished model's result only if it would record the same measured recall now: the detector
+    gate reads it, and a card re-measured between the interruption and the resume must not leave the old figure."""
+    a, b = tmp_path / "tiny-a", tmp_path / "tiny-b"
+    shutil.copytree(bundles[0], a)
+    shutil.copytree(bundles[1], b)
+    _recall(a, {"pmn": (0.5, 0.4)})
+    ortho = _ortho(make_geotiff)
+    out = tmp_path / "r.gpkg"
+    first_tiles = run_detect(ortho, tmp_path / "a.gpkg", _cfg([a])).tiles_total
+
+    def stop_in_second_model(done: int, total: int, mpx: float) -> None:
+        if done > first_tiles + 2:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        run_detect(ortho, out, _cfg([a, b]), progress=stop_in_second_model)
+    _recall(a, {"pmn": (0.97, 0.95)})  # re-measured meanwhile
+    s = run_detect(ortho, out, _cfg([a, b]), resume=True)
+    assert s.tiles_resumed < first_tiles  # model a ran again (its tile checkpoint was already folded into its result)
+    assert json.loads(read_metadata(out)["model_recall"])["per_class"]["pmn"] == 0.97
+
+
 def test_several_model_errors(make_geotiff, bundles, tmp_path) -> None:
     ortho = _ortho(make_geotiff)
     with pytest.raises(InputError, match="named twice"):
