@@ -121,7 +121,7 @@ class Companion(_Strict):
     """Thresholds set for this model and one other run **together** (``rams detect --model A --model B``).
 
     Two models over one mosaic report the union of their detections, so their false alarms add up: each at its
-    own ``balanced`` point, a 0.5 cm specialist beside the default gave ~32 false alarms per hectare, not 10. A
+    own ``balanced`` point, a 0.5 cm specialist beside the default gave 32-38 false alarms per hectare, not 10. A
     companion record holds per operating point one threshold per class *for each of the two models*, chosen
     together so that the union stays within the point's false-alarm rate (``scripts/calibrate_pair.py``), and
     the recall of the union measured at them (``metrics``, read by the detector gate). It applies only to the
