@@ -85,6 +85,22 @@ REASONS: tuple[str, ...] = ("partial", "gsd", "exposure", "blur", "vegetation")
 RGB_NAMES = ("red", "green", "blue")
 
 
+#: Per-class re-blur limits and mean-grey floors measured with the shipped default model (docs/decisions.md,
+#: "Limits per threat class"); filled from ``scripts/sweep_quality_recall.py --scenes-dir``.
+#: Measured on 24 scenes, confirmed on 12 others: pmn / shell 0.45, tm62 0.55 (capped at ``blur_max``), mon 0.40,
+#: lowered to 0.35 by the confirmation; mortar lost recall from the first blur step and the classes the model
+#: barely finds at 1 cm (pfm1, pom2, ozm72, submunition) cannot show a limit: they take the strictest measured one.
+#: Floors: mon / mortar / pmn 0.30, shell 0.20, tm62 0.10; the unmeasurable classes take the strictest.
+CLASS_BLUR_MAX: dict[str, float] = {
+    "pfm1": 0.35, "pom2": 0.35, "pmn": 0.45, "ozm72": 0.35, "mon": 0.35, "tm62": 0.45, "submunition": 0.35,
+    "mortar": 0.35, "shell": 0.45,
+}  # fmt: skip
+CLASS_MIN_GREY: dict[str, float] = {
+    "pfm1": 0.30, "pom2": 0.30, "pmn": 0.30, "ozm72": 0.30, "mon": 0.30, "tm62": 0.10, "submunition": 0.30,
+    "mortar": 0.30, "shell": 0.20,
+}  # fmt: skip
+
+
 class QualityConfig(StrictModel):
     """Thresholds of the coverage-quality check. Defaults: see ``docs/decisions.md`` for the reasoning."""
 
@@ -112,6 +128,18 @@ class QualityConfig(StrictModel):
     """Excess-green index above which an RGB pixel counts as vegetation."""
     vegetation_max_fraction: float | None = 0.5
     """Largest vegetation-cover fraction still adequate (None: no vegetation check)."""
+    class_blur_max: dict[str, float] = Field(default_factory=lambda: dict(CLASS_BLUR_MAX))
+    """Per threat class, the highest re-blur index at which the shipped detector still finds that class as well
+    as on sharp imagery (``scripts/sweep_quality_recall.py --scenes-dir``; docs/decisions.md). A run judges with
+    the smallest of ``blur_max`` and the limits of its threat classes (:meth:`blur_limit`); a class left out has
+    no limit of its own."""
+    class_min_grey: dict[str, float] = Field(default_factory=lambda: dict(CLASS_MIN_GREY))
+    """Per threat class, the darkest mean grey (0-1) of a cell at which the shipped detector still finds that
+    class as well as at normal exposure (same sweep). RGB cells darker on average than the largest floor of the
+    threat classes (:meth:`grey_floor`) are ``inadequate:exposure`` (not thermal or other bands: their grey level
+    is not an exposure); blocks of ``patch_block_m`` mostly below it are
+    carved out of adequate cells. A few dark pixels (``dark_level``) are another matter: underexposed ground
+    keeps most of its pixels above 5/255 long after the detector stops seeing small items in it."""
     min_valid_fraction: float = 0.25
     """Cells with a smaller valid fraction are ``inadequate:partial`` (too few pixels to judge)."""
     patch_block_m: float | None = 0.5
@@ -139,6 +167,17 @@ class QualityConfig(StrictModel):
                 raise ValueError("classes must not be empty; leave it out to mean all classes")
         return v
 
+    @field_validator("class_blur_max", "class_min_grey")
+    @classmethod
+    def _class_limits(cls, v: dict[str, float]) -> dict[str, float]:
+        unknown = [c for c in v if c not in CLASS_NAMES]
+        if unknown:
+            raise ValueError(f"unknown class(es) {unknown}; known: {', '.join(CLASS_NAMES)}")
+        bad = {c: x for c, x in v.items() if not 0.0 <= x <= 1.0}
+        if bad:
+            raise ValueError(f"limits must lie in 0-1, got {bad}")
+        return v
+
     @field_validator("cell_size_m", "min_target_px")
     @classmethod
     def _positive(cls, v: float) -> float:
@@ -162,6 +201,19 @@ class QualityConfig(StrictModel):
 
     def smallest_target_m(self) -> float:
         return smallest_length_m(self.classes)
+
+    def threat_classes(self) -> tuple[str, ...]:
+        """The classes the imagery is judged for (all classes when ``classes`` is unset)."""
+        return tuple(self.classes) if self.classes else CLASS_NAMES
+
+    def blur_limit(self) -> float:
+        """Highest re-blur index still adequate for every threat class."""
+        return min([self.blur_max, *(self.class_blur_max[c] for c in self.threat_classes() if c in
+                                     self.class_blur_max)])  # fmt: skip
+
+    def grey_floor(self) -> float:
+        """Darkest mean grey still adequate for every threat class (0: no floor)."""
+        return max([0.0, *(self.class_min_grey[c] for c in self.threat_classes() if c in self.class_min_grey)])
 
 
 @dataclass(frozen=True)
@@ -206,6 +258,7 @@ class _PixelMaps:
     dark: np.ndarray
     saturated: np.ndarray
     vegetation: np.ndarray | None
+    dim: np.ndarray | None = None  # valid pixels darker than the threat classes' grey floor (None: no floor)
     blurred: np.ndarray | None = None  # local blur map: window index > blur_max, dilated (see _local_blur)
 
 
@@ -244,9 +297,11 @@ def _pixel_maps(
         with np.errstate(invalid="ignore", divide="ignore"):
             exg = np.where(bright, (2 * g - r - b) / np.where(bright, total, 1.0), 0.0)
         veg = valid & bright & (exg > cfg.vegetation_exg_min)
-    maps = _PixelMaps(valid, grey, sharp, loss, oks, lap, lap_ok, dark, saturated, veg)
+    floor = cfg.grey_floor()
+    dim = valid & (grey < floor) if floor > 0 and veg is not None else None  # RGB only, as in failed_checks
+    maps = _PixelMaps(valid, grey, sharp, loss, oks, lap, lap_ok, dark, saturated, veg, dim)
     if local_blur and cfg.blur_block_px:
-        maps.blurred = _local_blur(maps, cfg.blur_block_px, cfg.blur_max)
+        maps.blurred = _local_blur(maps, cfg.blur_block_px, cfg.blur_limit())
     return maps
 
 
@@ -371,9 +426,15 @@ def failed_checks(m: QualityMetrics, cfg: QualityConfig) -> list[str]:
         out.append("partial")
     if m.target_px < cfg.min_target_px:
         out.append("gsd")
-    if m.dark_fraction > cfg.exposure_max_fraction or m.saturated_fraction > cfg.exposure_max_fraction:
+    if (
+        m.dark_fraction > cfg.exposure_max_fraction
+        or m.saturated_fraction > cfg.exposure_max_fraction
+        # RGB only (vegetation_fraction is measured on RGB alone): the floors were measured on RGB imagery,
+        # and a thermal band's grey level is a temperature, not an exposure
+        or (m.vegetation_fraction is not None and m.mean_grey < cfg.grey_floor())
+    ):
         out.append("exposure")
-    if not (m.blur_index <= cfg.blur_max):  # NaN (unmeasurable) is not adequate
+    if not (m.blur_index <= cfg.blur_limit()):  # NaN (unmeasurable) is not adequate
         out.append("blur")
     if (
         cfg.vegetation_max_fraction is not None
@@ -418,6 +479,10 @@ class QualityResult:
     """CRS of the layer (the analysis grid's)."""
     warnings: list[str] = field(default_factory=list)
     """What the judgement rests on that the user should know (e.g. pixel values read dimmer than they are)."""
+    blur_limit: float = 0.45
+    """Re-blur index limit applied (:meth:`QualityConfig.blur_limit` for the threat classes)."""
+    grey_floor: float = 0.0
+    """Mean-grey floor applied (:meth:`QualityConfig.grey_floor`; 0: none)."""
 
     def area_by_class_m2(self) -> dict[str, float]:
         return dict(sorted(self.area_m2_by_class.items()))
@@ -437,6 +502,8 @@ class QualityResult:
             "native_gsd_m": self.native_gsd_m,
             "analysis_gsd_m": self.analysis_gsd_m,
             "smallest_target_m": self.smallest_target_m,
+            "blur_limit": self.blur_limit,
+            "grey_floor": self.grey_floor,
             "bands": list(self.band_names),
             "tiles": self.tiles,
             "cells": self.cells,
@@ -545,7 +612,8 @@ def _patches(
     block_px = max(2, round(cfg.patch_block_m / gsd_m)) if cfg.patch_block_m else 0
     checks: list[tuple[str, np.ndarray]] = []
     if block_px:
-        checks.append(("exposure", _block_mask(maps.dark[sl] | maps.saturated[sl], valid, block_px,
+        bad = maps.dark[sl] | maps.saturated[sl]
+        checks.append(("exposure", _block_mask(bad if maps.dim is None else bad | maps.dim[sl], valid, block_px,
                                                cfg.patch_min_fraction)))
     if maps.blurred is not None:
         # any blurred pixel flags its block: the blurred region is widened, never narrowed
@@ -561,6 +629,7 @@ def _patches(
         stats: dict[str, Any] = {"valid_frac": 1.0}
         if reason == "exposure":
             stats["dark_frac"] = float((maps.dark[sl] & mask).sum()) / n
+            stats["mean_grey"] = float(maps.grey[sl][mask].mean())
             stats["sat_frac"] = float((maps.saturated[sl] & mask).sum()) / n
         elif reason == "vegetation":
             assert maps.vegetation is not None
@@ -802,6 +871,8 @@ def assess_dataset(
         rows=n_rows,
         crs=grid.crs,
         warnings=warnings,
+        blur_limit=cfg.blur_limit(),
+        grey_floor=cfg.grey_floor(),
     )
 
 

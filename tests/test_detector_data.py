@@ -235,6 +235,27 @@ def test_radiometric_augmentation_keeps_invalid_pixels_zero() -> None:
     assert out.image[:, out.valid].std() > 0.005  # noise and colour changes happened where valid
 
 
+def test_exposure_stops_scale_the_light_and_leave_other_configs_unchanged() -> None:
+    """One stop down halves every pixel (and so every contrast); a config without it draws the same samples."""
+    rng = np.random.default_rng(0)
+    img = rng.uniform(0.1, 0.9, (3, 64, 64)).astype(np.float32)
+    s = Sample.make(img, np.ones((64, 64), bool), [[30, 10, 36, 20]], [0])
+    plain = dict(rotate90=False, flip=False, scale_range=(1, 1), p_degrade=0, p_colour=1, p_blur=0, p_noise=0,
+                 brightness=0.0, contrast=0.0, gamma=0.0, white_balance=0.0, saturation=0.0)  # fmt: skip
+    same = augment(s, np.random.default_rng(3), AugmentConfig(**plain), 64).image
+    assert np.allclose(same, img, atol=1e-6)
+    down = augment(s, np.random.default_rng(3), AugmentConfig(**plain, exposure_stops=(-1, -1)), 64).image
+    assert np.allclose(down, img / 2, atol=1e-6)
+    drawn = [augment(s, np.random.default_rng(k), AugmentConfig(**plain, exposure_stops=(-2, 0)), 64).image.mean()
+             / img.mean() for k in range(20)]  # fmt: skip
+    assert 0.25 - 1e-6 <= min(drawn) < 0.5 < max(drawn) <= 1 + 1e-6
+    ref = augment(s, np.random.default_rng(5), AugmentConfig(), 64).image
+    again = augment(s, np.random.default_rng(5), AugmentConfig(exposure_stops=(0, 0)), 64).image
+    assert np.array_equal(ref, again)
+    with pytest.raises(ValueError, match="exposure_stops"):
+        AugmentConfig(exposure_stops=(0.5, -1))
+
+
 def test_encode_targets_peaks_and_ignore() -> None:
     img = np.zeros((3, 64, 64), np.float32)
     s = Sample.make(img, np.ones((64, 64), bool), [[10, 20, 22, 30], [40, 40, 60, 60]], [1, 0], [False, True])

@@ -501,3 +501,67 @@ def test_skip_damaged_classes_a_damaged_block_not_imaged_with_a_warning(tmp_path
     assert judged.intersection(hole).area == pytest.approx(0.0, abs=1e-9)
     assert layer[layer["quality"] == "not_imaged"].geometry.union_all().contains(hole.buffer(-1e-6))
     assert any("1.6 m2 could not be read" in w for w in res.warnings)
+
+
+def test_threat_classes_set_the_blur_limit_and_the_grey_floor() -> None:
+    """The strictest limit of the classes a run judges for applies; classes without one fall back to blur_max."""
+    limits = {"class_blur_max": {"pmn": 0.38, "mortar": 0.41}, "class_min_grey": {"pmn": 0.12, "shell": 0.06}}
+    assert cfg(classes=["tm62"], **limits).blur_limit() == 0.45
+    assert cfg(classes=["tm62"], **limits).grey_floor() == 0.0
+    assert cfg(classes=["tm62", "mortar"], **limits).blur_limit() == 0.41
+    assert cfg(classes=["shell", "pmn"], **limits).blur_limit() == 0.38
+    assert cfg(classes=["shell", "pmn"], **limits).grey_floor() == 0.12
+    assert cfg(classes=None, **limits).blur_limit() == 0.38  # all classes: the strictest
+    assert cfg(classes=["mortar"], blur_max=0.35, **limits).blur_limit() == 0.35  # never above blur_max
+    base: dict[str, Any] = dict(gsd_m=0.01, target_px=32.0, valid_fraction=1.0, n_valid_px=100, blur_index=0.40,
+                                lap_var_norm=0.1, dark_fraction=0.0, saturated_fraction=0.0, vegetation_fraction=0.1,
+                                mean_grey=0.09)
+    m = QualityMetrics(**base)
+    assert classify(m, cfg(classes=["tm62"], **limits)) == "adequate"
+    assert failed_checks(m, cfg(classes=["pmn"], **limits)) == ["exposure", "blur"]
+    assert classify(m, cfg(classes=["mortar"], **limits)) == "adequate"  # 0.40 <= 0.41, no grey floor
+    with pytest.raises(ValueError, match="unknown class"):
+        cfg(class_blur_max={"pnm": 0.4})
+    with pytest.raises(ValueError, match="0-1"):
+        cfg(class_min_grey={"pmn": 12})
+
+
+def test_shipped_limits_are_no_looser_than_the_general_ones() -> None:
+    from rams.classes import CLASS_NAMES
+
+    c = QualityConfig()
+    assert set(c.class_blur_max) <= set(CLASS_NAMES) and set(c.class_min_grey) <= set(CLASS_NAMES)
+    assert all(v <= c.blur_max for v in c.class_blur_max.values())
+    assert c.blur_limit() == min([c.blur_max, *c.class_blur_max.values()])
+    assert c.grey_floor() == max([0.0, *c.class_min_grey.values()])
+
+
+def test_underexposed_ground_is_inadequate_for_classes_with_a_grey_floor(make_geotiff: Callable[..., Path]) -> None:
+    """Ground darkened to a fifth keeps nearly all its pixels above dark_level: the pixel rule calls it adequate,
+    the grey floor of a class that the detector loses there does not; a dim 0.5 x 1 m patch is carved out."""
+    rgb = ground(200, 400).astype(np.float32)
+    rgb[:, :, 200:] *= 0.2  # right half (2-4 m) underexposed
+    rgb[:, 50:100, 100:200] *= 0.2  # a dim patch in the left half: rows 0.5-1.0 m, cols 1-2 m
+    p = make_geotiff(height=200, width=400, gsd=0.01, data=rgb.clip(0, 255).astype("uint8"))
+    limits = {"class_min_grey": {"pmn": 0.12}}
+    plain = assess_ortho(p, cfg(classes=["tm62"], cell_size_m=2.0, tile_size_px=256, **limits))
+    dark = plain.layer[plain.layer.intersects(box(X0 + 3, 4400000 - 1.5, X0 + 3.01, 4400000 - 1.49))]
+    assert (dark.dark_frac < 0.25).all() and (dark.mean_grey < 0.12).all()
+    assert plain.area_by_class_m2() == pytest.approx({"adequate": 8.0})  # tm62: no floor
+    pmn = assess_ortho(p, cfg(classes=["pmn"], cell_size_m=2.0, tile_size_px=256, **limits))
+    by = pmn.area_by_class_m2()
+    assert by == pytest.approx({"adequate": 4.0 - 0.5, "inadequate:exposure": 4.0 + 0.5})
+    patch = pmn.layer[(pmn.layer.quality == "inadequate:exposure") & (pmn.layer.area < 1.0)].iloc[0]
+    assert patch.geometry.equals(box(X0 + 1, 4400000 - 1.0, X0 + 2, 4400000 - 0.5)) and patch.mean_grey < 0.12
+
+
+def test_grey_floor_applies_to_rgb_not_to_thermal(make_geotiff: Callable[..., Path]) -> None:
+    """The same dim values: an RGB mosaic is under-exposed for PMN, a thermal band's level is a temperature."""
+    g = skdata.grass()[:300, :300].astype("uint16") * 30 + 6000  # grey 0.09-0.21 of the uint16 range
+    thermal = make_geotiff(height=300, width=300, bands=1, dtype="uint16", gsd=0.01, data=g[None])
+    rgb = make_geotiff(height=300, width=300, bands=3, dtype="uint16", gsd=0.01, data=np.stack([g, g, g]))
+    limits = {"class_min_grey": {"pmn": 0.30}}
+    t = assess_ortho(thermal, cfg(classes=["pmn"], cell_size_m=3.0, **limits)).layer
+    assert set(t.quality) == {"adequate"} and (t.mean_grey < 0.30).all() and (t.dark_frac == 0).all()
+    c = assess_ortho(rgb, cfg(classes=["pmn"], cell_size_m=3.0, **limits)).layer
+    assert set(c.quality) == {"inadequate:exposure"}

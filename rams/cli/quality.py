@@ -66,6 +66,8 @@ def quality(
     lines = [
         f"judged at {s['analysis_gsd_m'] * 100:.2f} cm/px (native {s['native_gsd_m'] * 100:.2f} cm/px) for targets "
         f"of {s['smallest_target_m'] * 100:.1f} cm; {s['cells']} cells in {s['tiles']} tiles",
+        f"limits for the threat classes: re-blur index <= {s['blur_limit']:.2f}"
+        + (f", mean grey >= {s['grey_floor']:.2f}" if s["grey_floor"] > 0 else ""),
     ]
     for name, area in sorted(s["area_m2_by_class"].items()):
         lines.append(f"  {name:<24}{area:>14,.1f} m2 {100 * area / total:6.1f} %")

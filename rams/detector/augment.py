@@ -6,8 +6,8 @@ of ``(seed, index)`` and training is reproducible and resumable):
 * geometry: 90-degree rotations and flips (a nadir view has no "up"), scale jitter within the GSD range the
   model serves (objects keep their physical size to within the GSD estimate's error);
 * resolution: down- then up-sampling (imagery coarser than the working GSD resampled up to it by the reader);
-* radiometry: exposure, contrast, gamma, white balance and saturation (RGB), blur (focus, motion), sensor
-  noise. Invalid pixels stay 0 and invalid.
+* radiometry: exposure (brightness shift, and optionally a gain in stops), contrast, gamma, white balance and
+  saturation (RGB), blur (focus, motion), sensor noise. Invalid pixels stay 0 and invalid.
 
 Only numpy and torch: no GDAL, no scipy (training runs on GPU boxes with a bare Python).
 """
@@ -18,7 +18,7 @@ import math
 
 import numpy as np
 import torch
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 from torch.nn import functional as F
 
 from rams.detector.datasets import Sample, fit_to_size
@@ -47,6 +47,17 @@ class AugmentConfig(BaseModel):
     """Per-band gain in [1 - w, 1 + w] (RGB only)."""
     saturation: float = 0.3
     """Blend towards grey by up to this, or away from it (RGB only)."""
+    exposure_stops: tuple[float, float] = (0.0, 0.0)
+    """Exposure change in stops, uniform in this range: the image is multiplied by ``2 ** stops`` (-1: half the
+    light, every contrast halved; what an under-exposed flight or an overcast hour gives). (0, 0): off, and no
+    random number is drawn for it, so configs without it train exactly as before."""
+    @field_validator("exposure_stops")
+    @classmethod
+    def _stops(cls, v: tuple[float, float]) -> tuple[float, float]:
+        if not -4.0 <= v[0] <= v[1] <= 2.0:
+            raise ValueError(f"exposure_stops must be [low, high] with -4 <= low <= high <= 2, got {list(v)}")
+        return v
+
     p_blur: float = Field(default=0.3, ge=0, le=1)
     blur_sigma_max_px: float = 1.2
     p_noise: float = Field(default=0.4, ge=0, le=1)
@@ -136,6 +147,10 @@ def augment(s: Sample, rng: np.random.Generator, cfg: AugmentConfig, size: int) 
         image = np.clip(image, 0.0, 1.0)
         gamma = 1.0 + rng.uniform(-cfg.gamma, cfg.gamma)
         image = np.power(image, np.float32(gamma), dtype=np.float32)
+        lo, hi = cfg.exposure_stops
+        if lo or hi:
+            stops = rng.uniform(lo, hi) if hi > lo else lo
+            image = np.clip(image * np.float32(2.0**stops), 0.0, 1.0)
     if rng.random() < cfg.p_blur and cfg.blur_sigma_max_px > 0.3:
         image = _gaussian_blur(image, float(rng.uniform(0.3, cfg.blur_sigma_max_px)))
     if rng.random() < cfg.p_noise and cfg.noise_sigma_max > 0:
