@@ -30,10 +30,9 @@ from rasterio.windows import transform as window_transform
 from scipy import ndimage as ndi
 
 from rams.detector.bundle import load_bundle
-from rams.evaluate import default_radius_m, match_points
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from scene_cache import parse_seeds, scene_detections  # noqa: E402  (a sibling script module)
+from scene_cache import found_at, parse_seeds, scene_detections  # noqa: E402  (a sibling script module)
 
 BINS = (0.0, 0.5, 1.0, 2.0, 3.0, 5.0, float("inf"))
 
@@ -66,18 +65,8 @@ def scene_items(folder: Path, det_file: Path, thresholds: dict[str, float], min_
                 ) -> list[tuple[str, float, bool]]:  # fmt: skip
     """(class, contrast, found) of each measurable item >= ``min_px`` of one scene."""
     truth = gpd.read_file(folder / "truth.gpkg", layer="truth")
-    dets = gpd.read_file(det_file, layer="detections").to_crs(truth.crs)
-    keep = dets["score"].to_numpy(float) >= np.array([thresholds.get(str(lab), 1.0) for lab in dets["label"]])
-    dets = dets[keep]
-    c = dets.geometry.centroid
-    t = truth.geometry.centroid
     tc = truth["class"].astype(str).to_numpy()
-    m = match_points(
-        np.stack([c.x.to_numpy(), c.y.to_numpy()], 1), dets["score"].to_numpy(float),
-        np.stack([t.x.to_numpy(), t.y.to_numpy()], 1), np.array([default_radius_m(x) for x in tc]),
-        pred_labels=dets["label"].astype(str).to_numpy(), truth_labels=tc,
-    )  # fmt: skip
-    found = m.truth_match >= 0
+    found, _ = found_at(det_file, truth, thresholds)
     with rasterio.open(folder / "ortho.tif") as src:
         img = src.read([1, 2, 3]).astype(np.float32)
         tr = src.transform

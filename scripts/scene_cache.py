@@ -37,3 +37,25 @@ def scene_detections(root: Path, seeds: list[int], card: Any, model: str) -> lis
             return f"{det} missing; run scripts/eval_model.py --model {model} on these seeds first"
         out.append((folders[0], det))
     return out
+
+
+def found_at(det_path: Path, truth: Any, thresholds: dict[str, float]) -> tuple[Any, int]:
+    """Class-aware found flag of every ``truth`` item (numpy bool array) and the number of false alarms, for the
+    detections of ``det_path`` kept at per-class ``thresholds`` (a label without one is dropped), matched as
+    ``rams evaluate`` matches (``match_points``, default class radii, in the truth's CRS)."""
+    import numpy as np
+    import pyogrio
+
+    from rams.evaluate import default_radius_m, match_points
+
+    dets = pyogrio.read_dataframe(det_path, layer="detections").to_crs(truth.crs)
+    keep = dets["score"].to_numpy(float) >= np.array([thresholds.get(str(lab), 1.0) for lab in dets["label"]])
+    dets = dets[keep]
+    c, t = dets.geometry.centroid, truth.geometry.centroid
+    tc = truth["class"].astype(str).to_numpy()
+    m = match_points(
+        np.stack([c.x.to_numpy(), c.y.to_numpy()], 1), dets["score"].to_numpy(float),
+        np.stack([t.x.to_numpy(), t.y.to_numpy()], 1), np.array([default_radius_m(x) for x in tc]),
+        pred_labels=dets["label"].astype(str).to_numpy(), truth_labels=tc,
+    )  # fmt: skip
+    return m.truth_match >= 0, int((m.pred_match < 0).sum())

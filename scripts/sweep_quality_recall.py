@@ -161,29 +161,11 @@ def cell_metrics(image: np.ndarray, valid: np.ndarray, gsd_m: float, bands: tupl
     return blur, dark, grey
 
 
-def found_items(det_path: Path, truth: Any, thresholds: dict[str, float]) -> tuple[np.ndarray, int]:
-    """Class-aware found flag of every truth item, and the number of false alarms, at per-class ``thresholds``."""
-    import pyogrio
-
-    from rams.evaluate import default_radius_m, match_points
-
-    dets = pyogrio.read_dataframe(det_path, layer="detections").to_crs(truth.crs)
-    keep = dets["score"].to_numpy(float) >= np.array([thresholds.get(str(lab), 1.0) for lab in dets["label"]])
-    dets = dets[keep]
-    c, t = dets.geometry.centroid, truth.geometry.centroid
-    tc = truth["class"].astype(str).to_numpy()
-    m = match_points(
-        np.stack([c.x.to_numpy(), c.y.to_numpy()], 1), dets["score"].to_numpy(float),
-        np.stack([t.x.to_numpy(), t.y.to_numpy()], 1), np.array([default_radius_m(x) for x in tc]),
-        pred_labels=dets["label"].astype(str).to_numpy(), truth_labels=tc,
-    )  # fmt: skip
-    return m.truth_match >= 0, int((m.pred_match < 0).sum())
-
-
 def sweep_scene(folder: Path, model: str, point: str | None, steps: list[tuple[str, float]], workdir: Path,
                 min_px: float, cell_m: float) -> list[dict[str, Any]]:  # fmt: skip
     """Item-step records of one scene: class, step, the item's cell re-blur index and dark fraction, found."""
     import pyogrio
+    from scene_cache import found_at
 
     from rams.detect import DetectConfig, run_detect
     from rams.detector.bundle import load_bundle
@@ -210,7 +192,7 @@ def sweep_scene(folder: Path, model: str, point: str | None, steps: list[tuple[s
         img = write_degraded(deg, image, valid, grid, value if kind == "blur" else 0.0,
                              value if kind == "gain" else 1.0)  # fmt: skip
         run_detect(deg, det, DetectConfig(model=model, threshold=0.05, force=True), overwrite=True)
-        found, n_fp = found_items(det, truth, thresholds)
+        found, n_fp = found_at(det, truth, thresholds)
         blur, dark, grey = cell_metrics(img, valid, card.gsd_m, bands, cell_px)
         for k in np.flatnonzero(use):
             out.append({"scene": folder.name, "item": int(k), "class": classes[k], "kind": kind, "step": value,

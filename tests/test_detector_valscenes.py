@@ -91,13 +91,21 @@ def test_validation_sees_what_rams_detect_sees(tmp_path: Path) -> None:
     det = gpd.read_file(tmp_path / "det.gpkg", layer="detections")
     c = det.geometry.centroid
     dxy = np.stack([(c.x - 500000.0) / cfg.gsd_m, (4420000.0 - c.y) / cfg.gsd_m], axis=1)
-    assert len(det) > 100 and len(pxy) == len(det)
+    # scores agree to 1e-3 (batching and layout differ), so a detection within that of the floor may be kept by one
+    # path and not by the other; every other detection must be in both
+    tol = 1e-3
+    dscore = det["score"].to_numpy()
+    assert len(det) > 100 and abs(len(pxy) - len(det)) <= ((ps < floor + tol).sum() + (dscore < floor + tol).sum())
     d = np.hypot(pxy[:, None, 0] - dxy[None, :, 0], pxy[:, None, 1] - dxy[None, :, 1])
     nearest = d.argmin(axis=1)
     same = (d.min(axis=1) < 0.01) & (np.asarray(bundle.card.classes)[pl] == det["label"].to_numpy()[nearest])
-    same &= np.abs(ps - det["score"].to_numpy()[nearest]) < 1e-3
-    assert same.all(), same.mean()
-    assert len(set(nearest.tolist())) == len(det)  # one to one
+    same &= np.abs(ps - dscore[nearest]) < tol
+    assert (same | (ps < floor + tol)).all(), same.mean()
+    assert same.sum() >= (ps >= floor + tol).sum() and same.mean() > 0.99
+    matched = nearest[same]
+    assert len(set(matched.tolist())) == len(matched)  # one to one
+    unmatched = np.setdiff1d(np.arange(len(det)), matched)
+    assert (dscore[unmatched] < floor + tol).all(), dscore[unmatched]
 
 
 def test_a_run_selects_on_whole_scenes_and_its_card_says_so(tmp_path: Path) -> None:
