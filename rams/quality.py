@@ -49,7 +49,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from pydantic import Field, field_validator
+from pydantic import Field, ValidationInfo, field_validator
 from rasterio.windows import Window
 from scipy import ndimage as ndi
 
@@ -133,15 +133,16 @@ class QualityConfig(StrictModel):
     class_blur_max: dict[str, float] = Field(default_factory=lambda: dict(CLASS_BLUR_MAX))
     """Per threat class, the highest re-blur index at which the shipped detector still finds that class as well
     as on sharp imagery (``scripts/sweep_quality_recall.py --scenes-dir``; docs/decisions.md). A run judges with
-    the smallest of ``blur_max`` and the limits of its threat classes (:meth:`blur_limit`); a class left out has
-    no limit of its own."""
+    the smallest of ``blur_max`` and the limits of its threat classes (:meth:`blur_limit`). A preset that names
+    some classes changes only those (1.0 switches a class's own limit off)."""
     class_min_grey: dict[str, float] = Field(default_factory=lambda: dict(CLASS_MIN_GREY))
     """Per threat class, the darkest mean grey (0-1) of a cell at which the shipped detector still finds that
     class as well as at normal exposure (same sweep). RGB cells darker on average than the largest floor of the
     threat classes (:meth:`grey_floor`) are ``inadequate:exposure`` (not thermal or other bands: their grey level
-    is not an exposure); blocks of ``patch_block_m`` mostly below it are
-    carved out of adequate cells. A few dark pixels (``dark_level``) are another matter: underexposed ground
-    keeps most of its pixels above 5/255 long after the detector stops seeing small items in it."""
+    is not an exposure); blocks of ``patch_block_m`` mostly below it are carved out of adequate cells. A preset
+    that names some classes changes only those (0.0: no floor for that class). A few dark pixels
+    (``dark_level``) are another matter: under-exposed ground keeps most of its pixels above 5/255 long after
+    the detector stops seeing small items in it."""
     min_valid_fraction: float = 0.25
     """Cells with a smaller valid fraction are ``inadequate:partial`` (too few pixels to judge)."""
     patch_block_m: float | None = 0.5
@@ -171,14 +172,16 @@ class QualityConfig(StrictModel):
 
     @field_validator("class_blur_max", "class_min_grey")
     @classmethod
-    def _class_limits(cls, v: dict[str, float]) -> dict[str, float]:
+    def _class_limits(cls, v: dict[str, float], info: ValidationInfo) -> dict[str, float]:
         unknown = [c for c in v if c not in CLASS_NAMES]
         if unknown:
             raise ValueError(f"unknown class(es) {unknown}; known: {', '.join(CLASS_NAMES)}")
         bad = {c: x for c, x in v.items() if not 0.0 <= x <= 1.0}
         if bad:
             raise ValueError(f"limits must lie in 0-1, got {bad}")
-        return v
+        # a preset naming some classes changes those and keeps the measured limits of the others: tightening one
+        # class must never drop another's limit (1.0 blur / 0.0 grey switch a class's own limit off)
+        return {**(CLASS_BLUR_MAX if info.field_name == "class_blur_max" else CLASS_MIN_GREY), **v}
 
     @field_validator("cell_size_m", "min_target_px")
     @classmethod

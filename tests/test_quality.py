@@ -505,7 +505,11 @@ def test_skip_damaged_classes_a_damaged_block_not_imaged_with_a_warning(tmp_path
 
 def test_threat_classes_set_the_blur_limit_and_the_grey_floor() -> None:
     """The strictest limit of the classes a run judges for applies; classes without one fall back to blur_max."""
-    limits = {"class_blur_max": {"pmn": 0.38, "mortar": 0.41}, "class_min_grey": {"pmn": 0.12, "shell": 0.06}}
+    from rams.classes import CLASS_NAMES
+
+    off = {"class_blur_max": dict.fromkeys(CLASS_NAMES, 1.0), "class_min_grey": dict.fromkeys(CLASS_NAMES, 0.0)}
+    limits = {"class_blur_max": {**off["class_blur_max"], "pmn": 0.38, "mortar": 0.41},
+              "class_min_grey": {**off["class_min_grey"], "pmn": 0.12, "shell": 0.06}}  # fmt: skip
     assert cfg(classes=["tm62"], **limits).blur_limit() == 0.45
     assert cfg(classes=["tm62"], **limits).grey_floor() == 0.0
     assert cfg(classes=["tm62", "mortar"], **limits).blur_limit() == 0.41
@@ -520,6 +524,12 @@ def test_threat_classes_set_the_blur_limit_and_the_grey_floor() -> None:
     assert classify(m, cfg(classes=["tm62"], **limits)) == "adequate"
     assert failed_checks(m, cfg(classes=["pmn"], **limits)) == ["exposure", "blur"]
     assert classify(m, cfg(classes=["mortar"], **limits)) == "adequate"  # 0.40 <= 0.41, no grey floor
+    # a preset naming one class keeps the shipped limits of the others (tightening one never loosens another)
+    shipped = QualityConfig()
+    one = cfg(class_blur_max={"pmn": 0.30}, class_min_grey={"tm62": 0.5})
+    assert one.class_blur_max == {**shipped.class_blur_max, "pmn": 0.30}
+    assert one.class_min_grey == {**shipped.class_min_grey, "tm62": 0.5}
+    assert cfg(classes=["mortar"], class_blur_max={"pmn": 0.30}).blur_limit() == shipped.class_blur_max["mortar"]
     with pytest.raises(ValueError, match="unknown class"):
         cfg(class_blur_max={"pnm": 0.4})
     with pytest.raises(ValueError, match="0-1"):
