@@ -32,3 +32,35 @@ def test_grown_bundle_computes_the_same_and_trains_its_new_blocks(tmp_path: Path
     loss.backward()  # type: ignore[no-untyped-call]
     assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in new)
     assert mod.main(["--model", str(tmp_path / "small"), "--depths", "1,1", "--out", str(tmp_path / "x")]) == 10
+
+
+def test_added_classes_keep_the_old_outputs_and_start_fresh(tmp_path: Path) -> None:
+    import math
+
+    import pytest
+
+    from rams.detector.model import HEATMAP_PRIOR
+
+    mod = load_script("grow_bundle")
+    make_test_bundle(tmp_path / "small", classes=("pfm1", "pom2"), seed=5)
+    args = ["--model", str(tmp_path / "small"), "--add-classes", "pmn,ozm72", "--out", str(tmp_path / "big")]
+    assert mod.main(args) == 0
+    small, big = load_bundle(tmp_path / "small"), load_bundle(tmp_path / "big")
+    assert list(big.card.classes) == ["pfm1", "pom2", "pmn", "ozm72"]
+    assert big.card.class_sizes_m["pmn"] == (0.121, 0.121) and big.card.class_sizes_m["ozm72"] == (0.108, 0.108)
+    assert big.card.params == small.card.params  # same network, only the heatmap head is wider
+    assert not big.card.class_thresholds and not big.card.metrics and not big.card.companions
+    x = torch.randn(2, 3, 64, 64)
+    with torch.inference_mode():
+        a, b = small.build_model()(x), big.build_model()(x)
+    assert b["heatmap"].shape[1] == 4
+    assert torch.equal(a["heatmap"], b["heatmap"][:, :2])
+    assert torch.equal(a["size"], b["size"]) and torch.equal(a["offset"], b["offset"])
+    bias = big.state_dict["head_hm.bias"]
+    assert torch.allclose(bias[2:], torch.full((2,), -math.log((1 - HEATMAP_PRIOR) / HEATMAP_PRIOR)))
+    assert not torch.equal(big.state_dict["head_hm.weight"][2], big.state_dict["head_hm.weight"][3])
+    # classes already there, unknown or repeated, or nothing to grow: refused before anything is written
+    for bad in (["--add-classes", "pom2"], ["--add-classes", "pmnx"], ["--add-classes", "pmn,pmn"], []):
+        with pytest.raises(SystemExit, match="error"):
+            mod.main(["--model", str(tmp_path / "small"), *bad, "--out", str(tmp_path / "x")])
+        assert not (tmp_path / "x").exists()
