@@ -5,7 +5,8 @@ Copies every tensor of MODEL into the same network with more residual blocks per
 classes (``--add-classes``). A new block's last BatchNorm starts at zero, so it returns its input (its input is a
 ReLU output, >= 0); a new class gets its own heatmap channel, freshly initialised as a new network's (weights drawn
 with a fixed seed, bias at the heatmap prior), appended after the bundle's classes. The old classes' outputs, the
-box size and the offset are exactly what MODEL computes (checked on random input before writing). Train it with
+box size and the offset are what MODEL computes, to float rounding (checked on random input before writing: a
+difference over 1e-4 writes nothing). Train it with
 ``init_weights: OUT`` and the grown ``model.depths`` / ``classes`` in the config. The grown card keeps no
 thresholds, metrics or pair record of the old model (they do not describe the new one).
 

@@ -54,8 +54,11 @@ def test_added_classes_keep_the_old_outputs_and_start_fresh(tmp_path: Path) -> N
     with torch.inference_mode():
         a, b = small.build_model()(x), big.build_model()(x)
     assert b["heatmap"].shape[1] == 4
-    assert torch.equal(a["heatmap"], b["heatmap"][:, :2])
-    assert torch.equal(a["size"], b["size"]) and torch.equal(a["offset"], b["offset"])
+    # same weights; a wider output convolution may take another kernel path, so equal to float rounding
+    assert torch.allclose(a["heatmap"], b["heatmap"][:, :2], rtol=0, atol=1e-5)
+    assert torch.allclose(a["size"], b["size"], rtol=0, atol=1e-5)
+    assert torch.allclose(a["offset"], b["offset"], rtol=0, atol=1e-5)
+    assert float((b["heatmap"][:, 2:] - b["heatmap"][:, :2]).abs().max()) > 1e-3  # the new channels are not copies
     bias = big.state_dict["head_hm.bias"]
     assert torch.allclose(bias[2:], torch.full((2,), -math.log((1 - HEATMAP_PRIOR) / HEATMAP_PRIOR)))
     assert not torch.equal(big.state_dict["head_hm.weight"][2], big.state_dict["head_hm.weight"][3])
