@@ -142,7 +142,7 @@ def test_shipped_scatterable_specialist_finds_what_the_default_cannot(tmp_path: 
     r = runner.invoke(app, ["detect", str(scene / "ortho.tif"), "--out", str(tmp_path / "alone.gpkg")])
     assert r.exit_code == 0, r.output
     hint = [ln for ln in r.output.splitlines() if ln.startswith("hint")]
-    assert len(hint) == 1 and "scatterable-05cm (pfm1, pom2, submunition, pmn, ozm72)" in hint[0]
+    assert len(hint) == 1 and "scatterable-05cm (pfm1, pom2, submunition, pmn, ozm72, mon)" in hint[0]
     assert "--model default --model scatterable-05cm" in hint[0]
     # ... and not on flights it does not serve: too coarse for it, or other bands
     rgb = ["red", "green", "blue"]
@@ -154,10 +154,11 @@ def test_shipped_scatterable_specialist_finds_what_the_default_cannot(tmp_path: 
 def test_specialist_finds_the_ap_discs_the_default_misses_at_half_a_centimetre(tmp_path: Path) -> None:
     """Since v0.2.0 the specialist also learns PMN and OZM-72 (11-12 cm discs: 11 px at the default's 1 cm, 22 px at
     0.5 cm). A 0.5 cm flight of laid AP mines (ploughed, seed 9401: 6 PMN, 4 OZM-72 among 29 items). Measured
-    (2026-11-28, default v1.2.0, specialist v0.2.0): the default alone found PMN 2, OZM-72 0; both together at the
-    pair's thresholds PMN 4, OZM-72 3, no false alarm. Floors: OZM-72 >= 2 and PMN + OZM-72 >= the default's + 3
-    together, <= 2 false alarms; they fail if the specialist's new classes are not run, lost in the combination, or
-    their thresholds are missing from the pair record. The acceptance figures are the cards' (36 scenes)."""
+    (2026-11-28, default v1.2.0): the default alone found PMN 2, OZM-72 0; both together at the pair's thresholds
+    PMN 4, OZM-72 3, no false alarm with specialist v0.2.0, and PMN 3, OZM-72 3, one false alarm with v0.3.0.
+    Floors: OZM-72 >= 2 and PMN + OZM-72 >= the default's + 3 together, <= 2 false alarms; they fail if the
+    specialist's new classes are not run, lost in the combination, or their thresholds are missing from the pair
+    record. The acceptance figures are the cards' (36 scenes)."""
     scene = tmp_path / "ap"
     r = runner.invoke(app, ["synth", str(scene), "--seed", "9401", "--size", "16x12", "--gsd", "0.005", "--terrain",
                             "ploughed", "--targets", "ap", "--density", "1500"])
@@ -188,6 +189,6 @@ def test_batch_of_a_half_centimetre_flight_names_the_specialist(tmp_path: Path) 
     assert r.exit_code == 0, r.output
     note = [ln for ln in r.output.splitlines() if "shipped models not in this run" in ln]
     assert len(note) == 1 and note[0].startswith("note")  # one line, unwrapped: the command can be copied
-    assert "scatterable-05cm (pfm1, pom2, submunition, pmn, ozm72)" in note[0]
+    assert "scatterable-05cm (pfm1, pom2, submunition, pmn, ozm72, mon)" in note[0]
     assert "rams batch ... --model default --model scatterable-05cm" in note[0]
     assert "flights processed now: f1_ortho" in note[0]  # the flight ID (folder and file stem)
