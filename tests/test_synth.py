@@ -376,3 +376,36 @@ def test_config_presets_load() -> None:
     for p in presets:
         cfg = load_config(SynthConfig, p)
         assert cfg.width_px >= 32
+
+
+def test_class_weights_oversample_a_class_and_leave_the_default_draws_alone() -> None:
+    """``class_weights`` tilts which classes a positive chip gets (to oversample weak or easily confused classes);
+    without it every chip is drawn exactly as before the option existed (pinned on 12 chips, 2026-11-28)."""
+    import hashlib
+
+    kw = dict(chip_size_px=64, gsd_m=0.005, positive_fraction=1.0, hard_negative_fraction=0.0, ground_pool=2,
+              plate_px=160)
+    h = hashlib.sha256()
+    plain = ChipSampler(seed=7, **kw)  # type: ignore[arg-type]
+    for i in range(12):
+        c = plain.sample(i)
+        h.update(c.labels.tobytes())
+        h.update(np.round(c.boxes_xyxy_px, 2).tobytes())
+    assert h.hexdigest() == "d55fe6a9654010af0503bf03dba310c0fbff5e842cf12c6b14b3ae766b5b1850"
+
+    def share(weights: dict[str, float] | None) -> float:
+        s = ChipSampler(seed=2, chip_size_px=128, gsd_m=0.01, classes=["pfm1", "submunition"], class_weights=weights,
+                        positive_fraction=1.0, hard_negative_fraction=0.0, ground_pool=2, plate_px=200)
+        labels = np.concatenate([s.sample(i).labels for i in range(40)])
+        assert len(labels) >= 40
+        return float((labels == CLASS_NAMES.index("submunition")).mean())
+
+    even, tilted = share(None), share({"submunition": 9.0})
+    assert 0.3 < even < 0.7
+    assert tilted > 0.8
+    with pytest.raises(ConfigError, match="not drawn here"):
+        ChipSampler(classes=["pfm1"], class_weights={"mon": 2.0})
+    with pytest.raises(ConfigError, match="must be a number > 0"):
+        ChipSampler(class_weights={"mon": 0.0})
+    with pytest.raises(ConfigError, match="must map class names to numbers"):
+        ChipSampler(class_weights={"mon": "lots"})  # type: ignore[dict-item]

@@ -23,7 +23,7 @@ This module must not import rasterio, geopandas or pyogrio (training runs on GPU
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -123,6 +123,8 @@ class ChipSampler:
         terrains: terrains to draw from (default all of :data:`rams.synth.terrain.TERRAINS`; the held-out
             terrains of :data:`rams.synth.terrain.HELD_OUT_TERRAINS` only when named).
         classes: target classes to draw from (default all of :data:`rams.classes.CLASS_NAMES`).
+        class_weights: relative draw weight per class of ``classes`` (absent classes weigh 1), to oversample the
+            weak or easily confused ones; ``None`` (the default) draws them evenly, exactly as before.
         gsd_jitter: (low, high) multiplier range on ``gsd_m`` (log-uniform), so the model sees a GSD range.
         positive_fraction: share of chips with targets.
         hard_negative_fraction: share of chips with no targets and dense mine-like confusers.
@@ -142,6 +144,7 @@ class ChipSampler:
         bands: str = "rgb",
         terrains: Sequence[str] | None = None,
         classes: Sequence[str] | None = None,
+        class_weights: Mapping[str, float] | None = None,
         gsd_jitter: tuple[float, float] = (0.8, 1.25),
         positive_fraction: float = 0.6,
         hard_negative_fraction: float = 0.25,
@@ -166,6 +169,16 @@ class ChipSampler:
         badc = [c for c in self.classes if c not in CLASS_NAMES]
         if badc:
             raise ConfigError(f"unknown class(es) {badc}; choose from {', '.join(CLASS_NAMES)}")
+        try:
+            weights = {str(k): float(v) for k, v in dict(class_weights or {}).items()}
+        except (TypeError, ValueError) as err:
+            raise ConfigError(f"class_weights={class_weights!r} must map class names to numbers ({err})") from err
+        badw = sorted(set(weights) - set(self.classes))
+        if badw:
+            raise ConfigError(f"class_weights names {badw}, not drawn here; weigh only {', '.join(self.classes)}")
+        if any(not (math.isfinite(w) and w > 0) for w in weights.values()):
+            raise ConfigError(f"class_weights={weights}: every weight must be a number > 0 (leave a class out for 1)")
+        self.class_weights = tuple(float(weights.get(c, 1.0)) for c in self.classes)
         lo, hi = gsd_jitter
         if not 0 < lo <= hi:
             raise ConfigError(f"gsd_jitter={gsd_jitter} must be (low, high) with 0 < low <= high")
@@ -255,8 +268,8 @@ class ChipSampler:
         kind = "positive" if u < self.positive_fraction else (
             "hard_negative" if u < self.positive_fraction + self.hard_negative_fraction else "empty"
         )
-        scene = _chip_scene(rng, base, r0, c0, size, self.bands, kind, self.classes, self.max_targets,
-                            self.nodata_fraction)
+        scene = _chip_scene(rng, base, r0, c0, size, self.bands, kind, self.classes, self.class_weights,
+                            self.max_targets, self.nodata_fraction)
         return ChipScene(scene, r0, c0, base.terrain, kind)
 
     def sample(self, index: int) -> Chip:
@@ -369,6 +382,7 @@ def _chip_scene(
     bands: str,
     kind: str,
     classes: Sequence[str],
+    class_weights: Sequence[float],
     max_targets: int,
     nodata_fraction: float,
 ) -> Scene:
@@ -405,7 +419,8 @@ def _chip_scene(
                "empty": rng.uniform(0.0, 0.6)}[kind]
     if kind == "positive":
         n = int(min(max_targets, rng.geometric(0.45)))
-        preset: tuple[tuple[str, float, Pattern], ...] = tuple((c, 1.0, "random") for c in classes)
+        preset: tuple[tuple[str, float, Pattern], ...] = tuple(
+            (c, w, "random") for c, w in zip(classes, class_weights, strict=True))
         margin = 2 * gsd
         targets = place_targets(rng, preset, n, (x0 + margin, y0 + margin, x0 + side - margin, y0 + side - margin),
                                 ok, ground.soil_rgb, burial_prob=0.3)
