@@ -42,7 +42,7 @@ from pydantic import Field
 
 from rams.combine import JOINT_KEY
 from rams.config import ReadConfig, StrictModel, dump_config
-from rams.errors import AOIError, GSDError, InputError, OutputError, RamsError
+from rams.errors import AOIError, GSDError, InputError, ModelError, OutputError, RamsError
 from rams.merge import MERGE_DISTANCE_M
 from rams.outputs import check_output, output_lock
 from rams.raster import (
@@ -263,6 +263,11 @@ def plan_detect(
     started = now_utc()
     warnings: list[str] = []
     card = load_bundle(cfg.model).card
+    if card.untrained_classes:
+        raise ModelError(
+            f"model {cfg.model}: classes {', '.join(card.untrained_classes)} were never trained (a training start "
+            f"made by scripts/grow_bundle.py); train it first (init_weights: {cfg.model} in a training config)"
+        )
     src = open_raster(ortho)
     try:
         with damaged_reads(ortho):
@@ -544,7 +549,7 @@ def other_models_hint(gsd_m: float, bands: list[str], used: list[str]) -> str | 
             card = read_card(models_dir() / name)
         except RamsError:  # a broken bundle is reported where it is used (rams models list), not here
             continue
-        if card.name in used or list(card.bands) != list(bands) or _too_coarse(gsd_m, card):
+        if card.name in used or card.untrained_classes or list(card.bands) != list(bands) or _too_coarse(gsd_m, card):
             continue
         found.append((name, f"{name} ({', '.join(card.classes)})"))
     if not found:

@@ -91,6 +91,8 @@ def grow(
         new_card.pop("class_thresholds", None)
         new_card.pop("companions", None)
         new_card["metrics"] = {}
+        # a training start: rams detect refuses it until a training run has learned these classes
+        new_card["untrained_classes"] = [*card.untrained_classes, *add_classes]
     new_card["description"] = f"{card.description} Grown {' and '.join(what)}."
     new_card.pop("weights_sha256", None)
     return new_card, {k: v.detach().clone() for k, v in model.state_dict().items()}, diff

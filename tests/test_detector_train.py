@@ -205,3 +205,13 @@ def test_init_weights_starts_from_a_bundle_and_is_recorded(yolo: Path, tmp_path:
         train(other, tmp_path / "s4", progress=False)
     with pytest.raises(ModelError):
         train(tiny_config(yolo, init_weights=str(tmp_path / "nope")), tmp_path / "s5", progress=False)
+    # a bundle grown by a class (scripts/grow_bundle.py) names it untrained; the card of a run from it does not
+    from tests.script_helpers import load_script
+
+    grow = load_script("grow_bundle")
+    assert grow.main(["--model", str(first.bundle_dir), "--add-classes", "pfm1", "--out", str(tmp_path / "g")]) == 0
+    assert load_bundle(tmp_path / "g").card.untrained_classes == ["pfm1"]
+    grown_run = train(tiny_config(yolo, classes=["pmn", "tm62", "pfm1"], steps_per_epoch=1, max_epochs=1,
+                                  init_weights=str(tmp_path / "g")), tmp_path / "s6", progress=False)
+    assert grown_run.bundle_dir is not None
+    assert load_bundle(grown_run.bundle_dir).card.untrained_classes == []

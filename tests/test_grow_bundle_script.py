@@ -67,3 +67,34 @@ def test_added_classes_keep_the_old_outputs_and_start_fresh(tmp_path: Path) -> N
         with pytest.raises(SystemExit, match="error"):
             mod.main(["--model", str(tmp_path / "small"), *bad, "--out", str(tmp_path / "x")])
         assert not (tmp_path / "x").exists()
+
+
+def test_a_bundle_with_untrained_classes_is_refused_by_detect_until_trained(make_geotiff, tmp_path: Path) -> None:
+    """The grown bundle's new classes give near-zero scores everywhere: run as a model it would report none of
+    them wherever they lie. Its card names them; `rams detect` refuses it (exit 11, nothing written), `rams models`
+    says what it is, and a training run from it writes a card without them."""
+    import json
+
+    from typer.testing import CliRunner
+
+    from rams.cli.main import app
+    from rams.detector.bundle import read_card
+
+    mod = load_script("grow_bundle")
+    make_test_bundle(tmp_path / "small", classes=("pfm1", "pom2"), seed=5, tile_size_px=256, threshold=0.3)
+    assert read_card(tmp_path / "small").untrained_classes == []
+    assert "untrained_classes" not in json.loads((tmp_path / "small" / "model.json").read_text())
+    args = ["--model", str(tmp_path / "small"), "--add-classes", "pmn", "--out", str(tmp_path / "big")]
+    assert mod.main(args) == 0
+    assert read_card(tmp_path / "big").untrained_classes == ["pmn"]
+    runner = CliRunner()
+    ortho = make_geotiff(height=300, width=300, gsd=0.005)
+    out = tmp_path / "out.gpkg"
+    r = runner.invoke(app, ["detect", str(ortho), "--out", str(out), "--model", str(tmp_path / "big")])
+    assert r.exit_code == 11, r.output
+    assert "classes pmn were never trained" in r.output and "train it first" in r.output
+    assert not out.exists()
+    r = runner.invoke(app, ["detect", str(ortho), "--out", str(out), "--model", str(tmp_path / "small")])
+    assert r.exit_code == 0, r.output
+    r = runner.invoke(app, ["models", "show", str(tmp_path / "big")])
+    assert r.exit_code == 0 and "untrained     pmn: a training start" in r.output, r.output

@@ -28,7 +28,8 @@ def list_models(as_json: bool = typer.Option(False, "--json", help="Print JSON i
                     "gsd_m": card.gsd_m,
                     "gsd_range_m": list(card.gsd_range_m),
                     "classes": card.classes,
-                    "status": "ok",
+                    "status": (f"training start: {', '.join(card.untrained_classes)} untrained"
+                               if card.untrained_classes else "ok"),
                 }
             )
         except ModelError as err:
@@ -72,6 +73,11 @@ def show(
         f"description   {card.description}",
         f"architecture  {card.architecture} ({n_params} weights) {json.dumps(card.params)}",
         "classes       " + ", ".join(f"{i}:{c}" for i, c in enumerate(card.classes)),
+        *(
+            [f"untrained     {', '.join(card.untrained_classes)}: a training start (scripts/grow_bundle.py), not a "
+             "model to run; rams detect refuses it"]
+            if card.untrained_classes else []
+        ),  # fmt: skip
         f"bands         {', '.join(card.bands)} (mean {card.normalisation.mean}, std {card.normalisation.std})",
         f"gsd           works at {card.gsd_m * 100:.2f} cm/px, serves {lo * 100:.2f}-{hi * 100:.2f} cm imagery",
         f"tiling        {card.tile_size_px} px tiles, {card.overlap_px} px overlap",

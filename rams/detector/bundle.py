@@ -180,6 +180,10 @@ class ModelCard(_Strict):
     """Held-out metrics (how they were measured is part of the entry)."""
     companions: dict[str, Companion] = Field(default_factory=dict)
     """Other model's card name -> thresholds for running both together (:class:`Companion`)."""
+    untrained_classes: list[str] = Field(default_factory=list)
+    """Classes whose outputs were never trained (``scripts/grow_bundle.py --add-classes`` adds them with a fresh
+    init): such a bundle is a training start (``init_weights``), and ``rams detect`` refuses it, since it would
+    report nothing of those classes wherever they lie."""
     weights_sha256: str
     created: str
     rams_version: str
@@ -188,8 +192,10 @@ class ModelCard(_Strict):
     def _drop_empty_companions(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
         # a card without companions dumps as before they existed: same model.json, same card hashes in batch keys
         data = handler(self)
-        if isinstance(data, dict) and not data.get("companions"):
-            data.pop("companions", None)
+        if isinstance(data, dict):
+            for key in ("companions", "untrained_classes"):
+                if not data.get(key):
+                    data.pop(key, None)
         return data  # type: ignore[no-any-return]
 
     @field_validator("classes")
@@ -212,6 +218,9 @@ class ModelCard(_Strict):
         nb = len(self.bands)
         if nb == 0:
             raise ValueError("bands must name at least one band")
+        stray = [c for c in self.untrained_classes if c not in self.classes]
+        if stray:
+            raise ValueError(f"untrained_classes {stray} are not among the card's classes")
         if len(self.normalisation.mean) != nb or len(self.normalisation.std) != nb:
             raise ValueError(f"normalisation mean/std need {nb} values (one per band)")
         lo, hi = self.gsd_range_m
