@@ -26,7 +26,10 @@ is the same object (as :mod:`rams.combine` merges them); the rest are matched to
 they span at least ``--min-px`` pixels at the finer model's GSD. Per operating point an exact knapsack picks one
 (threshold of A, threshold of B) per class, maximising the mean per-class recall with the class-aware false positives
 of all classes together within the rate (a looser point never has a stricter threshold than a tighter one, for either
-model). Thresholds in 0.02 steps where both models detect a class, 0.01 where one does.
+model). Thresholds in 0.02 steps where both models detect a class, 0.01 where one does. The measured table also
+gives, per class, the items found **under any label** (class-agnostic one-to-one matching of all kept detections, as
+the ``any_ordnance`` metric of :mod:`rams.evaluate`): an item reported under another class's name is a class-aware
+miss, but still a place the clearance team is sent to.
 """
 
 from __future__ import annotations
@@ -81,22 +84,40 @@ class Pooled:
                     out[j] = max(out[j], float(self.score[0][i]))
         return out
 
+    def kept(self, cls: str, t: tuple[float, float]) -> tuple[np.ndarray, np.ndarray]:
+        """Centres and scores of the union's detections labelled ``cls`` at thresholds ``t`` (a second-model
+        detection that a kept first-model one of the same class already reports is dropped, as rams.merge does)."""
+        if cls not in self._by_class:
+            a, b, tm = self.label[0] == cls, self.label[1] == cls, self.tcls == cls
+            self._by_class[cls] = (self.xy[0][a], self.score[0][a], self.xy[1][b], self.score[1][b],
+                                   self.partner[b], self.txy[tm], self.radius[tm], self.counted[tm])
+        xa, sa, xb, sb, pb = self._by_class[cls][:5]
+        ka = sa >= t[0]
+        kb = (sb >= t[1]) & ~(pb >= t[0])
+        return np.concatenate([xa[ka], xb[kb]]), np.concatenate([sa[ka], sb[kb]])
+
+    def found_any_label(self, t: dict[str, tuple[float, float]]) -> dict[str, int]:
+        """Per truth class, counted items that some kept detection of any label finds (class-agnostic one-to-one
+        matching, as the any_ordnance metric of rams.evaluate): a 9N235 reported as MON is still a found hazard."""
+        from rams.evaluate import match_points
+
+        parts = [self.kept(c, tc) for c, tc in t.items()]
+        xy = np.concatenate([p[0] for p in parts]) if parts else np.zeros((0, 2))
+        s = np.concatenate([p[1] for p in parts]) if parts else np.zeros(0)
+        m = match_points(xy, s, self.txy, self.radius)
+        hit = np.zeros(len(self.txy), bool)
+        hit[m.pred_match[m.pred_match >= 0]] = True
+        return {c: int((hit & self.counted & (self.tcls == c)).sum()) for c in t}
+
     def counts(self, cls: str, t: tuple[float, float]) -> tuple[int, int, int]:
         """(counted items of ``cls``, found, false positives) of the union at thresholds ``t`` (one per model; 2.0:
         the model does not detect this class)."""
         from rams.evaluate import match_points
 
-        if cls not in self._by_class:
-            a, b, tm = self.label[0] == cls, self.label[1] == cls, self.tcls == cls
-            self._by_class[cls] = (self.xy[0][a], self.score[0][a], self.xy[1][b], self.score[1][b],
-                                   self.partner[b], self.txy[tm], self.radius[tm], self.counted[tm])
-        xa, sa, xb, sb, pb, txy, radius, counted = self._by_class[cls]
-        ka = sa >= t[0]
-        kb = (sb >= t[1]) & ~(pb >= t[0])
-        if self.max_fp is not None and int(ka.sum() + kb.sum()) - len(txy) > self.max_fp:
+        xy, s = self.kept(cls, t)
+        _, _, _, _, _, txy, radius, counted = self._by_class[cls]
+        if self.max_fp is not None and len(s) - len(txy) > self.max_fp:
             return int(counted.sum()), 0, self.max_fp + 1
-        xy = np.concatenate([xa[ka], xb[kb]])
-        s = np.concatenate([sa[ka], sb[kb]])
         m = match_points(xy, s, txy, radius)
         hit = m.pred_match >= 0
         left_out = hit & ~counted[np.maximum(m.pred_match, 0)] if len(counted) else np.zeros(len(hit), bool)
@@ -258,6 +279,12 @@ def union_counts(pool: Pooled, classes: list[str], t: dict[str, tuple[float, flo
     per = {c: row(*pool.counts(c, t[c])) for c in classes}
     total = row(sum(r["items"] for r in per.values()), sum(r["found"] for r in per.values()),
                 sum(r["fp"] for r in per.values()))
+    anyl = pool.found_any_label({c: t[c] for c in classes})
+    for c, r in per.items():  # found under any label: still flagged for the clearance team, under a wrong name
+        r["found_any_label"] = anyl[c]
+        r["recall_any_label"] = anyl[c] / r["items"] if r["items"] else None
+    total["found_any_label"] = sum(anyl.values())
+    total["recall_any_label"] = total["found_any_label"] / total["items"] if total["items"] else None
     return {"per_class": per, "class_aware": total}
 
 
@@ -390,15 +417,17 @@ def main(argv: list[str] | None = None) -> int:
         "duration_s": round(time.time() - t0, 1),
     }
     print(f"\n{result['what']}")
-    print("| class | items | together: found | recall | 95 % CI | FP/ha | each at its own point: recall | FP/ha |")
-    print("|---|---:|---:|---:|---|---:|---:|---:|")
+    print("| class | items | together: found | recall | 95 % CI | FP/ha | under any label | each at its own point: "
+          "recall | FP/ha |")
+    print("|---|---:|---:|---:|---|---:|---:|---:|---:|")
     for c in [*classes, "class_aware"]:
         r = together["per_class"][c] if c in classes else together[c]
         a = alone["per_class"][c] if c in classes else alone[c]
         rec = "-" if r["recall"] is None else f"{r['recall']:.3f}"
         ci = "-" if not r["recall_ci95"] else f"{r['recall_ci95'][0]:.2f}-{r['recall_ci95'][1]:.2f}"
         arec = "-" if a["recall"] is None else f"{a['recall']:.3f}"
-        print(f"| {c} | {r['items']} | {r['found']} | {rec} | {ci} | {r['fp_per_ha']:.1f} | {arec} | "
+        anyl = "-" if r["recall_any_label"] is None else f"{r['found_any_label']} ({r['recall_any_label']:.3f})"
+        print(f"| {c} | {r['items']} | {r['found']} | {rec} | {ci} | {r['fp_per_ha']:.1f} | {anyl} | {arec} | "
               f"{a['fp_per_ha']:.1f} |")  # fmt: skip
     if args.json:
         Path(args.json).write_text(json.dumps(result, indent=2))

@@ -45,6 +45,24 @@ def test_the_union_counts_an_object_found_by_both_models_once(pair: Any) -> None
     assert pool.counts("pmn", (0.5, 2.0)) == (5, 5, 0)  # a class only A detects (B's threshold 2.0: none)
 
 
+def test_an_item_found_under_another_label_is_counted_apart(pair: Any) -> None:
+    """Class-aware recall misses a PMN that a model reports as PFM-1; the clearance team still walks to it, and the
+    table says so in its own column (class-agnostic, one-to-one, as rams.evaluate's any_ordnance)."""
+    pool = _pool(pair)
+    # A also reports PMN item 4 (at x = 4, y = 50) as PFM-1, at 0.95: one more PFM-1 detection there
+    pool = pair.Pooled(pool.names, [np.vstack([pool.xy[0], [[4.0, 50.0]]]), pool.xy[1]],
+                       [np.append(pool.score[0], 0.95), pool.score[1]], [np.append(pool.label[0], "pfm1"),
+                       pool.label[1]], [np.vstack([pool.half[0], [[0.05, 0.05]]]), pool.half[1]], pool.txy,
+                       pool.tcls, pool.counted, pool.radius, pool.area_ha)  # fmt: skip
+    t = {"pfm1": (0.9, 0.6), "pmn": (0.95, 2.0)}  # PMN at 0.9 not kept; the PFM-1 label at 0.95 is
+    got = pair.union_counts(pool, ["pfm1", "pmn"], t)
+    assert got["per_class"]["pmn"]["found"] == 0 and got["per_class"]["pmn"]["fp"] == 0
+    assert got["per_class"]["pmn"]["found_any_label"] == 1  # item 4, under the PFM-1 label
+    assert got["per_class"]["pfm1"]["found"] == 8 and got["per_class"]["pfm1"]["found_any_label"] == 8
+    assert got["per_class"]["pfm1"]["fp"] == 1  # the PFM-1 label on the PMN (B's false alarms at 0.5 < 0.6)
+    assert got["class_aware"]["found_any_label"] == 9 and got["class_aware"]["recall_any_label"] == 9 / 15
+
+
 def test_pair_thresholds_fit_the_budget_and_find_the_most(pair: Any) -> None:
     pool = _pool(pair)
     has = {"pfm1": (True, True), "pmn": (True, False)}
