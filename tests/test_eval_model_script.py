@@ -68,6 +68,34 @@ def test_a_looser_point_never_raises_a_class_threshold(eval_model: Any) -> None:
     assert got["tm62"] <= 0.3 and got["pmn"] == 0.05
 
 
+def test_maximin_gives_up_no_class_for_the_mean(eval_model: Any) -> None:
+    """Three false alarms to spend: the mean buys PMN from 1 to 9 of 10 with all three and leaves TM-62 at 0 of 10;
+    maximin first keeps every class above nothing (TM-62 3 of 10 for one false alarm), then the mean within that."""
+    table = {
+        "pmn": {"hits": [0.95] + [0.5] * 8, "false": [0.5] * 3, "items": 10},
+        "tm62": {"hits": [0.4] * 3, "false": [0.4], "items": 10},
+    }
+
+    def counts(_class_aware: bool, _keep: np.ndarray, thr: float, cls: str | None = None) -> dict[str, Any]:
+        assert cls is not None
+        t = table[cls]
+        return {"found": sum(v >= thr for v in t["hits"]), "fp": sum(v >= thr for v in t["false"]),
+                "items": t["items"]}
+
+    classes = np.array(["pmn"] * 10 + ["tm62"] * 10)
+    keep = np.ones(20, bool)
+    mean = eval_model.per_class_thresholds(["pmn", "tm62"], counts, keep, classes, 3.0, 0.7)
+    assert mean["pmn"] <= 0.5 and mean["tm62"] > 0.4  # 0.9 and 0.0: mean 0.45
+    fair = eval_model.per_class_thresholds(["pmn", "tm62"], counts, keep, classes, 3.0, 0.7, objective="maximin")
+    assert fair["pmn"] > 0.5 and fair["tm62"] <= 0.4  # 0.1 and 0.3: the lowest class at 0.1, not 0
+    assert counts(True, keep, fair["tm62"], "tm62")["found"] == 3 and counts(True, keep, fair["pmn"], "pmn")["fp"] == 0
+    # a budget that affords both: maximin and mean agree
+    assert eval_model.per_class_thresholds(["pmn", "tm62"], counts, keep, classes, 4.0, 0.7, objective="maximin") == \
+        eval_model.per_class_thresholds(["pmn", "tm62"], counts, keep, classes, 4.0, 0.7)
+    with pytest.raises(ValueError, match="objective"):
+        eval_model.per_class_thresholds(["pmn", "tm62"], counts, keep, classes, 3.0, 0.7, objective="median")
+
+
 def test_calibrates_on_annotated_flights(tmp_path: Path) -> None:
     """``--flights``: a site's own annotated flights (QGIS points in WGS84 with only a ``class`` column) instead
     of synthetic scenes; per-class thresholds are written into a copy of the model's card."""
