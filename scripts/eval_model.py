@@ -32,6 +32,10 @@ others, on a copy of the bundle (``cp -r models/default models/site``), e.g.
         --calibrate precise=2,balanced=10,high_recall=30 --per-class --update-card
     .venv/bin/python scripts/eval_model.py --model models/site --flights flights/c --update-card
 
+``--per-class`` sets one threshold per class within each rate (an exact knapsack, :func:`per_class_thresholds`) that
+maximises the mean per-class recall; ``--objective maximin`` first raises the lowest class as far as the rate allows
+(for a model run alone on ground where every class matters, e.g. a specialist without the default beside it).
+
 Detections are cached beside each scene (``det-MODEL-HASH8.gpkg``, written down to ``--score-floor``).
 """
 
